@@ -1,0 +1,480 @@
+//! The request body: cheap to clone, sent in chunks, replayable by construction.
+//!
+//! Retry and refresh send a request again; tower's retry asks the policy to clone the request
+//! for that (tower#682 is the long story of bodies that cannot be cloned). xhttp makes the
+//! body itself replayable:
+//!
+//! - A body of known bytes ([`Body::from`] a `Bytes`, `Vec<u8>`, `String`, ...) is backed by
+//!   [`Bytes`]: a clone costs a reference count and replays the same bytes from the start.
+//!   It is emitted in chunks (default 64 KiB) so that upload progress and a bandwidth limit
+//!   have something to count.
+//! - A streaming body of unknown size ([`Body::replayable`]) is wrapped in a replay buffer with
+//!   a byte cap, as linkerd2-proxy's `ReplayBody` does: what the first send reads from the
+//!   stream is kept, up to the cap, for a clone to send again. Past the cap the first send goes
+//!   on to the end, but the buffer is dropped and [`Body::is_replayable`] turns false, so retry
+//!   and refresh return the first outcome instead of sending half a body.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower::BoxError;
+
+use crate::Error;
+
+/// How many bytes a body of known bytes emits per frame by default.
+pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
+
+/// How many bytes of a streaming body are kept for a replay by default (linkerd2-proxy keeps
+/// 64 KiB too: enough for any API payload, small enough to hold for every request in flight).
+pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
+
+/// An HTTP request body.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::BodyExt;
+/// use xhttp_core::Body;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let body = Body::from(vec![7u8; 100_000]); // emitted as 64 KiB + 34,464 bytes
+/// let again = body.clone();
+/// let first = body.collect().await.unwrap().to_bytes();
+/// let second = again.collect().await.unwrap().to_bytes();
+/// assert_eq!(first, second);
+/// # });
+/// ```
+pub struct Body {
+    kind: Kind,
+}
+
+enum Kind {
+    Full {
+        bytes: Bytes,
+        /// How much of `bytes` this copy has emitted.
+        offset: usize,
+        chunk: usize,
+    },
+    Replay(Replay),
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub fn empty() -> Body {
+        Body::from(Bytes::new())
+    }
+
+    /// Wraps a streaming body in a replay buffer that keeps up to `cap` bytes for a resend.
+    ///
+    /// ```
+    /// use xhttp_core::Body;
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    ///
+    /// let body = Body::replayable(Full::new(Bytes::from_static(b"stream")), 1024);
+    /// assert!(body.is_replayable());
+    /// ```
+    pub fn replayable<B>(body: B, cap: usize) -> Body
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let hint = body.size_hint();
+        let inner = body
+            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+            .map_err(Into::into);
+        let state = ReplayState {
+            inner: Some(Box::pin(inner)),
+            chunks: Vec::new(),
+            buffered: 0,
+            seen: 0,
+            capped: false,
+            trailers: None,
+            failed: None,
+        };
+        Body {
+            kind: Kind::Replay(Replay {
+                shared: Arc::new(Shared {
+                    state: Mutex::new(state),
+                    cap,
+                    hint,
+                }),
+                pos: 0,
+                trailers_sent: false,
+            }),
+        }
+    }
+
+    /// Sets how many bytes a body of known bytes emits per frame (at least 1). A streaming
+    /// body keeps the framing of its stream.
+    pub fn with_chunk_size(mut self, size: usize) -> Body {
+        if let Kind::Full { chunk, .. } = &mut self.kind {
+            *chunk = size.max(1);
+        }
+        self
+    }
+
+    /// The whole body, when its bytes are known up front (not for a streaming body).
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full { bytes, .. } => Some(bytes),
+            Kind::Replay(_) => None,
+        }
+    }
+
+    /// The body's length in bytes, when known up front.
+    pub fn content_length(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Full { bytes, .. } => Some(bytes.len() as u64),
+            Kind::Replay(replay) => replay.shared.hint.exact(),
+        }
+    }
+
+    /// Whether a clone of this body can still be sent in full: always for known bytes; for a
+    /// streaming body, until more than its cap has been read.
+    pub fn is_replayable(&self) -> bool {
+        match &self.kind {
+            Kind::Full { .. } => true,
+            Kind::Replay(replay) => !replay.shared.lock().capped,
+        }
+    }
+
+    /// A clone that replays the body from its start, or `None` when the body cannot be
+    /// replayed any more (a streaming body past its cap).
+    pub fn try_clone(&self) -> Option<Body> {
+        self.is_replayable().then(|| self.clone())
+    }
+}
+
+impl Clone for Body {
+    /// A copy that starts from the first byte. For a streaming body past its replay cap the
+    /// copy fails when polled; use [`Body::try_clone`] to ask first.
+    fn clone(&self) -> Body {
+        let kind = match &self.kind {
+            Kind::Full { bytes, chunk, .. } => Kind::Full {
+                bytes: bytes.clone(),
+                offset: 0,
+                chunk: *chunk,
+            },
+            Kind::Replay(replay) => Kind::Replay(Replay {
+                shared: replay.shared.clone(),
+                pos: 0,
+                trailers_sent: false,
+            }),
+        };
+        Body { kind }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
+impl fmt::Debug for Body {
+    /// Never prints the bytes: a body may carry a password or a refresh token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Full { bytes, .. } => f.debug_struct("Body").field("len", &bytes.len()).finish(),
+            Kind::Replay(replay) => f
+                .debug_struct("Body")
+                .field("streaming", &true)
+                .field("replay_cap", &replay.shared.cap)
+                .finish(),
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body {
+            kind: Kind::Full {
+                bytes,
+                offset: 0,
+                chunk: DEFAULT_CHUNK_SIZE,
+            },
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Body {
+        Body::from(Bytes::from(bytes))
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Body {
+        Body::from(Bytes::from(text))
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(text: &'static str) -> Body {
+        Body::from(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(bytes: &'static [u8]) -> Body {
+        Body::from(Bytes::from_static(bytes))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match &mut self.kind {
+            Kind::Full {
+                bytes,
+                offset,
+                chunk,
+            } => {
+                if *offset >= bytes.len() {
+                    return Poll::Ready(None);
+                }
+                let end = bytes.len().min(offset.saturating_add(*chunk));
+                let frame = bytes.slice(*offset..end);
+                *offset = end;
+                Poll::Ready(Some(Ok(Frame::data(frame))))
+            }
+            Kind::Replay(replay) => replay.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { bytes, offset, .. } => *offset >= bytes.len(),
+            Kind::Replay(replay) => replay.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { bytes, offset, .. } => {
+                SizeHint::with_exact(bytes.len().saturating_sub(*offset) as u64)
+            }
+            Kind::Replay(replay) if replay.pos == 0 => replay.shared.hint.clone(),
+            Kind::Replay(_) => SizeHint::default(),
+        }
+    }
+}
+
+type Stream = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
+
+/// One copy of a replayable streaming body; all copies share the stream and the buffer.
+struct Replay {
+    shared: Arc<Shared>,
+    /// How many of the stream's data frames this copy has emitted.
+    pos: usize,
+    trailers_sent: bool,
+}
+
+struct Shared {
+    state: Mutex<ReplayState>,
+    cap: usize,
+    hint: SizeHint,
+}
+
+struct ReplayState {
+    /// The stream, until it ends or fails.
+    inner: Option<Stream>,
+    /// Every data frame read so far, while the total stays within the cap.
+    chunks: Vec<Bytes>,
+    buffered: usize,
+    /// How many data frames have been read from the stream.
+    seen: usize,
+    /// More than `cap` bytes were read: `chunks` was dropped and no copy can start over.
+    capped: bool,
+    trailers: Option<HeaderMap>,
+    failed: Option<Error>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ReplayState> {
+        // A panic while the lock was held cannot leave the state half-written: every update
+        // below is a single assignment or push. So a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Replay {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
+        if self.pos < state.seen {
+            if state.capped {
+                return Poll::Ready(Some(Err(Error::invalid_request(format!(
+                    "a streaming body larger than its {} byte replay buffer cannot be sent again",
+                    shared.cap
+                )))));
+            }
+            let chunk = state.chunks[self.pos].clone();
+            self.pos += 1;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(err) = &state.failed {
+            return Poll::Ready(Some(Err(err.clone())));
+        }
+        let Some(inner) = state.inner.as_mut() else {
+            return Poll::Ready(self.take_trailers(&state));
+        };
+        match ready!(inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    state.seen += 1;
+                    self.pos += 1;
+                    if !state.capped {
+                        state.buffered += data.len();
+                        if state.buffered > shared.cap {
+                            state.capped = true;
+                            state.chunks = Vec::new();
+                        } else {
+                            state.chunks.push(data.clone());
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => {
+                    // Trailers end the stream.
+                    state.trailers = frame.into_trailers().ok();
+                    state.inner = None;
+                    Poll::Ready(self.take_trailers(&state))
+                }
+            },
+            Some(Err(err)) => {
+                let err = Error::from_boxed(err);
+                state.failed = Some(err.clone());
+                state.inner = None;
+                Poll::Ready(Some(Err(err)))
+            }
+            None => {
+                state.inner = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn take_trailers(&mut self, state: &ReplayState) -> Option<Result<Frame<Bytes>, Error>> {
+        match &state.trailers {
+            Some(trailers) if !self.trailers_sent => {
+                self.trailers_sent = true;
+                Some(Ok(Frame::trailers(trailers.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let state = self.shared.lock();
+        state.inner.is_none()
+            && state.failed.is_none()
+            && self.pos >= state.seen
+            && (state.trailers.is_none() || self.trailers_sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn stream_of(chunks: &[&'static [u8]]) -> impl http_body::Body<Data = Bytes, Error = Error> {
+        let frames: Vec<Result<Frame<Bytes>, Error>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    async fn bytes_of(body: Body) -> Result<Bytes, Error> {
+        Ok(body.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn clones_of_known_bytes_replay_identical_bytes_in_chunks() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let body = Body::from(data.clone()).with_chunk_size(1000);
+        let copy = body.clone();
+        let mut frames = 0;
+        let mut polled = body;
+        while let Some(frame) = polled.frame().await {
+            assert!(frame.unwrap().into_data().unwrap().len() <= 1000);
+            frames += 1;
+        }
+        assert_eq!(frames, 200);
+        // A clone taken from a half-sent body still starts at byte 0.
+        assert_eq!(bytes_of(copy.clone()).await.unwrap(), Bytes::from(data.clone()));
+        assert_eq!(bytes_of(copy).await.unwrap(), Bytes::from(data));
+    }
+
+    #[tokio::test]
+    async fn streaming_body_within_cap_replays_identically() {
+        let body = Body::replayable(stream_of(&[b"ab", b"cd", b"ef"]), 6);
+        let copy = body.try_clone().unwrap();
+        assert_eq!(bytes_of(body).await.unwrap(), "abcdef");
+        assert!(copy.is_replayable());
+        assert_eq!(bytes_of(copy).await.unwrap(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn replay_past_cap_is_refused_while_the_first_send_completes() {
+        let body = Body::replayable(stream_of(&[b"abc", b"def", b"ghi"]), 4);
+        let copy = body.clone();
+        // The first send goes to the end although it passes the cap.
+        assert_eq!(bytes_of(body).await.unwrap(), "abcdefghi");
+        assert!(!copy.is_replayable());
+        assert!(copy.try_clone().is_none());
+        let err = bytes_of(copy).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);
+        assert!(err.to_string().contains("4 byte replay buffer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_copy_can_follow_the_first_send_concurrently() {
+        let mut first = Body::replayable(stream_of(&[b"a", b"b", b"c"]), 64);
+        let second = first.clone();
+        let head = first.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(head, "a");
+        // The copy replays "a" from the buffer, then reads on from the shared stream.
+        assert_eq!(bytes_of(second).await.unwrap(), "abc");
+        // The first copy then sees the rest from the buffer.
+        assert_eq!(bytes_of(first).await.unwrap(), "bc");
+    }
+
+    #[tokio::test]
+    async fn stream_errors_reach_every_copy() {
+        let frames: Vec<Result<Frame<Bytes>, Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"x"))),
+            Err(Error::decode("broken stream")),
+        ];
+        let body = Body::replayable(StreamBody::new(futures_util::stream::iter(frames)), 64);
+        let copy = body.clone();
+        assert_eq!(bytes_of(body).await.unwrap_err().kind(), crate::ErrorKind::Decode);
+        assert_eq!(bytes_of(copy).await.unwrap_err().kind(), crate::ErrorKind::Decode);
+    }
+
+    #[test]
+    fn debug_never_prints_bytes() {
+        let body = Body::from("password=hunter2");
+        assert_eq!(format!("{body:?}"), "Body { len: 16 }");
+    }
+
+    #[test]
+    fn body_is_send_sync_unpin() {
+        fn assert_traits<T: Send + Sync + Unpin + 'static>() {}
+        assert_traits::<Body>();
+    }
+}
