@@ -7,7 +7,7 @@
 //! body without one fails as soon as the bytes read pass the limit, so memory never grows past
 //! the limit plus one frame.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tower::BoxError;
 
@@ -67,44 +67,100 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    let limit = limit.0;
-    let hint = body.size_hint();
-    if hint.lower() > limit {
-        return Err(Error::body_too_large(limit));
-    }
+    let mut collector = Collector::new(limit, &body.size_hint())?;
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    let mut len: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Error::from_boxed(e.into()))?;
-        let Ok(mut data) = frame.into_data() else {
-            continue; // trailers carry nothing the stack reads
-        };
-        let n = data.remaining();
-        len = len.saturating_add(n as u64);
-        if len > limit {
-            return Err(Error::body_too_large(limit));
-        }
-        match (&mut first, &mut rest) {
-            (None, _) => first = Some(data.copy_to_bytes(n)),
-            (Some(head), None) => {
-                // A second frame: start one buffer, sized by the hint but never past the limit.
-                let expected = hint.upper().unwrap_or(hint.lower()).min(limit);
-                let capacity = (expected as usize).max(head.len() + n);
-                let mut buf = BytesMut::with_capacity(capacity);
-                buf.put_slice(head);
-                buf.put(data);
-                rest = Some(buf);
-            }
-            (Some(_), Some(buf)) => buf.put(data),
+        if let Ok(data) = frame.into_data() {
+            collector.push(data)?;
         }
     }
-    Ok(match (first, rest) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(head), None) => head,
-        (None, None) => Bytes::new(),
-    })
+    Ok(collector.finish())
+}
+
+/// The bookkeeping of [`collect()`], for a hand-written future that polls the body itself
+/// (the facade's collect layer does, to stay free of boxed futures).
+///
+/// ```
+/// use xhttp_core::collect::Collector;
+/// use xhttp_core::BodyLimit;
+/// use http_body::SizeHint;
+///
+/// let mut c = Collector::new(BodyLimit(8), &SizeHint::default()).unwrap();
+/// c.push(bytes::Bytes::from_static(b"abcd")).unwrap();
+/// c.push(bytes::Bytes::from_static(b"efgh")).unwrap();
+/// assert!(c.push(bytes::Bytes::from_static(b"!")).is_err());
+/// ```
+#[derive(Debug)]
+pub struct Collector {
+    limit: u64,
+    /// What the body announced, to size the buffer once.
+    expected: u64,
+    len: u64,
+    first: Option<Bytes>,
+    /// From the second frame on; grown by hand so that its capacity never passes the limit
+    /// (`Vec`'s own doubling could reserve twice the limit).
+    rest: Option<Vec<u8>>,
+}
+
+impl Collector {
+    /// Starts collecting a body with the given size hint; fails at once when the body's
+    /// declared length is over the limit.
+    pub fn new(limit: BodyLimit, hint: &http_body::SizeHint) -> Result<Collector, Error> {
+        let limit = limit.0;
+        if hint.lower() > limit {
+            return Err(Error::body_too_large(limit));
+        }
+        Ok(Collector {
+            limit,
+            expected: hint.upper().unwrap_or(hint.lower()).min(limit),
+            len: 0,
+            first: None,
+            rest: None,
+        })
+    }
+
+    /// Adds a data frame; fails once the total passes the limit.
+    pub fn push(&mut self, mut data: impl Buf) -> Result<(), Error> {
+        let n = data.remaining();
+        self.len = self.len.saturating_add(n as u64);
+        if self.len > self.limit {
+            return Err(Error::body_too_large(self.limit));
+        }
+        let buf = match (&self.first, &mut self.rest) {
+            (None, _) => {
+                self.first = Some(data.copy_to_bytes(n));
+                return Ok(());
+            }
+            (Some(head), rest) => rest.get_or_insert_with(|| {
+                let mut buf = Vec::with_capacity((self.expected as usize).max(head.len()));
+                buf.extend_from_slice(head);
+                buf
+            }),
+        };
+        let needed = buf.len() + n;
+        if needed > buf.capacity() {
+            let grown = needed.max(buf.capacity().saturating_mul(2));
+            let capped = grown.min(usize::try_from(self.limit).unwrap_or(usize::MAX));
+            buf.reserve_exact(capped.max(needed) - buf.len());
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            buf.extend_from_slice(chunk);
+            let advanced = chunk.len();
+            data.advance(advanced);
+        }
+        Ok(())
+    }
+
+    /// The collected bytes; a body of one frame comes back without a copy.
+    pub fn finish(self) -> Bytes {
+        match (self.first, self.rest) {
+            (_, Some(buf)) => Bytes::from(buf),
+            (Some(head), None) => head,
+            (None, None) => Bytes::new(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub mod redact;
 
 pub use body::Body;
 pub use clock::{Clock, SharedClock, TokioClock};
-pub use collect::{collect, BodyLimit};
+pub use collect::{collect, BodyLimit, Collector};
 pub use error::{BusinessCode, Error, ErrorKind, TimeoutScope};
 pub use origin::Origin;
 

@@ -1,0 +1,365 @@
+//! [`Client`] and [`ClientBuilder`]: the composed stack behind a reqwest-like front.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+use xhttp_core::{Body, BodyLimit, Error};
+
+use crate::request::RequestBuilder;
+use crate::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder};
+
+/// The composed stack as a plain tower service, for users who add their own layers.
+pub type BoxService = BoxCloneSyncService<Request<Body>, Response<Bytes>, Error>;
+
+/// An HTTP client with the xhttp stack inside. Cheap to clone (an `Arc`), `Send + Sync`, so
+/// it fits in axum state and is shared by every task.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), xhttp::Error> {
+/// #[derive(serde::Deserialize)]
+/// struct Item { id: u64, name: String }
+///
+/// let client = xhttp::Client::builder()
+///     .base_url("https://api.example.com/v1")
+///     .build()?;
+/// let item: Item = client.get("/items/7").send().await?.json()?;
+/// println!("{} {}", item.id, item.name);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    base: Option<Uri>,
+    default_headers: HeaderMap,
+    service: BoxService,
+}
+
+impl Client {
+    /// A client with no base URL and the default stack.
+    ///
+    /// ```
+    /// let client = xhttp::Client::new();
+    /// # drop(client);
+    /// ```
+    pub fn new() -> Client {
+        // The default builder has no base URL and no header to validate, so it cannot fail;
+        // should it ever, a client without defaults is still correct.
+        ClientBuilder::new().build().unwrap_or_else(|_| Client {
+            inner: Arc::new(ClientInner {
+                base: None,
+                default_headers: HeaderMap::new(),
+                service: BoxService::new(default_stack(
+                    HttpTransport::default(),
+                    DEFAULT_ATTEMPT_TIMEOUT,
+                    BodyLimit::DEFAULT,
+                )),
+            }),
+        })
+    }
+
+    /// Options for a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Starts a request. `url` is joined to the base URL unless it is absolute.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let request = self.resolve(url).map(|uri| {
+            let mut request = Request::new(Body::empty());
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = self.inner.default_headers.clone();
+            request
+        });
+        RequestBuilder::new(self.clone(), request)
+    }
+
+    /// Starts a GET.
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a POST.
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a PUT.
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// Starts a PATCH.
+    pub fn patch(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// Starts a DELETE.
+    pub fn delete(&self, url: &str) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
+    /// Starts a HEAD.
+    pub fn head(&self, url: &str) -> RequestBuilder {
+        self.request(Method::HEAD, url)
+    }
+
+    /// The composed stack as a tower service (a clone of it).
+    ///
+    /// ```
+    /// use tower::ServiceExt;
+    /// # async fn run(client: xhttp::Client) -> Result<(), xhttp::Error> {
+    /// let request = http::Request::get("http://127.0.0.1:8080/health")
+    ///     .body(xhttp::Body::empty())
+    ///     .map_err(|e| xhttp::Error::invalid_request(e.to_string()))?;
+    /// let response = client.service().oneshot(request).await?;
+    /// # drop(response); Ok(()) }
+    /// ```
+    pub fn service(&self) -> BoxService {
+        self.inner.service.clone()
+    }
+
+    /// Sends a built request through the stack. Errors carry the method and the redacted URI.
+    pub async fn execute(&self, request: Request<Body>) -> Result<Response<Bytes>, Error> {
+        use tower::ServiceExt;
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        self.inner
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|err| match err.uri() {
+                Some(_) => err,
+                None => err.with_method_uri(&method, &uri),
+            })
+    }
+
+    /// Joins `url` to the base URL, or takes it as it is when absolute; only `http` and
+    /// `https` URLs with a host pass.
+    fn resolve(&self, url: &str) -> Result<Uri, Error> {
+        let text;
+        let full = match (&self.inner.base, has_scheme(url)) {
+            (_, true) => url,
+            (Some(base), false) => {
+                let base = base.to_string();
+                let path = url.trim_start_matches('/');
+                text = if path.is_empty() {
+                    base
+                } else {
+                    format!("{}/{}", base.trim_end_matches('/'), path)
+                };
+                &text
+            }
+            (None, false) => {
+                return Err(Error::invalid_request(
+                    "relative URL without a base URL on the client",
+                ))
+            }
+        };
+        parse_http_url(full)
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "base_url",
+                &self.inner.base.as_ref().map(xhttp_core::redact::uri),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn has_scheme(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// Parses an absolute `http`/`https` URL with a host.
+fn parse_http_url(url: &str) -> Result<Uri, Error> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Error::invalid_request(format!("malformed URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "unsupported URL scheme `{other}` (only http and https)"
+            )))
+        }
+        None => return Err(Error::invalid_request("URL has no scheme")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(Error::invalid_request("URL has no host"));
+    }
+    Ok(uri)
+}
+
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_stack(transport: HttpTransport, attempt_timeout: Duration, limit: BodyLimit) -> BoxService {
+    let service = ServiceBuilder::new()
+        .layer(AttemptTimeoutLayer::new(attempt_timeout))
+        .layer(CollectLayer::with_limit(limit))
+        .service(transport);
+    BoxService::new(service)
+}
+
+/// Options of a [`Client`]; later layers add their own.
+///
+/// ```
+/// use std::time::Duration;
+/// let client = xhttp::Client::builder()
+///     .base_url("http://127.0.0.1:8080/api")
+///     .default_header("x-app", "admin")
+///     .attempt_timeout(Duration::from_secs(5))
+///     .build()
+///     .unwrap();
+/// # drop(client);
+/// ```
+#[derive(Debug)]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    default_headers: HeaderMap,
+    attempt_timeout: Duration,
+    body_limit: BodyLimit,
+    transport: HttpTransportBuilder,
+    error: Option<Error>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+impl ClientBuilder {
+    /// The defaults: no base URL, attempt timeout 10 s, body limit 16 MiB, the default
+    /// transport.
+    pub fn new() -> Self {
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("xhttp/", env!("CARGO_PKG_VERSION"))),
+        );
+        ClientBuilder {
+            base_url: None,
+            default_headers,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            body_limit: BodyLimit::DEFAULT,
+            transport: HttpTransport::builder(),
+            error: None,
+        }
+    }
+
+    /// The URL relative paths are joined to, with any path prefix (`https://host/api`):
+    /// vben's `apiUrl` and `urlPrefix` in one.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// A header sent with every request (a request's own header of that name wins).
+    pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: fmt::Display,
+        V: TryInto<HeaderValue>,
+        V::Error: fmt::Display,
+    {
+        match crate::request::header_pair(name, value) {
+            Ok((name, value)) => {
+                self.default_headers.insert(name, value);
+            }
+            Err(err) => self.error = self.error.or(Some(err)),
+        }
+        self
+    }
+
+    /// How long one trip (head and body) may take; default 10 s.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The largest response body held in memory; default 16 MiB. A request may set its own
+    /// with [`RequestBuilder::body_limit`].
+    pub fn body_limit(mut self, bytes: u64) -> Self {
+        self.body_limit = BodyLimit(bytes);
+        self
+    }
+
+    /// How long a TCP connect may take; default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.transport = self.transport.connect_timeout(timeout);
+        self
+    }
+
+    /// How long an idle pooled connection is kept; default 90 s.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.transport = self.transport.pool_idle_timeout(timeout);
+        self
+    }
+
+    /// How many idle connections are kept per host; default unbounded.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.transport = self.transport.pool_max_idle_per_host(max);
+        self
+    }
+
+    /// Speak HTTP/2 without negotiation, also over plain TCP (h2c).
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.transport = self.transport.http2_prior_knowledge(true);
+        self
+    }
+
+    /// Builds the client; a malformed base URL, an unsupported scheme, an invalid default
+    /// header or a zero timeout is an error here, not at the first request.
+    pub fn build(self) -> Result<Client, Error> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        if self.attempt_timeout.is_zero() {
+            return Err(Error::config("the attempt timeout must be above zero"));
+        }
+        let base = match &self.base_url {
+            Some(url) => {
+                let uri = parse_http_url(url)?;
+                if uri.query().is_some() {
+                    return Err(Error::invalid_request("a base URL cannot have a query"));
+                }
+                Some(uri)
+            }
+            None => None,
+        };
+        let service = default_stack(self.transport.build(), self.attempt_timeout, self.body_limit);
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                base,
+                default_headers: self.default_headers,
+                service,
+            }),
+        })
+    }
+}

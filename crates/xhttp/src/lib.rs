@@ -1,0 +1,51 @@
+//! HTTP client layers for Rust services: what every admin front end builds around axios,
+//! done once, correctly under concurrency, close to raw hyper's speed.
+//!
+//! `xhttp` is the facade: a [`Client`] that composes the xhttp layers in their canonical
+//! order over hyper-util and rustls, with a reqwest-like request builder. Each concern is also
+//! its own crate and tower `Layer`, for use over any tower service.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), xhttp::Error> {
+//! #[derive(serde::Deserialize)]
+//! struct Item { id: u64, name: String }
+//!
+//! let client = xhttp::Client::builder()
+//!     .base_url("https://api.example.com/v1")
+//!     .build()?;
+//! let response = client.get("/items/7").send().await?;
+//! assert!(response.status().is_success());
+//! let item: Item = response.json()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The stack today, outermost first (later layers join in the order of `ARCHITECTURE.md`):
+//!
+//! ```text
+//! attempt    per-trip timeout (default 10 s) covering the head and the body
+//!   collect  Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
+//!     transport  hyper-util legacy client, HTTP/1.1 + HTTP/2, rustls (ring, webpki roots)
+//! ```
+#![deny(unsafe_code)]
+
+mod client;
+mod request;
+mod response;
+pub mod transport;
+
+pub use client::{BoxService, Client, ClientBuilder};
+pub use request::RequestBuilder;
+pub use response::Response;
+pub use xhttp_core::{Body, BodyLimit, BusinessCode, Error, ErrorKind, TimeoutScope};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_types_are_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Client>();
+        assert_send_sync::<super::Response>();
+        assert_send_sync::<super::BoxService>();
+        assert_send_sync::<super::transport::TransportFuture>();
+    }
+}

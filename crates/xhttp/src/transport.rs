@@ -1,0 +1,518 @@
+//! The bottom of the stack: hyper-util's pooled client over rustls, and the two steps above
+//! it that every trip takes: [`Collect`] turns the streamed response into `Response<Bytes>`
+//! under a limit, and [`AttemptTimeout`] bounds one trip, head and body.
+//!
+//! ```
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use xhttp::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), xhttp::Error> {
+//! let service = ServiceBuilder::new()
+//!     .layer(AttemptTimeoutLayer::new(Duration::from_secs(10)))
+//!     .layer(CollectLayer::new())
+//!     .service(HttpTransport::builder().build());
+//! let request = http::Request::get("http://127.0.0.1:1/").body(xhttp::Body::empty()).unwrap();
+//! let result = service.oneshot(request).await; // connection refused: a Transport error
+//! assert!(result.unwrap_err().is_never_sent());
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+//! ```
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as HttpBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::{BoxError, Layer, Service};
+use xhttp_core::collect::Collector;
+use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
+
+/// hyper-util's legacy client, pooled, speaking HTTP/1.1 and HTTP/2 (ALPN over TLS, or prior
+/// knowledge over plain TCP), with rustls (ring provider, webpki roots).
+///
+/// Failures come back as [`Error`]s of kind `Transport`; a connection that never carried the
+/// request (refused, DNS, TLS handshake, connect timeout) is marked
+/// [`Error::is_never_sent`] so that retry may resend any method.
+#[derive(Clone, Debug)]
+pub struct HttpTransport {
+    client: HyperClient<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// Options of [`HttpTransport`].
+///
+/// ```
+/// use std::time::Duration;
+/// let transport = xhttp::transport::HttpTransport::builder()
+///     .connect_timeout(Duration::from_secs(3))
+///     .http2_prior_knowledge(true)
+///     .build();
+/// # drop(transport);
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpTransportBuilder {
+    connect_timeout: Option<Duration>,
+    pool_idle_timeout: Option<Duration>,
+    pool_max_idle_per_host: usize,
+    http2_prior_knowledge: bool,
+    tcp_nodelay: bool,
+}
+
+impl Default for HttpTransportBuilder {
+    fn default() -> Self {
+        HttpTransportBuilder {
+            // A host that does not answer a SYN in 10 s is down; fail fast so retry can act.
+            connect_timeout: Some(Duration::from_secs(10)),
+            // hyper-util's default: idle connections live 90 s.
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+            pool_max_idle_per_host: usize::MAX,
+            http2_prior_knowledge: false,
+            tcp_nodelay: true,
+        }
+    }
+}
+
+impl HttpTransportBuilder {
+    /// How long a TCP connect may take (default 10 s); `None` waits for the OS.
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.pool_idle_timeout = timeout.into();
+        self
+    }
+
+    /// How many idle connections to keep per host (default unbounded, as hyper-util).
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Speak HTTP/2 without negotiation, also over plain TCP (h2c); default off: HTTP/1.1,
+    /// or HTTP/2 when TLS negotiates it.
+    pub fn http2_prior_knowledge(mut self, enabled: bool) -> Self {
+        self.http2_prior_knowledge = enabled;
+        self
+    }
+
+    /// Disable Nagle's algorithm (default on: API calls are small and latency-bound).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Builds the transport.
+    pub fn build(self) -> HttpTransport {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(self.tcp_nodelay);
+        http.set_connect_timeout(self.connect_timeout);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let mut builder = HyperClient::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .http2_only(self.http2_prior_knowledge);
+        HttpTransport {
+            client: builder.build(connector),
+        }
+    }
+}
+
+impl HttpTransport {
+    /// Options for a transport.
+    pub fn builder() -> HttpTransportBuilder {
+        HttpTransportBuilder::default()
+    }
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        HttpTransport::builder().build()
+    }
+}
+
+impl Service<Request<Body>> for HttpTransport {
+    type Response = Response<Incoming>;
+    type Error = Error;
+    type Future = TransportFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The pool has no back-pressure: it opens a connection when none is idle.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> TransportFuture {
+        TransportFuture {
+            inner: self.client.request(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`HttpTransport`].
+    pub struct TransportFuture {
+        #[pin]
+        inner: hyper_util::client::legacy::ResponseFuture,
+    }
+}
+
+impl Future for TransportFuture {
+    type Output = Result<Response<Incoming>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.project().inner.poll(cx));
+        Poll::Ready(result.map_err(transport_error))
+    }
+}
+
+/// Classifies a hyper-util error: a failure to connect provably never sent the request.
+fn transport_error(err: hyper_util::client::legacy::Error) -> Error {
+    let never_sent = err.is_connect();
+    let mut error = Error::transport(err);
+    if never_sent {
+        error = error.with_never_sent();
+    }
+    error
+}
+
+/// Layer of [`Collect`]: collects each response body into `Bytes` under a limit.
+///
+/// The limit is the request's [`BodyLimit`] extension, else the layer's default (16 MiB).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CollectLayer {
+    limit: Option<BodyLimit>,
+}
+
+impl CollectLayer {
+    /// A collect layer with the default limit of 16 MiB.
+    pub fn new() -> Self {
+        CollectLayer { limit: None }
+    }
+
+    /// A collect layer with another default limit.
+    pub fn with_limit(limit: BodyLimit) -> Self {
+        CollectLayer { limit: Some(limit) }
+    }
+}
+
+impl<S> Layer<S> for CollectLayer {
+    type Service = Collect<S>;
+
+    fn layer(&self, inner: S) -> Collect<S> {
+        Collect {
+            inner,
+            limit: self.limit.unwrap_or_default(),
+        }
+    }
+}
+
+/// Turns `Response<B>` into `Response<Bytes>`, failing with `BodyTooLarge` past the limit and
+/// never buffering past it.
+#[derive(Clone, Debug)]
+pub struct Collect<S> {
+    inner: S,
+    limit: BodyLimit,
+}
+
+impl<S> Collect<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Collect<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: HttpBody,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Bytes>;
+    type Error = Error;
+    type Future = CollectFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .copied()
+            .unwrap_or(self.limit);
+        CollectFuture {
+            state: CollectState::Head {
+                future: self.inner.call(request),
+                limit,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Collect`].
+    pub struct CollectFuture<F, B> {
+        #[pin]
+        state: CollectState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = CollectStateProj]
+    enum CollectState<F, B> {
+        Head { #[pin] future: F, limit: BodyLimit },
+        Body { #[pin] body: B, parts: Option<http::response::Parts>, collector: Option<Collector> },
+    }
+}
+
+impl<F, B, E> Future for CollectFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: HttpBody,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Bytes>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                CollectStateProj::Head { future, limit } => {
+                    let response = ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
+                    let (parts, body) = response.into_parts();
+                    let collector = Collector::new(*limit, &body.size_hint())
+                        .map_err(|e| e.with_status(parts.status))?;
+                    state.set(CollectState::Body {
+                        body,
+                        parts: Some(parts),
+                        collector: Some(collector),
+                    });
+                }
+                CollectStateProj::Body {
+                    mut body,
+                    parts,
+                    collector,
+                } => {
+                    while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
+                        let frame = frame.map_err(|e| body_error(e.into()))?;
+                        if let (Ok(data), Some(collector)) = (frame.into_data(), collector.as_mut()) {
+                            collector.push(data)?;
+                        }
+                    }
+                    // Both are taken once, on the poll that completes the future.
+                    let (Some(parts), Some(collector)) = (parts.take(), collector.take()) else {
+                        return Poll::Ready(Err(Error::new(xhttp_core::ErrorKind::Internal)
+                            .with_message("collect future polled after completion")));
+                    };
+                    return Poll::Ready(Ok(Response::from_parts(parts, collector.finish())));
+                }
+            }
+        }
+    }
+}
+
+/// A failure while reading the body: the head arrived, so the request reached the server.
+fn body_error(err: BoxError) -> Error {
+    let err = Error::from_boxed(err);
+    if err.kind() == xhttp_core::ErrorKind::Transport {
+        // Name the usual cause plainly instead of hyper's internal wording only.
+        let incomplete = err
+            .source()
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(|e| e.is_incomplete_message());
+        if incomplete {
+            return err.with_message("connection closed before the body was complete");
+        }
+    }
+    err
+}
+
+/// Layer of [`AttemptTimeout`]: bounds one trip, head and body.
+///
+/// Default 10 s, as Polly's standard resilience pipeline; the deadline of the whole call
+/// (retries and backoff included) is another layer's.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    /// An attempt timeout of `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> AttemptTimeout<S> {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Fails a trip with `Timeout(Attempt)` when it takes longer than its timeout. Put it above
+/// [`Collect`] so that the body download is covered too (tower's `Timeout` covers only what
+/// its inner future covers).
+#[derive(Clone, Debug)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> AttemptTimeout<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for AttemptTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = AttemptTimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        AttemptTimeoutFuture {
+            inner: self.inner.call(request),
+            sleep: tokio::time::sleep(self.timeout),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AttemptTimeout`].
+    pub struct AttemptTimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<F, T, E> Future for AttemptTimeoutFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(|e| Error::from_boxed(e.into())));
+        }
+        ready!(this.sleep.poll(cx));
+        Poll::Ready(Err(Error::timeout(TimeoutScope::Attempt)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{service_fn, ServiceExt};
+    use xhttp_core::ErrorKind;
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_timeout_fires_on_the_paused_clock() {
+        let slow = service_fn(|_: Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            Ok::<_, Error>(Response::new(()))
+        });
+        let service = AttemptTimeoutLayer::new(Duration::from_secs(10)).layer(slow);
+        let start = tokio::time::Instant::now();
+        let err = service.oneshot(Request::new(())).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Attempt));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_timeout_covers_the_body() {
+        // The head comes at once; the body stalls past the timeout.
+        let stalled_body = service_fn(|_: Request<()>| async {
+            let body = http_body_util::StreamBody::new(futures_stream_pending());
+            Ok::<_, Error>(Response::new(body))
+        });
+        let service = AttemptTimeoutLayer::new(Duration::from_secs(1))
+            .layer(CollectLayer::new().layer(stalled_body));
+        let err = service.oneshot(Request::new(())).await.unwrap_err();
+        assert!(err.is_timeout());
+    }
+
+    fn futures_stream_pending(
+    ) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, Error>> {
+        futures_util::stream::pending()
+    }
+
+    #[tokio::test]
+    async fn collect_uses_the_request_limit() {
+        let big = service_fn(|_: Request<()>| async {
+            Ok::<_, Error>(Response::new(http_body_util::Full::new(Bytes::from(vec![0u8; 100]))))
+        });
+        let mut request = Request::new(());
+        request.extensions_mut().insert(BodyLimit(99));
+        let err = CollectLayer::new().layer(big).oneshot(request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
+        assert_eq!(err.status(), Some(http::StatusCode::OK));
+    }
+}
