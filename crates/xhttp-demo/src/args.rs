@@ -1,0 +1,143 @@
+//! Command-line flags, parsed by hand: eight flags do not need a parser crate's build time.
+
+use std::fmt;
+use std::time::Duration;
+
+pub(crate) const USAGE: &str = "\
+xhttp-demo: drive the xhttp stack against a loopback API server and print a summary
+
+USAGE: cargo run --release -p xhttp-demo -- [FLAGS]
+
+FLAGS:
+  --requests N          logical requests to make (default 20000)
+  --concurrency C       requests in flight at once (default 64)
+  --token-ttl-ms T      access token lifetime on the server, ms (default 900000)
+  --fail-rate F         share of API requests answered 503 by the server, 0..1 (default 0)
+  --duplicate-rate D    share of requests that repeat one already in flight, 0..1 (default 0)
+  --seed S              seed of the server's faults and of the request mix (default 1)
+  --http2               speak HTTP/2 (prior knowledge) instead of HTTP/1.1
+  --json                print one JSON object on stdout instead of the table
+  -h, --help            this text
+";
+
+/// The demo's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    pub(crate) requests: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) token_ttl: Duration,
+    pub(crate) fail_rate: f64,
+    pub(crate) duplicate_rate: f64,
+    pub(crate) seed: u64,
+    pub(crate) http2: bool,
+    pub(crate) json: bool,
+    pub(crate) help: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            requests: 20_000,
+            concurrency: 64,
+            token_ttl: Duration::from_secs(15 * 60),
+            fail_rate: 0.0,
+            duplicate_rate: 0.0,
+            seed: 1,
+            http2: false,
+            json: false,
+            help: false,
+        }
+    }
+}
+
+/// A flag the demo cannot use.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ArgError(String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Args {
+    pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
+        let mut out = Args::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+                None => (arg, None),
+            };
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| ArgError(format!("{name} needs a value")))
+            };
+            match flag.as_str() {
+                "--requests" => out.requests = number(&flag, &value(&flag)?)?,
+                "--concurrency" => out.concurrency = number(&flag, &value(&flag)?)?,
+                "--token-ttl-ms" => {
+                    out.token_ttl = Duration::from_millis(number(&flag, &value(&flag)?)?)
+                }
+                "--fail-rate" => out.fail_rate = share(&flag, &value(&flag)?)?,
+                "--duplicate-rate" => out.duplicate_rate = share(&flag, &value(&flag)?)?,
+                "--seed" => out.seed = number(&flag, &value(&flag)?)?,
+                "--http2" => out.http2 = true,
+                "--json" => out.json = true,
+                "-h" | "--help" => out.help = true,
+                other => return Err(ArgError(format!("unknown flag {other}"))),
+            }
+        }
+        if out.concurrency == 0 {
+            return Err(ArgError("--concurrency must be at least 1".into()));
+        }
+        if out.token_ttl < Duration::from_millis(50) {
+            return Err(ArgError("--token-ttl-ms must be at least 50".into()));
+        }
+        Ok(out)
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, ArgError> {
+    text.parse()
+        .map_err(|_| ArgError(format!("{flag} takes a whole number, not `{text}`")))
+}
+
+fn share(flag: &str, text: &str) -> Result<f64, ArgError> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(ArgError(format!(
+            "{flag} takes a share between 0 and 1, not `{text}`"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, ArgError> {
+        Args::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_both_value_forms() {
+        let args = parse(&[]).unwrap();
+        assert_eq!((args.requests, args.concurrency), (20_000, 64));
+        let args = parse(&["--requests", "10", "--fail-rate=0.1", "--json"]).unwrap();
+        assert_eq!(args.requests, 10);
+        assert_eq!(args.fail_rate, 0.1);
+        assert!(args.json);
+    }
+
+    #[test]
+    fn bad_flags_are_errors_not_panics() {
+        assert!(parse(&["--requests"]).is_err());
+        assert!(parse(&["--requests", "-3"]).is_err());
+        assert!(parse(&["--fail-rate", "1.5"]).is_err());
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--nope"]).is_err());
+    }
+}

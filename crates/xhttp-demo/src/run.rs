@@ -1,0 +1,319 @@
+//! One run of the demo: the server, the client, the workers, the summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use xhttp::{Client, Error};
+use xhttp_testkit::{Config, Faults, Route, TestServer, TokenPair};
+
+use crate::args::Args;
+
+/// What the run measured; `--json` prints exactly this object.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    /// Logical requests made.
+    pub(crate) requests: usize,
+    /// Requests that ended in a 2xx response with a success envelope.
+    pub(crate) ok: u64,
+    /// Requests that ended in an error.
+    pub(crate) failed: u64,
+    /// Failed requests by error kind.
+    pub(crate) failed_by_kind: BTreeMap<String, u64>,
+    /// Calls that reached the server's token endpoints (login and refresh).
+    pub(crate) token_calls: u64,
+    /// Refresh tokens presented twice, as the server detected them.
+    pub(crate) reuse_detected: u64,
+    /// Attempts beyond the first, made by the retry layer.
+    pub(crate) retries: u64,
+    /// Requests that shared another caller's trip instead of making their own.
+    pub(crate) coalesced: u64,
+    /// Requests that reached the server's API route.
+    pub(crate) upstream_requests: u64,
+    /// Faults the server injected.
+    pub(crate) faults_injected: u64,
+    /// Most API requests the server held at once.
+    pub(crate) peak_concurrency: u64,
+    /// Median latency of a logical request, microseconds.
+    pub(crate) p50_us: u64,
+    /// 99th percentile latency, microseconds.
+    pub(crate) p99_us: u64,
+    /// Wall time of the request phase, milliseconds.
+    pub(crate) elapsed_ms: u64,
+    /// Logical requests per second.
+    pub(crate) throughput_rps: u64,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    code: i64,
+}
+
+pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
+    let server = TestServer::start_with(Config {
+        access_ttl: args.token_ttl,
+        seed: args.seed,
+        ..Config::default()
+    })
+    .await;
+    server.set_faults(
+        Route::Items,
+        Faults {
+            fail_rate: args.fail_rate,
+            ..Faults::default()
+        },
+    );
+
+    let builder = || {
+        let builder = Client::builder()
+            .base_url(server.base_url())
+            .pool_max_idle_per_host(args.concurrency);
+        if args.http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder
+        }
+    };
+    // Until the auth layer lands (issue 3) the demo logs in once and sends that token as a
+    // default header: when it expires, the server's 401s show up as failures.
+    let (user, password) = Config::default().credentials;
+    let tokens: TokenPair = builder()
+        .build()?
+        .post("/auth/login")
+        .json(&serde_json::json!({ "username": user, "password": password }))
+        .send()
+        .await?
+        .json()?;
+    let client = builder()
+        .default_header("authorization", format!("Bearer {}", tokens.access_token))
+        .build()?;
+
+    let ids = Arc::new(request_ids(args));
+    let next = Arc::new(AtomicUsize::new(0));
+    let progress = progress_bar(args);
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency.min(args.requests.max(1)) {
+        let (client, ids, next, progress) =
+            (client.clone(), ids.clone(), next.clone(), progress.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { break };
+                let start = Instant::now();
+                let outcome = call(&client, *id).await;
+                tally.record(start.elapsed(), outcome);
+                progress.inc(1);
+            }
+            tally
+        }));
+    }
+    let mut tally = Tally::default();
+    for worker in workers {
+        match worker.await {
+            Ok(part) => tally.merge(part),
+            Err(err) => {
+                return Err(Error::new(xhttp::ErrorKind::Internal)
+                    .with_message(format!("a demo worker failed: {err}")))
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let counters = server.counters();
+    tally.latencies_us.sort_unstable();
+    Ok(Summary {
+        requests: args.requests,
+        ok: tally.ok,
+        failed: tally.failed_by_kind.values().sum(),
+        failed_by_kind: tally.failed_by_kind,
+        token_calls: counters.token_calls(),
+        reuse_detected: counters.reuse_detected(),
+        // No retry or dedupe layer is in the stack yet: nothing retries, nothing coalesces.
+        retries: 0,
+        coalesced: 0,
+        upstream_requests: counters.hits(Route::Items),
+        faults_injected: counters.faults_injected(),
+        peak_concurrency: counters.peak_concurrency(),
+        p50_us: percentile(&tally.latencies_us, 0.50),
+        p99_us: percentile(&tally.latencies_us, 0.99),
+        elapsed_ms: elapsed.as_millis() as u64,
+        throughput_rps: (args.requests as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
+    })
+}
+
+/// One logical request; its error kind when it failed.
+async fn call(client: &Client, id: u64) -> Result<(), String> {
+    let response = client
+        .get(&format!("/api/items/{id}"))
+        .send()
+        .await
+        .map_err(|e| kind_name(&e))?;
+    // The status and envelope layers (issue 6) will turn these into errors; until then the
+    // demo reads them itself, with the same kind names.
+    if !response.status().is_success() {
+        return Err("Status".into());
+    }
+    match response.json::<Envelope>() {
+        Ok(envelope) if envelope.code == 0 => Ok(()),
+        Ok(_) => Err("Business".into()),
+        Err(err) => Err(kind_name(&err)),
+    }
+}
+
+fn kind_name(err: &Error) -> String {
+    format!("{:?}", err.kind())
+}
+
+/// The id each request asks for; a duplicate repeats the id of one of the requests started
+/// just before it, which is still in flight at the configured concurrency.
+fn request_ids(args: &Args) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::with_capacity(args.requests);
+    for i in 0..args.requests {
+        let draw = mix(args.seed, i as u64);
+        let duplicate = i > 0 && unit(draw) < args.duplicate_rate;
+        let id = if duplicate {
+            let window = i.min(args.concurrency.saturating_sub(1).max(1));
+            ids[i - 1 - (mix(draw, 1) as usize % window)]
+        } else {
+            i as u64
+        };
+        ids.push(id);
+    }
+    ids
+}
+
+/// SplitMix64's finaliser over (seed, index): a deterministic draw per request.
+fn mix(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unit(word: u64) -> f64 {
+    (word >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed_by_kind: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
+        self.latencies_us.push(latency.as_micros() as u64);
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(kind) => *self.failed_by_kind.entry(kind).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        for (kind, n) in other.failed_by_kind {
+            *self.failed_by_kind.entry(kind).or_default() += n;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn progress_bar(args: &Args) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(args.requests as u64),
+        ProgressDrawTarget::stderr_with_hz(10),
+    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} requests  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+impl Summary {
+    /// The human-readable table.
+    pub(crate) fn table(&self, args: &Args) -> String {
+        let mut out = String::new();
+        let row = |out: &mut String, name: &str, value: String| {
+            let _ = writeln!(out, "  {name:<22} {value:>14}");
+        };
+        let _ = writeln!(
+            out,
+            "xhttp demo: {} requests, concurrency {}, token ttl {} ms, fail rate {}, duplicate rate {}, seed {}{}",
+            args.requests,
+            args.concurrency,
+            args.token_ttl.as_millis(),
+            args.fail_rate,
+            args.duplicate_rate,
+            args.seed,
+            if args.http2 { ", HTTP/2" } else { "" }
+        );
+        row(&mut out, "ok", self.ok.to_string());
+        row(&mut out, "failed", self.failed.to_string());
+        for (kind, n) in &self.failed_by_kind {
+            row(&mut out, &format!("  {kind}"), n.to_string());
+        }
+        row(&mut out, "token calls", self.token_calls.to_string());
+        row(&mut out, "reuse detected", self.reuse_detected.to_string());
+        row(&mut out, "retries", self.retries.to_string());
+        row(&mut out, "coalesced", self.coalesced.to_string());
+        row(&mut out, "upstream requests", self.upstream_requests.to_string());
+        row(&mut out, "faults injected", self.faults_injected.to_string());
+        row(&mut out, "peak concurrency", self.peak_concurrency.to_string());
+        row(&mut out, "p50", format!("{} us", self.p50_us));
+        row(&mut out, "p99", format!("{} us", self.p99_us));
+        row(&mut out, "elapsed", format!("{} ms", self.elapsed_ms));
+        row(&mut out, "throughput", format!("{} req/s", self.throughput_rps));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_repeat_recent_ids_at_the_requested_rate() {
+        let args = Args {
+            requests: 10_000,
+            duplicate_rate: 0.25,
+            ..Args::default()
+        };
+        let ids = request_ids(&args);
+        let repeats = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, id)| **id != *i as u64)
+            .count();
+        assert!((2_200..2_800).contains(&repeats), "{repeats}");
+        for (i, id) in ids.iter().enumerate() {
+            assert!(*id as usize <= i && i - *id as usize <= 64 * 64, "{i} {id}");
+        }
+        assert_eq!(request_ids(&args), ids, "same seed, same mix");
+    }
+
+    #[test]
+    fn percentiles_of_small_sets() {
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(percentile(&[5], 0.99), 5);
+        assert_eq!(percentile(&[1, 2, 3, 4], 0.5), 2);
+        assert_eq!(percentile(&(1..=100).collect::<Vec<_>>(), 0.99), 99);
+    }
+}
