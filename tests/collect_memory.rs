@@ -63,7 +63,9 @@ async fn peak_growth_of(client: &Client, path: &str) -> (usize, xhttp::Error) {
         .send()
         .await
         .expect_err("a 1 GiB body is over the limit");
-    (PEAK.load(Ordering::SeqCst).saturating_sub(baseline), err)
+    let growth = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
+    eprintln!("{path}: peak heap growth {growth} bytes ({err})");
+    (growth, err)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use xhttp::{Client, Error};
-use xhttp_testkit::{Config, Faults, Route, TestServer, TokenPair};
+use xhttp_testkit::{Config, Faults, Route, TestServer};
 
 use crate::args::Args;
 
@@ -49,6 +49,11 @@ pub(crate) struct Summary {
 }
 
 #[derive(Deserialize)]
+struct Login {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
 struct Envelope {
     code: i64,
 }
@@ -81,7 +86,7 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
     // Until the auth layer lands (issue 3) the demo logs in once and sends that token as a
     // default header: when it expires, the server's 401s show up as failures.
     let (user, password) = Config::default().credentials;
-    let tokens: TokenPair = builder()
+    let tokens: Login = builder()
         .build()?
         .post("/auth/login")
         .json(&serde_json::json!({ "username": user, "password": password }))
