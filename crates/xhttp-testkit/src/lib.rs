@@ -1,0 +1,108 @@
+//! A real loopback HTTP API server for testing HTTP clients: tokens that expire and rotate,
+//! envelopes, counters, and seeded fault injection.
+//!
+//! [`TestServer::start`] binds `127.0.0.1:0` and serves HTTP/1.1 and HTTP/2 (prior
+//! knowledge) from tasks of the current tokio runtime until the server is dropped. Tests,
+//! benchmarks and the demo of xhttp all run against it, so what they measure goes through
+//! real sockets.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Empty};
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use xhttp_testkit::{Faults, Route, TestServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = TestServer::start().await;
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let tokens = server.login();
+//! let me = || {
+//!     http::Request::get(server.url("/api/me"))
+//!         .header("authorization", format!("Bearer {}", tokens.access_token))
+//!         .body(Empty::new())
+//! };
+//!
+//! let response = client.request(me()?).await?;
+//! assert_eq!(response.status(), 200);
+//! let body = response.into_body().collect().await?.to_bytes();
+//! assert_eq!(body, r#"{"code":0,"message":"ok","result":{"user":"admin"}}"#);
+//!
+//! // From now on every request on /api/me is answered 503 with a Retry-After.
+//! let faults = Faults { fail_rate: 1.0, retry_after: Some("1".into()), ..Faults::default() };
+//! server.set_faults(Route::Me, faults);
+//! let response = client.request(me()?).await?;
+//! assert_eq!(response.status(), 503);
+//! assert_eq!(response.headers()["retry-after"], "1");
+//!
+//! assert_eq!(server.counters().hits(Route::Me), 2);
+//! assert_eq!(server.counters().faults_injected(), 1);
+//! assert_eq!(server.counters().token_calls(), 0); // `login()` issues directly
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! Token endpoints (each call that reaches one counts in [`Counters::token_calls`]):
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /auth/login` | JSON `{"username","password"}` → `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`; wrong credentials → 401 `{"error":"invalid_client"}` |
+//! | `POST /auth/token` | RFC 6749 form: `grant_type=refresh_token&refresh_token=…`, or `grant_type=client_credentials` with `client_id`/`client_secret` (body or HTTP Basic; no refresh token issued); a bad refresh token → 400 `{"error":"invalid_grant"}` |
+//! | `POST /auth/refresh` | JSON `{"refreshToken"}` → `{"code":0,"message":"ok","result":{"accessToken","refreshToken","expiresIn"}}`; invalid → 200 `{"code":401,"message":"invalid refresh token","result":null}` |
+//!
+//! Refresh tokens rotate, and presenting a retired one revokes its whole family (RFC 9700
+//! section 4.14.2) and counts in [`Counters::reuse_detected`]. Access tokens expire after
+//! [`Config::access_ttl`] on tokio's clock, so a test on a paused clock controls expiry with
+//! `tokio::time::advance`.
+//!
+//! Protected routes need `Authorization: Bearer <access token>`; without a valid one they
+//! answer as [`Config::expiry_mode`] says:
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /api/items/{id}` | `{"code":0,"message":"ok","result":{"id":<id>,"name":"item <id>"}}` |
+//! | `GET /api/me` | the envelope with `{"user":"admin"}` |
+//! | `POST /api/items` | the JSON body, byte for byte, as the envelope's `result` |
+//!
+//! Open routes:
+//!
+//! | route | |
+//! |---|---|
+//! | `ANY /echo`, `/echo/{*rest}` | `{"method","path","query","headers":{lowercase name: value},"body":<UTF-8>}` |
+//! | `GET /public/items/{id}` | as `/api/items/{id}`, without a token |
+//! | `POST /upload` | reads the body without keeping it: `{"code":0,…,"result":{"bytes":<length>}}` |
+//! | `GET /bytes/{n}` | `n` bytes of `x` with `content-length`, streamed in 64 KiB frames as the client reads |
+//! | `GET /bytes-chunked/{n}` | the same without `content-length` |
+//! | `GET /close-mid-body` | `content-length: 1000`, 10 bytes, then the connection breaks |
+//! | `GET /gate/{id}` | waits for [`Gate::open`], then the envelope with `{"id":<id>}` |
+//! | `ANY /status/{code}` | that status with `{"error":{"message":"status <code>"}}`; `?retry_after=` adds `Retry-After` |
+//! | `GET /slow/{ms}` | answers after `ms` milliseconds |
+//! | `GET /slow-body/{ms}` | sends half the body at once and the rest after `ms` milliseconds |
+//! | `ANY /redirect?to=<url>&status=<3xx>` | a redirect (default 302) to any URL |
+//!
+//! Every route can misbehave on demand: see [`Faults`] and [`TestServer::set_faults`].
+//! Below HTTP, [`RawServer`] sends garbage, hangs or resets, and [`refused_addr`] gives an
+//! address where nothing listens.
+
+mod auth;
+mod bodies;
+mod config;
+mod connection;
+mod counters;
+mod faults;
+mod gate;
+mod raw;
+mod resources;
+mod responses;
+mod server;
+mod splitmix;
+mod tokens;
+
+pub use config::{Config, ExpiryMode, TokenPair};
+pub use counters::Counters;
+pub use faults::{fault_pattern, FaultDecision, Faults, Route};
+pub use gate::Gate;
+pub use raw::{refused_addr, RawServer};
+pub use server::TestServer;

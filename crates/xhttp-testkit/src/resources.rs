@@ -1,0 +1,235 @@
+//! The resources: protected and public items, echo, bodies of every shape, the gate,
+//! arbitrary statuses, slowness and redirects.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use serde::{Deserialize, Serialize};
+
+use crate::bodies::{Paused, Repeat};
+use crate::connection::ConnectionHandle;
+use crate::responses;
+use crate::server::Shared;
+
+#[derive(Debug, Serialize)]
+struct Item {
+    id: u64,
+    name: String,
+}
+
+/// `GET /api/items/{id}` and `GET /public/items/{id}`.
+pub(crate) async fn item(Path(id): Path<u64>) -> Response {
+    responses::success(Item {
+        id,
+        name: format!("item {id}"),
+    })
+}
+
+/// `GET /api/me`.
+pub(crate) async fn me(State(shared): State<Arc<Shared>>) -> Response {
+    #[derive(Serialize)]
+    struct Me<'a> {
+        user: &'a str,
+    }
+    responses::success(Me {
+        user: &shared.config.credentials.0,
+    })
+}
+
+/// `POST /api/items`: the JSON body, byte for byte, as the envelope's result.
+pub(crate) async fn create_item(body: Bytes) -> Response {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        return responses::error(StatusCode::BAD_REQUEST, "the body must be JSON");
+    }
+    let mut envelope = Vec::with_capacity(body.len() + 40);
+    envelope.extend_from_slice(br#"{"code":0,"message":"ok","result":"#);
+    envelope.extend_from_slice(&body);
+    envelope.push(b'}');
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        envelope,
+    )
+        .into_response()
+}
+
+/// `/echo` and `/echo/{*rest}`: the request as the server saw it.
+pub(crate) async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut seen = serde_json::Map::new();
+    for name in headers.keys() {
+        let values: Vec<_> = headers
+            .get_all(name)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()))
+            .collect();
+        seen.insert(name.as_str().to_owned(), values.join(", ").into());
+    }
+    axum::Json(serde_json::json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query().unwrap_or_default(),
+        "headers": seen,
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+/// `POST /upload`: reads the body as it comes, without keeping it, and tells its length.
+pub(crate) async fn upload(body: Body) -> Response {
+    use http_body::Body as _;
+
+    let mut body = body;
+    let mut received = 0u64;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => received += frame.data_ref().map_or(0, |data| data.len() as u64),
+            Err(_) => return responses::error(StatusCode::BAD_REQUEST, "the upload broke off"),
+        }
+    }
+    #[derive(Serialize)]
+    struct Received {
+        bytes: u64,
+    }
+    responses::success(Received { bytes: received })
+}
+
+/// `GET /bytes/{n}`: `n` bytes of `x` with a `content-length`.
+pub(crate) async fn bytes_sized(State(shared): State<Arc<Shared>>, Path(n): Path<u64>) -> Response {
+    let body = Repeat::new(n, true, shared.counters.clone());
+    (
+        [
+            (header::CONTENT_LENGTH, HeaderValue::from(n)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// `GET /bytes-chunked/{n}`: `n` bytes of `x` of undeclared length.
+pub(crate) async fn bytes_chunked(
+    State(shared): State<Arc<Shared>>,
+    Path(n): Path<u64>,
+) -> Response {
+    let body = Repeat::new(n, false, shared.counters.clone());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// `GET /close-mid-body`: promises 1000 bytes, sends 10, then breaks the connection.
+pub(crate) async fn close_mid_body() -> Response {
+    let body = Paused::broken(Bytes::from_static(b"xxxxxxxxxx"));
+    (
+        [(header::CONTENT_LENGTH, HeaderValue::from(1000u64))],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// `GET /gate/{id}`: waits for [`Gate::open`](crate::Gate::open).
+pub(crate) async fn gate(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+    ConnectInfo(connection): ConnectInfo<ConnectionHandle>,
+) -> Response {
+    #[derive(Serialize)]
+    struct Passed {
+        id: u64,
+    }
+    tokio::select! {
+        () = shared.gate.pass() => responses::success(Passed { id }),
+        // A held request must not keep a dropped server's connection alive.
+        () = shared.stopped() => {
+            connection.drop_connection();
+            responses::never_sent()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatusQuery {
+    retry_after: Option<String>,
+}
+
+/// `/status/{code}`: that status, with `Retry-After` when `?retry_after=` is given.
+pub(crate) async fn status(Path(code): Path<u16>, Query(query): Query<StatusQuery>) -> Response {
+    let Some(status) = StatusCode::from_u16(code)
+        .ok()
+        .filter(|status| (200..600).contains(&status.as_u16()))
+    else {
+        return responses::error(StatusCode::BAD_REQUEST, "the status must be in 200..=599");
+    };
+    responses::error_with_retry_after(
+        status,
+        &format!("status {code}"),
+        query.retry_after.as_deref(),
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct Slept {
+    ms: u64,
+}
+
+/// `GET /slow/{ms}`: answers after `ms` milliseconds on tokio's clock.
+pub(crate) async fn slow(Path(ms): Path<u64>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    responses::success(Slept { ms })
+}
+
+/// `GET /slow-body/{ms}`: sends the head and half the body at once, the rest after `ms`.
+pub(crate) async fn slow_body(Path(ms): Path<u64>) -> Response {
+    let mut body = serde_json::to_vec(&serde_json::json!({
+        "code": 0, "message": "ok", "result": Slept { ms },
+    }))
+    .unwrap_or_default();
+    let rest = Bytes::from(body.split_off(body.len() / 2));
+    let body = Paused::slow(Bytes::from(body), Duration::from_millis(ms), rest);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RedirectQuery {
+    to: String,
+    status: Option<u16>,
+}
+
+/// `/redirect?to=<url>&status=<3xx>`: a redirect (default 302) to any URL, another origin
+/// included, for tests of credentials across redirects.
+pub(crate) async fn redirect(Query(query): Query<RedirectQuery>) -> Response {
+    let status = StatusCode::from_u16(query.status.unwrap_or(302))
+        .ok()
+        .filter(StatusCode::is_redirection);
+    let location = HeaderValue::try_from(query.to).ok();
+    match (status, location) {
+        (Some(status), Some(location)) => (status, [(header::LOCATION, location)]).into_response(),
+        _ => responses::error(
+            StatusCode::BAD_REQUEST,
+            "`to` must be a header value and `status` a 3xx status",
+        ),
+    }
+}
