@@ -147,17 +147,29 @@ fn interleaved_part(setup: &Setup) {
     for (concurrency, n) in [(1usize, 2_000usize), (32, 8_000)] {
         let mut ratios = Vec::with_capacity(ROUNDS);
         // Warm both paths (pools, allocator) before the first measured round.
-        setup.runtime.block_on(run(setup.raw.clone(), n / 4, concurrency));
-        setup.runtime.block_on(run(setup.stack.clone(), n / 4, concurrency));
+        setup
+            .runtime
+            .block_on(run(setup.raw.clone(), n / 4, concurrency));
+        setup
+            .runtime
+            .block_on(run(setup.stack.clone(), n / 4, concurrency));
         for round in 0..ROUNDS {
             // Alternate which goes first so drift over a round does not favour one side.
             let (raw, stack) = if round % 2 == 0 {
-                let raw = setup.runtime.block_on(run(setup.raw.clone(), n, concurrency));
-                let stack = setup.runtime.block_on(run(setup.stack.clone(), n, concurrency));
+                let raw = setup
+                    .runtime
+                    .block_on(run(setup.raw.clone(), n, concurrency));
+                let stack = setup
+                    .runtime
+                    .block_on(run(setup.stack.clone(), n, concurrency));
                 (raw, stack)
             } else {
-                let stack = setup.runtime.block_on(run(setup.stack.clone(), n, concurrency));
-                let raw = setup.runtime.block_on(run(setup.raw.clone(), n, concurrency));
+                let stack = setup
+                    .runtime
+                    .block_on(run(setup.stack.clone(), n, concurrency));
+                let raw = setup
+                    .runtime
+                    .block_on(run(setup.raw.clone(), n, concurrency));
                 (raw, stack)
             };
             ratios.push(raw.as_secs_f64() / stack.as_secs_f64());

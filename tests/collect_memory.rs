@@ -81,7 +81,10 @@ async fn a_1_gib_streaming_response_stays_within_the_limit() {
     // Declared length: refused from the head, before a byte of the body is read.
     let (growth, err) = peak_growth_of(&client, &format!("/bytes/{GIB}")).await;
     assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
-    assert!(growth < (1 << 20), "declared 1 GiB: peak growth {growth} bytes");
+    assert!(
+        growth < (1 << 20),
+        "declared 1 GiB: peak growth {growth} bytes"
+    );
 
     // Chunked: read until the limit passes, and never more than the limit in memory
     // (plus what hyper and the in-process server buffer: well under 2 MiB).

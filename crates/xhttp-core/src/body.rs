@@ -306,7 +306,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, ReplayState> {
         // A panic while the lock was held cannot leave the state half-written: every update
         // below is a single assignment or push. So a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -416,7 +418,10 @@ mod tests {
         }
         assert_eq!(frames, 200);
         // A clone taken from a half-sent body still starts at byte 0.
-        assert_eq!(bytes_of(copy.clone()).await.unwrap(), Bytes::from(data.clone()));
+        assert_eq!(
+            bytes_of(copy.clone()).await.unwrap(),
+            Bytes::from(data.clone())
+        );
         assert_eq!(bytes_of(copy).await.unwrap(), Bytes::from(data));
     }
 
@@ -462,8 +467,14 @@ mod tests {
         ];
         let body = Body::replayable(StreamBody::new(futures_util::stream::iter(frames)), 64);
         let copy = body.clone();
-        assert_eq!(bytes_of(body).await.unwrap_err().kind(), crate::ErrorKind::Decode);
-        assert_eq!(bytes_of(copy).await.unwrap_err().kind(), crate::ErrorKind::Decode);
+        assert_eq!(
+            bytes_of(body).await.unwrap_err().kind(),
+            crate::ErrorKind::Decode
+        );
+        assert_eq!(
+            bytes_of(copy).await.unwrap_err().kind(),
+            crate::ErrorKind::Decode
+        );
     }
 
     #[test]

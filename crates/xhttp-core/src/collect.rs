@@ -177,7 +177,10 @@ mod tests {
 
     #[tokio::test]
     async fn one_byte_over_the_limit_is_too_large() {
-        assert_eq!(collect(chunks(10, 10), BodyLimit(100)).await.unwrap().len(), 100);
+        assert_eq!(
+            collect(chunks(10, 10), BodyLimit(100)).await.unwrap().len(),
+            100
+        );
         let err = collect(chunks(101, 1), BodyLimit(100)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
         assert_eq!(err.body_limit(), Some(100));

@@ -68,10 +68,16 @@ mod tests {
     #[test]
     fn idempotent_methods_follow_rfc_9110() {
         for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
-            assert!(super::is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+            assert!(
+                super::is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
         }
         for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
-            assert!(!super::is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+            assert!(
+                !super::is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
         }
     }
 }

@@ -47,8 +47,7 @@ impl Origin {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| Error::invalid_request(format!("malformed URL: {e}")))?;
-        Origin::from_uri(&uri)
-            .ok_or_else(|| Error::invalid_request("URL has no scheme or no host"))
+        Origin::from_uri(&uri).ok_or_else(|| Error::invalid_request("URL has no scheme or no host"))
     }
 
     /// The scheme, lowercase.
@@ -109,7 +108,11 @@ mod tests {
         ] {
             assert!(Origin::parse(url).unwrap().is_loopback(), "{url}");
         }
-        for url in ["http://10.0.0.1", "http://localhost.example.com", "http://[::2]"] {
+        for url in [
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+        ] {
             assert!(!Origin::parse(url).unwrap().is_loopback(), "{url}");
         }
     }

@@ -244,9 +244,9 @@ fn progress_bar(args: &Args) -> ProgressBar {
         Some(args.requests as u64),
         ProgressDrawTarget::stderr_with_hz(10),
     );
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} requests  {per_sec}  eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {bar:40} {pos}/{len} requests  {per_sec}  eta {eta}",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -279,13 +279,29 @@ impl Summary {
         row(&mut out, "reuse detected", self.reuse_detected.to_string());
         row(&mut out, "retries", self.retries.to_string());
         row(&mut out, "coalesced", self.coalesced.to_string());
-        row(&mut out, "upstream requests", self.upstream_requests.to_string());
-        row(&mut out, "faults injected", self.faults_injected.to_string());
-        row(&mut out, "peak concurrency", self.peak_concurrency.to_string());
+        row(
+            &mut out,
+            "upstream requests",
+            self.upstream_requests.to_string(),
+        );
+        row(
+            &mut out,
+            "faults injected",
+            self.faults_injected.to_string(),
+        );
+        row(
+            &mut out,
+            "peak concurrency",
+            self.peak_concurrency.to_string(),
+        );
         row(&mut out, "p50", format!("{} us", self.p50_us));
         row(&mut out, "p99", format!("{} us", self.p99_us));
         row(&mut out, "elapsed", format!("{} ms", self.elapsed_ms));
-        row(&mut out, "throughput", format!("{} req/s", self.throughput_rps));
+        row(
+            &mut out,
+            "throughput",
+            format!("{} req/s", self.throughput_rps),
+        );
         out
     }
 }

@@ -218,7 +218,11 @@ fn parse_http_url(url: &str) -> Result<Uri, Error> {
 
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn default_stack(transport: HttpTransport, attempt_timeout: Duration, limit: BodyLimit) -> BoxService {
+fn default_stack(
+    transport: HttpTransport,
+    attempt_timeout: Duration,
+    limit: BodyLimit,
+) -> BoxService {
     let service = ServiceBuilder::new()
         .layer(AttemptTimeoutLayer::new(attempt_timeout))
         .layer(CollectLayer::with_limit(limit))
@@ -353,7 +357,11 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let service = default_stack(self.transport.build(), self.attempt_timeout, self.body_limit);
+        let service = default_stack(
+            self.transport.build(),
+            self.attempt_timeout,
+            self.body_limit,
+        );
         Ok(Client {
             inner: Arc::new(ClientInner {
                 base,

@@ -315,7 +315,8 @@ where
         loop {
             match state.as_mut().project() {
                 CollectStateProj::Head { future, limit } => {
-                    let response = ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
+                    let response =
+                        ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
                     let (parts, body) = response.into_parts();
                     let collector = Collector::new(*limit, &body.size_hint())
                         .map_err(|e| e.with_status(parts.status))?;
@@ -332,7 +333,8 @@ where
                 } => {
                     while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
                         let frame = frame.map_err(|e| body_error(e.into()))?;
-                        if let (Ok(data), Some(collector)) = (frame.into_data(), collector.as_mut()) {
+                        if let (Ok(data), Some(collector)) = (frame.into_data(), collector.as_mut())
+                        {
                             collector.push(data)?;
                         }
                     }
@@ -507,11 +509,17 @@ mod tests {
     #[tokio::test]
     async fn collect_uses_the_request_limit() {
         let big = service_fn(|_: Request<()>| async {
-            Ok::<_, Error>(Response::new(http_body_util::Full::new(Bytes::from(vec![0u8; 100]))))
+            Ok::<_, Error>(Response::new(http_body_util::Full::new(Bytes::from(
+                vec![0u8; 100],
+            ))))
         });
         let mut request = Request::new(());
         request.extensions_mut().insert(BodyLimit(99));
-        let err = CollectLayer::new().layer(big).oneshot(request).await.unwrap_err();
+        let err = CollectLayer::new()
+            .layer(big)
+            .oneshot(request)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
         assert_eq!(err.status(), Some(http::StatusCode::OK));
     }

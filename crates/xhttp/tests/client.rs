@@ -47,7 +47,10 @@ async fn get_round_trip_reads_status_headers_bytes_and_json() {
     assert_eq!(echo.path, "/echo/some/path");
     assert_eq!(echo.query.as_deref(), Some("q=rust+lang&page=2"));
     assert_eq!(echo.headers["x-trace"], "abc");
-    assert!(echo.headers["user-agent"].as_str().unwrap().starts_with("xhttp/"));
+    assert!(echo.headers["user-agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("xhttp/"));
     assert!(!response.bytes().is_empty());
 }
 
@@ -136,7 +139,10 @@ async fn connect_refused_is_a_never_sent_transport_error() {
     assert_eq!(err.kind(), ErrorKind::Transport);
     assert!(err.is_never_sent());
     assert_eq!(err.method(), Some(&http::Method::GET));
-    assert!(err.to_string().contains("before the request was sent"), "{err}");
+    assert!(
+        err.to_string().contains("before the request was sent"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
