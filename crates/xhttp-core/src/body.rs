@@ -266,7 +266,7 @@ impl http_body::Body for Body {
             Kind::Full { bytes, offset, .. } => {
                 SizeHint::with_exact(bytes.len().saturating_sub(*offset) as u64)
             }
-            Kind::Replay(replay) if replay.pos == 0 => replay.shared.hint.clone(),
+            Kind::Replay(replay) if replay.pos == 0 => replay.shared.hint,
             Kind::Replay(_) => SizeHint::default(),
         }
     }

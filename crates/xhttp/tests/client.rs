@@ -1,4 +1,5 @@
 //! The facade over real loopback sockets against the testkit server.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
