@@ -7,7 +7,8 @@
 //!    and each round's ratio (xhttp throughput / raw throughput) is printed with the median.
 //!    Absolute times on a shared machine drift; a ratio taken within one round does not.
 //!
-//! Run: `cargo bench --bench stack` (add `-- --quick` for a shorter criterion part).
+//! Run: `cargo bench --bench stack` (add `-- --quick` for a shorter criterion part; set
+//! `XHTTP_BENCH_INTERLEAVED_ONLY=1` to run only the interleaved rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::future::Future;
@@ -186,6 +187,10 @@ fn interleaved_part(setup: &Setup) {
 
 fn main() {
     let setup = setup();
+    if std::env::var_os("XHTTP_BENCH_INTERLEAVED_ONLY").is_some() {
+        interleaved_part(&setup);
+        return;
+    }
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

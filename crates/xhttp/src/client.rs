@@ -38,7 +38,8 @@ pub struct Client {
 }
 
 struct ClientInner {
-    base: Option<Uri>,
+    /// The base URL without its trailing slash, ready to have a path appended.
+    base: Option<String>,
     default_headers: HeaderMap,
     service: BoxService,
 }
@@ -147,26 +148,21 @@ impl Client {
     /// Joins `url` to the base URL, or takes it as it is when absolute; only `http` and
     /// `https` URLs with a host pass.
     fn resolve(&self, url: &str) -> Result<Uri, Error> {
-        let text;
-        let full = match (&self.inner.base, has_scheme(url)) {
-            (_, true) => url,
-            (Some(base), false) => {
-                let base = base.to_string();
-                let path = url.trim_start_matches('/');
-                text = if path.is_empty() {
-                    base
-                } else {
-                    format!("{}/{}", base.trim_end_matches('/'), path)
-                };
-                &text
-            }
-            (None, false) => {
-                return Err(Error::invalid_request(
-                    "relative URL without a base URL on the client",
-                ))
-            }
+        if has_scheme(url) {
+            return parse_http_url(url);
+        }
+        let Some(base) = &self.inner.base else {
+            return Err(Error::invalid_request(
+                "relative URL without a base URL on the client",
+            ));
         };
-        parse_http_url(full)
+        let path = url.trim_start_matches('/');
+        let mut full = String::with_capacity(base.len() + 1 + path.len());
+        full.push_str(base);
+        full.push('/');
+        full.push_str(path);
+        // `Uri: TryFrom<String>` keeps the string's buffer instead of copying it.
+        check_http_uri(Uri::try_from(full))
     }
 }
 
@@ -181,7 +177,11 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field(
                 "base_url",
-                &self.inner.base.as_ref().map(xhttp_core::redact::uri),
+                &self.inner.base.as_deref().map(|base| {
+                    base.parse::<Uri>()
+                        .map(|uri| xhttp_core::redact::uri(&uri))
+                        .unwrap_or_default()
+                }),
             )
             .finish_non_exhaustive()
     }
@@ -198,9 +198,11 @@ fn has_scheme(url: &str) -> bool {
 
 /// Parses an absolute `http`/`https` URL with a host.
 fn parse_http_url(url: &str) -> Result<Uri, Error> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| Error::invalid_request(format!("malformed URL: {e}")))?;
+    check_http_uri(url.parse())
+}
+
+fn check_http_uri(parsed: Result<Uri, http::uri::InvalidUri>) -> Result<Uri, Error> {
+    let uri = parsed.map_err(|e| Error::invalid_request(format!("malformed URL: {e}")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(other) => {
@@ -353,7 +355,7 @@ impl ClientBuilder {
                 if uri.query().is_some() {
                     return Err(Error::invalid_request("a base URL cannot have a query"));
                 }
-                Some(uri)
+                Some(uri.to_string().trim_end_matches('/').to_string())
             }
             None => None,
         };
