@@ -1,17 +1,27 @@
 //! xhttp against raw hyper-util on a loopback server, in one process run.
 //!
+//! Three clients make the same GET to the same warm testkit server:
+//! - `raw_hyper`: hyper-util's legacy client, the body collected with `http-body-util`;
+//! - `xhttp_service`: the composed xhttp stack called as a tower service (`client.service()`)
+//!   with a request built by hand;
+//! - `xhttp`: the facade, `client.get(path).send().await`.
+//!
 //! Two parts:
-//! 1. criterion groups (`raw_hyper` and `xhttp`, at concurrency 1 and 32) for the usual
-//!    statistics;
-//! 2. interleaved rounds: raw and xhttp take turns on the same warm server, round after round,
-//!    and each round's ratio (xhttp throughput / raw throughput) is printed with the median.
-//!    Absolute times on a shared machine drift; a ratio taken within one round does not.
+//! 1. criterion groups at concurrency 1 and 32, for the usual statistics;
+//! 2. interleaved rounds: the three take turns, round after round, in a rotating order, and
+//!    each round's throughput ratio to raw hyper is printed as median, min and max. Absolute
+//!    times on a shared machine drift; a ratio taken within one round does not.
+//!
+//! The server runs on its own runtime thread (a real upstream is another process); the
+//! clients share one current-thread runtime, so that what is compared is the clients' own
+//! work, not where tokio happened to place their connection tasks across workers.
 //!
 //! Run: `cargo bench --bench stack` (add `-- --quick` for a shorter criterion part; set
 //! `XHTTP_BENCH_INTERLEAVED_ONLY=1` to run only the interleaved rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,41 +32,88 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
+use tower::ServiceExt;
 use xhttp_testkit::TestServer;
 
 const PATH: &str = "/public/items/1";
 const ROUNDS: usize = 15;
 
-#[derive(Clone)]
-struct Raw {
-    client: HyperClient<HttpConnector, Empty<Bytes>>,
-    uri: http::Uri,
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// One request, start to collected body; every client pays the same boxing.
+type Op = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
+
+struct Setup {
+    runtime: Runtime,
+    server: TestServer,
+    _server_runtime: Runtime,
+    variants: Vec<(&'static str, Op)>,
 }
 
-impl Raw {
-    async fn call(&self) {
-        let response = self.client.get(self.uri.clone()).await.unwrap();
-        assert!(response.status().is_success());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(!body.is_empty());
+fn setup() -> Setup {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_runtime.block_on(TestServer::start());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri: http::Uri = server.url(PATH).parse().unwrap();
+
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let raw_client = HyperClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
+    let raw_uri = uri.clone();
+    let raw: Op = Arc::new(move || {
+        let (client, uri) = (raw_client.clone(), raw_uri.clone());
+        Box::pin(async move {
+            let response = client.get(uri).await.unwrap();
+            assert!(response.status().is_success());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty());
+        })
+    });
+
+    let client = xhttp::Client::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let stack = client.service();
+    let service: Op = Arc::new(move || {
+        let (stack, uri) = (stack.clone(), uri.clone());
+        Box::pin(async move {
+            let request = http::Request::get(uri).body(xhttp::Body::empty()).unwrap();
+            let response = stack.oneshot(request).await.unwrap();
+            assert!(response.status().is_success());
+            assert!(!response.body().is_empty());
+        })
+    });
+
+    let facade: Op = Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let response = client.get(PATH).send().await.unwrap();
+            assert!(response.status().is_success());
+            assert!(!response.body().is_empty());
+        })
+    });
+
+    Setup {
+        runtime,
+        server,
+        _server_runtime: server_runtime,
+        variants: vec![
+            ("raw_hyper", raw),
+            ("xhttp_service", service),
+            ("xhttp", facade),
+        ],
     }
 }
 
-#[derive(Clone)]
-struct Stack {
-    client: xhttp::Client,
-}
-
-impl Stack {
-    async fn call(&self) {
-        let response = self.client.get(PATH).send().await.unwrap();
-        assert!(response.status().is_success());
-        assert!(!response.body().is_empty());
-    }
-}
-
-/// `n` operations at the given concurrency: `concurrency` tasks, each making `n / concurrency`
-/// calls back to back.
+/// `n` operations at the given concurrency: `concurrency` tasks, each making
+/// `n / concurrency` calls back to back.
 async fn run(op: Op, n: usize, concurrency: usize) -> Duration {
     let start = Instant::now();
     if concurrency == 1 {
@@ -82,56 +139,11 @@ async fn run(op: Op, n: usize, concurrency: usize) -> Duration {
     start.elapsed()
 }
 
-type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-type Op = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
-
-struct Setup {
-    runtime: Runtime,
-    _server: TestServer,
-    raw: Op,
-    stack: Op,
-}
-
-fn setup() -> Setup {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = runtime.block_on(TestServer::start());
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let raw = Raw {
-        client: HyperClient::builder(TokioExecutor::new()).build(http),
-        uri: server.url(PATH).parse().unwrap(),
-    };
-    let stack = Stack {
-        client: xhttp::Client::builder()
-            .base_url(server.base_url())
-            .build()
-            .unwrap(),
-    };
-    // Both pay the same boxing so the comparison is of the clients alone.
-    let raw: Op = Arc::new(move || {
-        let raw = raw.clone();
-        Box::pin(async move { raw.call().await })
-    });
-    let stack: Op = Arc::new(move || {
-        let stack = stack.clone();
-        Box::pin(async move { stack.call().await })
-    });
-    Setup {
-        runtime,
-        _server: server,
-        raw,
-        stack,
-    }
-}
-
 fn criterion_part(c: &mut Criterion, setup: &Setup) {
     for concurrency in [1usize, 32] {
         let mut group = c.benchmark_group(format!("get_c{concurrency}"));
         group.throughput(criterion::Throughput::Elements(concurrency as u64));
-        for (name, op) in [("raw_hyper", &setup.raw), ("xhttp", &setup.stack)] {
+        for (name, op) in &setup.variants {
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter_custom(|iters| {
                     let n = iters as usize * concurrency;
@@ -144,59 +156,51 @@ fn criterion_part(c: &mut Criterion, setup: &Setup) {
 }
 
 fn interleaved_part(setup: &Setup) {
-    println!("\ninterleaved rounds: ratio = xhttp throughput / raw hyper throughput");
+    println!("\ninterleaved rounds: throughput relative to raw hyper (1.000 = as fast)");
+    let count = setup.variants.len();
     for (concurrency, n) in [(1usize, 2_000usize), (32, 8_000)] {
-        let mut ratios = Vec::with_capacity(ROUNDS);
-        // Warm both paths (pools, allocator) before the first measured round.
-        setup
-            .runtime
-            .block_on(run(setup.raw.clone(), n / 4, concurrency));
-        setup
-            .runtime
-            .block_on(run(setup.stack.clone(), n / 4, concurrency));
-        for round in 0..ROUNDS {
-            // Alternate which goes first so drift over a round does not favour one side.
-            let (raw, stack) = if round % 2 == 0 {
-                let raw = setup
-                    .runtime
-                    .block_on(run(setup.raw.clone(), n, concurrency));
-                let stack = setup
-                    .runtime
-                    .block_on(run(setup.stack.clone(), n, concurrency));
-                (raw, stack)
-            } else {
-                let stack = setup
-                    .runtime
-                    .block_on(run(setup.stack.clone(), n, concurrency));
-                let raw = setup
-                    .runtime
-                    .block_on(run(setup.raw.clone(), n, concurrency));
-                (raw, stack)
-            };
-            ratios.push(raw.as_secs_f64() / stack.as_secs_f64());
+        // Warm every client (pools, allocator) before the first measured round.
+        for (_, op) in &setup.variants {
+            setup.runtime.block_on(run(op.clone(), n / 4, concurrency));
         }
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
-        println!(
-            "concurrency {concurrency:>2}: median {median:.3}  min {:.3}  max {:.3}  ({ROUNDS} rounds of {n} requests each)",
-            ratios[0],
-            ratios[ratios.len() - 1]
-        );
+        let mut ratios = vec![Vec::with_capacity(ROUNDS); count];
+        for round in 0..ROUNDS {
+            let mut times = vec![Duration::ZERO; count];
+            // Rotate who goes first so drift within a round favours nobody.
+            for k in 0..count {
+                let i = (k + round) % count;
+                times[i] = setup
+                    .runtime
+                    .block_on(run(setup.variants[i].1.clone(), n, concurrency));
+            }
+            for i in 0..count {
+                ratios[i].push(times[0].as_secs_f64() / times[i].as_secs_f64());
+            }
+        }
+        for (i, (name, _)) in setup.variants.iter().enumerate().skip(1) {
+            let r = &mut ratios[i];
+            r.sort_by(f64::total_cmp);
+            println!(
+                "concurrency {concurrency:>2}  {name:<14} median {:.3}  min {:.3}  max {:.3}  ({ROUNDS} rounds of {n} requests)",
+                r[r.len() / 2],
+                r[0],
+                r[r.len() - 1]
+            );
+        }
     }
+    assert_eq!(setup.server.counters().unauthorized(), 0);
 }
 
 fn main() {
     let setup = setup();
-    if std::env::var_os("XHTTP_BENCH_INTERLEAVED_ONLY").is_some() {
-        interleaved_part(&setup);
-        return;
+    if std::env::var_os("XHTTP_BENCH_INTERLEAVED_ONLY").is_none() {
+        let mut criterion = Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sample_size(20)
+            .configure_from_args();
+        criterion_part(&mut criterion, &setup);
+        criterion.final_summary();
     }
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-        .configure_from_args();
-    criterion_part(&mut criterion, &setup);
-    criterion.final_summary();
     interleaved_part(&setup);
 }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use xhttp_core::{Body, BodyLimit, Error};
 
+use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
 use crate::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder};
 
@@ -130,19 +131,15 @@ impl Client {
     }
 
     /// Sends a built request through the stack. Errors carry the method and the redacted URI.
-    pub async fn execute(&self, request: Request<Body>) -> Result<Response<Bytes>, Error> {
-        use tower::ServiceExt;
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        self.inner
-            .service
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(|err| match err.uri() {
-                Some(_) => err,
-                None => err.with_method_uri(&method, &uri),
-            })
+    ///
+    /// ```no_run
+    /// # async fn run(client: xhttp::Client) -> Result<(), xhttp::Error> {
+    /// let request = client.get("/items/7").build()?;
+    /// let response = client.execute(request).await?;
+    /// # drop(response); Ok(()) }
+    /// ```
+    pub fn execute(&self, request: Request<Body>) -> ResponseFuture {
+        ResponseFuture::new(self.inner.service.clone(), request)
     }
 
     /// Joins `url` to the base URL, or takes it as it is when absolute; only `http` and
@@ -261,17 +258,14 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The defaults: no base URL, attempt timeout 10 s, body limit 16 MiB, the default
-    /// transport.
+    /// The defaults: no base URL, no default headers, attempt timeout 10 s, body limit
+    /// 16 MiB, the default transport.
     pub fn new() -> Self {
-        let mut default_headers = HeaderMap::new();
-        default_headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("xhttp/", env!("CARGO_PKG_VERSION"))),
-        );
         ClientBuilder {
             base_url: None,
-            default_headers,
+            // Empty, so that a request's header map costs no allocation; like reqwest, no
+            // `user-agent` unless you set one with `default_header`.
+            default_headers: HeaderMap::new(),
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),

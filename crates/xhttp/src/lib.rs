@@ -29,11 +29,13 @@
 #![deny(unsafe_code)]
 
 mod client;
+mod future;
 mod request;
 mod response;
 pub mod transport;
 
 pub use client::{BoxService, Client, ClientBuilder};
+pub use future::ResponseFuture;
 pub use request::RequestBuilder;
 pub use response::Response;
 pub use xhttp_core::{Body, BodyLimit, BusinessCode, Error, ErrorKind, TimeoutScope};
@@ -47,5 +49,7 @@ mod tests {
         assert_send_sync::<super::Response>();
         assert_send_sync::<super::BoxService>();
         assert_send_sync::<super::transport::TransportFuture>();
+        fn assert_send<T: Send>() {}
+        assert_send::<super::ResponseFuture>();
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, Request};
 use serde::Serialize;
 use xhttp_core::{Body, BodyLimit, Error};
 
-use crate::{Client, Response};
+use crate::{Client, ResponseFuture};
 
 /// A request under construction, from [`Client::get`] and friends.
 ///
@@ -162,9 +162,11 @@ impl RequestBuilder {
     }
 
     /// Sends the request through the client's stack.
-    pub async fn send(self) -> Result<Response, Error> {
-        let request = self.request?;
-        self.client.execute(request).await.map(Response::from)
+    pub fn send(self) -> ResponseFuture {
+        match self.request {
+            Ok(request) => self.client.execute(request),
+            Err(err) => ResponseFuture::failed(err),
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -47,7 +48,10 @@ use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
 /// [`Error::is_never_sent`] so that retry may resend any method.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
-    client: HyperClient<HttpsConnector<HttpConnector>, Body>,
+    // Behind one `Arc`: the stack is cloned for every call (tower's `call` takes `&mut self`),
+    // and hyper-util's client is half a dozen `Arc`s whose counts would all bounce between
+    // cores on every request.
+    client: Arc<HyperClient<HttpsConnector<HttpConnector>, Body>>,
 }
 
 /// Options of [`HttpTransport`].
@@ -135,7 +139,7 @@ impl HttpTransportBuilder {
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_prior_knowledge);
         HttpTransport {
-            client: builder.build(connector),
+            client: Arc::new(builder.build(connector)),
         }
     }
 }
