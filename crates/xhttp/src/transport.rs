@@ -476,7 +476,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{service_fn, ServiceExt};
+    use tower::{service_fn, Service, ServiceExt};
     use xhttp_core::ErrorKind;
 
     #[tokio::test(start_paused = true)]
@@ -508,6 +508,31 @@ mod tests {
     fn futures_stream_pending(
     ) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, Error>> {
         futures_util::stream::pending()
+    }
+
+    #[tokio::test]
+    async fn layers_keep_the_readiness_contract() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"ok"));
+        let probe = xhttp_testkit::ReadinessProbe::new(Response::new(body));
+        let stack = AttemptTimeoutLayer::new(Duration::from_secs(1))
+            .layer(CollectLayer::new().layer(probe.clone()));
+        // oneshot polls readiness first: the layers must pass it down for the call to work.
+        let response = stack.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.body(), "ok");
+        // A clone is not ready: calling it without poll_ready reaches the probe as the bug.
+        let mut clone = stack.clone();
+        let err = clone.call(Request::new(())).await.unwrap_err();
+        assert!(err.to_string().contains("readiness contract"), "{err}");
+        assert_eq!(probe.calls(), 1);
+    }
+
+    #[test]
+    fn futures_are_send_and_services_send_sync() {
+        fn assert_send<T: Send>() {}
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send::<CollectFuture<TransportFuture, hyper::body::Incoming>>();
+        assert_send::<AttemptTimeoutFuture<TransportFuture>>();
+        assert_send_sync::<AttemptTimeout<Collect<HttpTransport>>>();
     }
 
     #[tokio::test]
