@@ -489,3 +489,86 @@ mod tests {
         assert_traits::<Body>();
     }
 }
+
+/// A request body that may be sent again: refresh and retry clone the request before the
+/// first attempt and replay the clone.
+///
+/// Implemented for xhttp's [`Body`] (known bytes always; a streaming body until it passes its
+/// replay cap), for `http-body-util`'s `Full` and `Empty`, for plain byte and string types,
+/// and as "never" for the boxed bodies of `http-body-util` (what tonic and most proxies use),
+/// where refresh still refreshes but returns the first outcome instead of replaying.
+///
+/// ```
+/// use xhttp_core::body::TryCloneBody;
+/// assert!(xhttp_core::Body::from("x").try_clone_body().is_some());
+/// assert!(String::from("x").try_clone_body().is_some());
+/// ```
+pub trait TryCloneBody: Sized {
+    /// A copy that sends the same bytes from the start, or `None` when that is impossible.
+    fn try_clone_body(&self) -> Option<Self>;
+}
+
+impl TryCloneBody for Body {
+    fn try_clone_body(&self) -> Option<Self> {
+        self.try_clone()
+    }
+}
+
+impl<D: Clone + Buf> TryCloneBody for http_body_util::Full<D> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D: Buf> TryCloneBody for http_body_util::Empty<D> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(http_body_util::Empty::new())
+    }
+}
+
+impl<D, E> TryCloneBody for http_body_util::combinators::BoxBody<D, E> {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+impl<D, E> TryCloneBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! clone_bodies {
+    ($($ty:ty),*) => {$(
+        impl TryCloneBody for $ty {
+            fn try_clone_body(&self) -> Option<Self> {
+                Some(self.clone())
+            }
+        }
+    )*};
+}
+
+clone_bodies!((), Bytes, String, Vec<u8>, &'static str, &'static [u8]);
+
+/// Clones a request for a replay: method, URI, version, headers, extensions and the body,
+/// when the body can be replayed.
+///
+/// ```
+/// let request = http::Request::post("https://api.example.com/items")
+///     .header("content-type", "application/json")
+///     .body(xhttp_core::Body::from(r#"{"name":"pen"}"#))
+///     .unwrap();
+/// let copy = xhttp_core::body::try_clone_request(&request).unwrap();
+/// assert_eq!(copy.uri(), request.uri());
+/// assert_eq!(copy.headers(), request.headers());
+/// ```
+pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+    let body = request.body().try_clone_body()?;
+    let mut copy = http::Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}

@@ -9,6 +9,9 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
+use xhttp_auth::{AuthLayer, TokenManager};
+use xhttp_core::Origin;
+use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_core::{Body, BodyLimit, Error};
 
 use crate::future::ResponseFuture;
@@ -222,11 +225,49 @@ fn default_stack(
     attempt_timeout: Duration,
     limit: BodyLimit,
 ) -> BoxService {
+    canonical_stack(transport, attempt_timeout, limit, None, None)
+}
+
+/// The layers in their canonical order (ARCHITECTURE.md), outermost first; the optional ones
+/// join through `Either`, so a client without auth pays nothing for it and one with auth pays
+/// no extra boxing.
+fn canonical_stack(
+    transport: HttpTransport,
+    attempt_timeout: Duration,
+    limit: BodyLimit,
+    refresh: Option<RefreshLayer>,
+    auth: Option<AuthLayer>,
+) -> BoxService {
     let service = ServiceBuilder::new()
+        .option_layer(refresh)
+        .option_layer(auth)
         .layer(AttemptTimeoutLayer::new(attempt_timeout))
         .layer(CollectLayer::with_limit(limit))
         .service(transport);
     BoxService::new(service)
+}
+
+/// The small stack a grant calls its token endpoint through: transport, collect, attempt
+/// timeout, and nothing else (no auth, no refresh), so that a refresh can never wait on
+/// itself.
+///
+/// ```
+/// let grant = xhttp::auth::OAuth2Refresh::new(
+///     xhttp::grant_transport(),
+///     "https://auth.example.com/oauth/token",
+/// )
+/// .unwrap()
+/// .client_id("admin-console");
+/// let manager = xhttp::auth::TokenManager::builder(grant).build();
+/// # drop(manager);
+/// ```
+pub fn grant_transport() -> xhttp_auth::GrantTransport {
+    xhttp_auth::GrantTransport::new(
+        ServiceBuilder::new()
+            .layer(AttemptTimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT))
+            .layer(CollectLayer::new())
+            .service(HttpTransport::default()),
+    )
 }
 
 /// Options of a [`Client`]; later layers add their own.
@@ -248,7 +289,18 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
+    auth: Option<AuthOptions>,
     error: Option<Error>,
+}
+
+/// What `ClientBuilder::auth` and its companions configured.
+#[derive(Debug)]
+struct AuthOptions {
+    manager: TokenManager,
+    origins: Vec<Origin>,
+    allow_insecure_loopback: bool,
+    triggers: Option<Triggers>,
+    refresh: bool,
 }
 
 impl Default for ClientBuilder {
@@ -269,8 +321,70 @@ impl ClientBuilder {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
+            auth: None,
             error: None,
         }
+    }
+
+    /// Sends the manager's token with every request to the base URL's origin (add others with
+    /// [`auth_origin`](ClientBuilder::auth_origin)), and refreshes and replays once on a
+    /// rejection (401, `invalid_token`, gRPC UNAUTHENTICATED; add business codes with
+    /// [`refresh_triggers`](ClientBuilder::refresh_triggers)).
+    pub fn auth(mut self, manager: TokenManager) -> Self {
+        self.auth = Some(AuthOptions {
+            manager,
+            origins: Vec::new(),
+            allow_insecure_loopback: false,
+            triggers: None,
+            refresh: true,
+        });
+        self
+    }
+
+    fn auth_mut(&mut self, what: &str) -> Option<&mut AuthOptions> {
+        if self.auth.is_none() && self.error.is_none() {
+            self.error = Some(Error::config(format!("{what} needs `auth(manager)` first")));
+        }
+        self.auth.as_mut()
+    }
+
+    /// Another origin that gets the token (scheme, host and port of `url`).
+    pub fn auth_origin(mut self, url: &str) -> Self {
+        match Origin::parse(url) {
+            Ok(origin) => {
+                if let Some(auth) = self.auth_mut("auth_origin") {
+                    auth.origins.push(origin);
+                }
+            }
+            Err(err) => self.error = self.error.or(Some(err)),
+        }
+        self
+    }
+
+    /// Allows the token over plain `http` to loopback hosts (tests, a local sidecar).
+    pub fn allow_insecure_loopback(mut self) -> Self {
+        if let Some(auth) = self.auth_mut("allow_insecure_loopback") {
+            auth.allow_insecure_loopback = true;
+        }
+        self
+    }
+
+    /// What counts as a rejection that triggers a refresh (default: 401, `invalid_token`,
+    /// gRPC UNAUTHENTICATED).
+    pub fn refresh_triggers(mut self, triggers: Triggers) -> Self {
+        if let Some(auth) = self.auth_mut("refresh_triggers") {
+            auth.triggers = Some(triggers);
+        }
+        self
+    }
+
+    /// Sends tokens but never refreshes on a rejection (the manager still refreshes ahead of
+    /// expiry).
+    pub fn without_refresh(mut self) -> Self {
+        if let Some(auth) = self.auth_mut("without_refresh") {
+            auth.refresh = false;
+        }
+        self
     }
 
     /// The URL relative paths are joined to, with any path prefix (`https://host/api`):
@@ -353,10 +467,34 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let service = default_stack(
+        let (refresh, auth) = match self.auth {
+            Some(mut options) => {
+                if let Some(origin) = base.as_deref().and_then(|b| Origin::parse(b).ok()) {
+                    options.origins.insert(0, origin);
+                }
+                if options.origins.is_empty() {
+                    return Err(Error::config(
+                        "auth needs an origin: set a base URL or call auth_origin",
+                    ));
+                }
+                let auth = AuthLayer::new(options.manager.clone(), options.origins)
+                    .allow_insecure_loopback(options.allow_insecure_loopback);
+                let refresh = options.refresh.then(|| {
+                    RefreshLayer::with_triggers(
+                        options.manager,
+                        options.triggers.unwrap_or_default(),
+                    )
+                });
+                (refresh, Some(auth))
+            }
+            None => (None, None),
+        };
+        let service = canonical_stack(
             self.transport.build(),
             self.attempt_timeout,
             self.body_limit,
+            refresh,
+            auth,
         );
         Ok(Client {
             inner: Arc::new(ClientInner {

@@ -22,9 +22,11 @@
 //! The stack today, outermost first (later layers join in the order of `ARCHITECTURE.md`):
 //!
 //! ```text
-//! attempt    per-trip timeout (default 10 s) covering the head and the body
-//!   collect  Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
-//!     transport  hyper-util legacy client, HTTP/1.1 + HTTP/2, rustls (ring, webpki roots)
+//! refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
+//!   auth         the TokenManager's token, to the configured origins only, sensitive header
+//!     attempt    per-trip timeout (default 10 s) covering the head and the body
+//!       collect  Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
+//!         transport  hyper-util legacy client, HTTP/1.1 + HTTP/2, rustls (ring, webpki roots)
 //! ```
 #![deny(unsafe_code)]
 
@@ -34,11 +36,21 @@ mod request;
 mod response;
 pub mod transport;
 
-pub use client::{BoxService, Client, ClientBuilder};
+pub use client::{grant_transport, BoxService, Client, ClientBuilder};
 pub use future::ResponseFuture;
 pub use request::RequestBuilder;
 pub use response::Response;
 pub use xhttp_core::{Body, BodyLimit, BusinessCode, Error, ErrorKind, TimeoutScope};
+
+/// Tokens: the manager, grants, stores and the auth layer (`xhttp-auth`).
+pub mod auth {
+    pub use xhttp_auth::*;
+}
+
+/// Refresh on rejection (`xhttp-refresh`).
+pub mod refresh {
+    pub use xhttp_refresh::*;
+}
 
 #[cfg(test)]
 mod tests {

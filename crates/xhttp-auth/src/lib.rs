@@ -1,0 +1,61 @@
+//! Bearer tokens for HTTP clients: one token and one refresh per credential, however many
+//! requests are waiting.
+//!
+//! - [`TokenManager`]: holds the token, refreshes it (single flight, as its own task, with a
+//!   timeout), before expiry in the background and after a rejection on demand, and ends the
+//!   session cleanly when the refresh credential is dead. See its module docs for the failure
+//!   modes of the axios wrappers it replaces.
+//! - Grants ([`OAuth2Refresh`], [`ClientCredentials`], [`JsonGrant`], or your own
+//!   [`RefreshGrant`]): how new tokens are obtained, through their own small stack.
+//! - Stores ([`MemoryStore`], [`FileStore`], or your own [`TokenStore`]): where tokens live,
+//!   shaped so that a fleet of processes sharing one rotating refresh token refreshes once.
+//! - [`AuthLayer`]: the tower layer that puts the token on requests to the configured origins.
+//!   Its partner, `xhttp_refresh::RefreshLayer`, refreshes and replays on a rejection.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use xhttp_auth::{AuthLayer, ClientCredentials, GrantTransport, Secret, TokenManager};
+//! use xhttp_core::{Error, Origin};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // A fake token endpoint for the example; use the facade's transport in real code.
+//! let endpoint = GrantTransport::new(service_fn(|_req| async {
+//!     let body = r#"{"access_token":"t-1","token_type":"Bearer","expires_in":3600}"#;
+//!     Ok::<_, Error>(http::Response::new(bytes::Bytes::from_static(body.as_bytes())))
+//! }));
+//! let grant = ClientCredentials::new(endpoint, "https://auth.example.com/token")
+//!     .unwrap()
+//!     .client_id("reports")
+//!     .client_secret(Secret::new("s3cr3t"));
+//! let manager = TokenManager::builder(grant).build();
+//!
+//! let api = service_fn(|req: http::Request<()>| async move {
+//!     let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
+//!     Ok::<_, Error>(http::Response::new(auth))
+//! });
+//! let service = AuthLayer::new(manager, [Origin::parse("https://api.example.com").unwrap()])
+//!     .layer(api);
+//! let request = http::Request::get("https://api.example.com/v1/me").body(()).unwrap();
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.body(), "Bearer t-1");
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+pub mod grant;
+mod layer;
+mod manager;
+mod secret;
+pub mod store;
+mod token;
+
+pub use grant::{
+    ClientCredentials, GrantResponse, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant,
+    TokenResponseFields,
+};
+pub use layer::{Auth, AuthLayer, GenerationSlot, ResponseFuture, SkipAuth};
+pub use manager::{TokenManager, TokenManagerBuilder};
+pub use secret::Secret;
+pub use store::{FileStore, MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
+pub use token::{Token, Windows};

@@ -1,0 +1,718 @@
+//! [`TokenManager`]: one token and one refresh per credential, however many callers.
+//!
+//! # The problem
+//!
+//! Every seed wraps axios with a flag and a queue: the first 401 sets `isRefreshing`, starts
+//! the refresh, and queues the other requests until it ends. Their peers show where that
+//! breaks (see `ANCHORS.md`):
+//!
+//! - a 401 that arrives *after* the refresh finished, for a request sent with the old token,
+//!   starts a second refresh, which presents a refresh token the server already rotated away:
+//!   reuse detection revokes the family and logs the user out (axios-auth-refresh #13, #210);
+//! - a refresh that fails leaves the queue hanging, or rejects it with a cancellation, and
+//!   runs the logout once per queued request;
+//! - nothing bounds the refresh, so a hung token endpoint hangs everyone;
+//! - the caller that started the refresh can cancel it for all the others.
+//!
+//! # How the manager works
+//!
+//! - Each token carries a **generation**. A rejection names the generation its request was
+//!   sent with ([`TokenManager::refresh_after_rejection`]): if the manager already holds a
+//!   newer one, that one is returned with no call at all.
+//! - At most one refresh runs at a time, as **its own task**, so a dropped caller never
+//!   cancels it; it is bounded by a timeout (default 10 s), and a panic in it becomes an
+//!   error for every waiter. Proactive refreshes (token about to expire) and reactive ones
+//!   (a rejection) share that single flight.
+//! - After a rejection, new callers **wait** for the refresh (pause-while-refreshing): no
+//!   request goes out with a token known to be dead.
+//! - A **definitive** failure (`invalid_grant`) clears the tokens, fires
+//!   `on_session_expired` once, and every caller, now and later, gets `SessionExpired` at
+//!   once with no token call, until [`TokenManager::set_tokens`]. A **transient** failure gives
+//!   waiters `RefreshFailed`; for a cool-down (default 1 s from the failed attempt's start)
+//!   callers that need a refresh get that error at once instead of hammering the endpoint.
+//! - In the soft window before expiry, callers get the still-valid token at once and one
+//!   background refresh starts (at most one a minute); if it fails the valid token stays in
+//!   service.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use xhttp_core::{Error, ErrorKind, SharedClock, TokioClock};
+
+use crate::grant::{GrantResponse, RefreshGrant};
+use crate::store::{MemoryStore, StoredTokens, Swap, TokenStore};
+use crate::token::{Token, Windows};
+use crate::Secret;
+
+/// The outcome of a refresh, shared by every waiter.
+type Outcome = Result<Arc<Token>, Error>;
+
+/// Holds one credential's token and runs its refreshes. A cheap cloneable handle: clients,
+/// layers and tasks that share it share one token and one refresh.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use futures_util::future::BoxFuture;
+/// use xhttp_auth::{GrantResponse, RefreshGrant, Secret, TokenManager};
+/// use xhttp_core::Error;
+///
+/// #[derive(Debug)]
+/// struct Counter(std::sync::atomic::AtomicU64);
+///
+/// impl RefreshGrant for Counter {
+///     fn request<'a>(&'a self, _: Option<&'a Secret>) -> BoxFuture<'a, Result<GrantResponse, Error>> {
+///         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+///         Box::pin(async move {
+///             Ok(GrantResponse {
+///                 access_token: Secret::new(format!("access-{n}")),
+///                 refresh_token: Some(Secret::new(format!("refresh-{n}"))),
+///                 expires_in: Some(Duration::from_secs(3600)),
+///                 received_at: tokio::time::Instant::now(),
+///             })
+///         })
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let manager = TokenManager::builder(Counter(Default::default())).build();
+/// manager.set_tokens(Secret::new("access-login"), Some(Secret::new("refresh-login")), Some(Duration::from_secs(3600))).await;
+/// let token = manager.current().await.unwrap();
+/// assert_eq!(token.access().expose(), "access-login");
+///
+/// // The server rejected generation 1: one refresh, and a late rejection of the same
+/// // generation gets the new token with no second call.
+/// let fresh = manager.refresh_after_rejection(token.generation()).await.unwrap();
+/// let again = manager.refresh_after_rejection(token.generation()).await.unwrap();
+/// assert_eq!(fresh.access().expose(), "access-0");
+/// assert_eq!(again.generation(), fresh.generation());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct TokenManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    grant: Arc<dyn RefreshGrant>,
+    store: Arc<dyn TokenStore>,
+    clock: SharedClock,
+    config: Config,
+    on_session_expired: Option<Arc<dyn Fn() + Send + Sync>>,
+    state: Mutex<State>,
+    /// Told of every new token, for the timed refresh task (which holds only this and a weak
+    /// handle, so that dropping the last manager ends it).
+    changed: Arc<Notify>,
+    timed_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    windows: Windows,
+    refresh_timeout: Duration,
+    cooldown: Duration,
+    soft_interval: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    token: Option<Arc<Token>>,
+    /// The last generation handed out; tokens count up from 1.
+    generation: u64,
+    flight: Option<Flight>,
+    /// A rejection-triggered refresh runs: every caller waits for it.
+    paused: bool,
+    /// The refresh credential is dead: fail fast until new tokens are set.
+    expired: bool,
+    /// When the last background refresh in the soft window started.
+    soft_attempt: Option<Instant>,
+    /// The last transient failure and when its attempt started, for the cool-down.
+    failed: Option<(Instant, Error)>,
+}
+
+#[derive(Clone)]
+struct Flight {
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+impl Flight {
+    async fn wait(mut self) -> Outcome {
+        match self.outcome.wait_for(Option::is_some).await {
+            Ok(outcome) => match &*outcome {
+                Some(outcome) => outcome.clone(),
+                None => Err(flight_lost()),
+            },
+            Err(_) => Err(flight_lost()),
+        }
+    }
+
+    /// The refresh task ended without telling anyone (its runtime shut down).
+    fn is_lost(&self) -> bool {
+        self.outcome.has_changed().is_err() && self.outcome.borrow().is_none()
+    }
+}
+
+fn flight_lost() -> Error {
+    Error::new(ErrorKind::RefreshFailed)
+        .with_message("the token refresh task ended without an outcome")
+}
+
+/// What a caller does next, decided under the lock.
+enum Next {
+    Use(Arc<Token>),
+    Wait(Flight),
+    Fail(Error),
+}
+
+/// Options of a [`TokenManager`].
+///
+/// ```
+/// use std::time::Duration;
+/// use xhttp_auth::{RefreshGrant, TokenManager};
+///
+/// fn build(grant: impl RefreshGrant) -> TokenManager {
+///     TokenManager::builder(grant)
+///         .refresh_timeout(Duration::from_secs(5))
+///         .on_session_expired(|| eprintln!("session expired: show the login page"))
+///         .build()
+/// }
+/// ```
+pub struct TokenManagerBuilder {
+    grant: Arc<dyn RefreshGrant>,
+    store: Arc<dyn TokenStore>,
+    clock: SharedClock,
+    config: Config,
+    on_session_expired: Option<Arc<dyn Fn() + Send + Sync>>,
+    timed: bool,
+}
+
+impl TokenManagerBuilder {
+    /// Where tokens are kept between calls (default: in memory).
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// The clock (default: tokio's, so tests run on a paused clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The soft and hard windows and the skew.
+    pub fn windows(mut self, windows: Windows) -> Self {
+        self.config.windows = windows;
+        self
+    }
+
+    /// How long one refresh may take before every waiter gets `RefreshFailed` (default 10 s:
+    /// axios-auth-refresh has none, and a hung token endpoint hangs every request).
+    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.config.refresh_timeout = timeout;
+        self
+    }
+
+    /// After a transient failure, how long from that attempt's start callers that need a
+    /// refresh get its error at once instead of a new attempt (default 1 s).
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.cooldown = cooldown;
+        self
+    }
+
+    /// How often a background refresh may start in the soft window (default once a minute,
+    /// so a failing token endpoint is not called on every request while the token is valid).
+    pub fn soft_retry_interval(mut self, interval: Duration) -> Self {
+        self.config.soft_interval = interval;
+        self
+    }
+
+    /// Called once when the session expires (the seeds' "clear the token and log out"), not
+    /// once per failed request.
+    pub fn on_session_expired(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_session_expired = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also refresh on a timer, at the start of each token's soft window, from a background
+    /// task that ends when the last handle to the manager is dropped (the seeds' timed
+    /// refresh). Off by default: refresh on use covers callers that are active.
+    pub fn timed_refresh(mut self, enabled: bool) -> Self {
+        self.timed = enabled;
+        self
+    }
+
+    /// Builds the manager. With the timed refresh on, this must run inside a tokio runtime.
+    pub fn build(self) -> TokenManager {
+        let shared = Arc::new(Shared {
+            grant: self.grant,
+            store: self.store,
+            clock: self.clock,
+            config: self.config,
+            on_session_expired: self.on_session_expired,
+            state: Mutex::new(State::default()),
+            changed: Arc::new(Notify::new()),
+            timed_task: Mutex::new(None),
+        });
+        if self.timed {
+            let task = tokio::spawn(timed_refresh(
+                Arc::downgrade(&shared),
+                shared.changed.clone(),
+            ));
+            *lock(&shared.timed_task) = Some(task.abort_handle());
+        }
+        TokenManager { shared }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below is a few assignments with no call that can panic halfway,
+    // so a poisoned lock still guards consistent state.
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl TokenManager {
+    /// Options for a manager that refreshes with `grant`.
+    pub fn builder(grant: impl RefreshGrant) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            grant: Arc::new(grant),
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(TokioClock),
+            config: Config {
+                windows: Windows::default(),
+                refresh_timeout: Duration::from_secs(10),
+                cooldown: Duration::from_secs(1),
+                soft_interval: Duration::from_secs(60),
+            },
+            on_session_expired: None,
+            timed: false,
+        }
+    }
+
+    /// Sets tokens obtained elsewhere (a login), ends a session-expired state, and saves them
+    /// to the store. Returns the new token.
+    pub async fn set_tokens(
+        &self,
+        access: Secret,
+        refresh: Option<Secret>,
+        expires_in: Option<Duration>,
+    ) -> Arc<Token> {
+        let now = self.shared.clock.now();
+        let token = {
+            let mut state = lock(&self.shared.state);
+            state.generation += 1;
+            let token = Arc::new(Token::new(
+                access,
+                refresh,
+                now,
+                expires_in,
+                state.generation,
+                &self.shared.config.windows,
+            ));
+            state.token = Some(token.clone());
+            state.expired = false;
+            state.failed = None;
+            state.soft_attempt = None;
+            token
+        };
+        self.shared.changed.notify_waiters();
+        let stored = self.shared.to_stored(&token);
+        if let Err(err) = self.shared.store.save(&stored).await {
+            tracing::warn!(error = %err, "could not save the new tokens to the token store");
+        }
+        token
+    }
+
+    /// Forgets the tokens (a logout): later calls get `SessionExpired` until new tokens are set.
+    /// Does not fire `on_session_expired` (the caller knows).
+    pub async fn clear(&self) {
+        {
+            let mut state = lock(&self.shared.state);
+            state.token = None;
+            state.expired = true;
+        }
+        if let Err(err) = self.shared.store.clear().await {
+            tracing::warn!(error = %err, "could not clear the token store");
+        }
+    }
+
+    /// The token to send now.
+    ///
+    /// Returns at once with a valid token; in the soft window also starts one background
+    /// refresh. In the hard window, after expiry, with no token yet (the store is consulted
+    /// first), or while a rejection-triggered refresh runs, waits for the single refresh.
+    pub async fn current(&self) -> Outcome {
+        match self.shared.next_for_current() {
+            Next::Use(token) => Ok(token),
+            Next::Fail(err) => Err(err),
+            Next::Wait(flight) => flight.wait().await,
+        }
+    }
+
+    /// The token to send now if it is at hand without waiting (`None`: call
+    /// [`current`](TokenManager::current)). Layers use it to skip a boxed future on the
+    /// common path.
+    pub fn current_now(&self) -> Option<Arc<Token>> {
+        match self.shared.next_for_current() {
+            Next::Use(token) => Some(token),
+            _ => None,
+        }
+    }
+
+    /// Called when the server rejected a request sent with the token of `generation`.
+    ///
+    /// If the manager already holds a newer token (the late rejection of a request that was
+    /// in flight while another refresh ran), returns it with no call. Otherwise starts, or
+    /// joins, the single refresh, and makes new callers wait for it.
+    pub async fn refresh_after_rejection(&self, generation: u64) -> Outcome {
+        match self.shared.next_after_rejection(generation) {
+            Next::Use(token) => Ok(token),
+            Next::Fail(err) => Err(err),
+            Next::Wait(flight) => flight.wait().await,
+        }
+    }
+
+    /// The generation of the token held now (0: none yet).
+    pub fn generation(&self) -> u64 {
+        lock(&self.shared.state).generation
+    }
+
+    /// Whether the session has expired (the refresh credential is dead).
+    pub fn is_session_expired(&self) -> bool {
+        lock(&self.shared.state).expired
+    }
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.shared.state);
+        f.debug_struct("TokenManager")
+            .field("grant", &self.shared.grant)
+            .field("generation", &state.generation)
+            .field("refreshing", &state.flight.is_some())
+            .field("session_expired", &state.expired)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn next_for_current(self: &Arc<Self>) -> Next {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        if state.expired {
+            return Next::Fail(session_expired());
+        }
+        if state.flight.as_ref().is_some_and(Flight::is_lost) {
+            state.flight = None;
+            state.paused = false;
+        }
+        if state.paused {
+            if let Some(flight) = &state.flight {
+                return Next::Wait(flight.clone());
+            }
+        }
+        match state.token.clone() {
+            Some(token) if !token.in_hard_window(now) => {
+                let soft_due = state.soft_attempt.is_none_or(|at| {
+                    now.saturating_duration_since(at) >= self.config.soft_interval
+                });
+                if token.in_soft_window(now) && state.flight.is_none() && soft_due {
+                    state.soft_attempt = Some(now);
+                    self.start_flight(&mut state, now);
+                }
+                Next::Use(token)
+            }
+            _ => self.join_or_start(&mut state, now),
+        }
+    }
+
+    fn next_after_rejection(self: &Arc<Self>, generation: u64) -> Next {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        if state.expired {
+            return Next::Fail(session_expired());
+        }
+        if state.flight.as_ref().is_some_and(Flight::is_lost) {
+            state.flight = None;
+        }
+        if let Some(token) = &state.token {
+            if token.generation() > generation {
+                return Next::Use(token.clone());
+            }
+        }
+        let next = self.join_or_start(&mut state, now);
+        if matches!(next, Next::Wait(_)) {
+            state.paused = true;
+        }
+        next
+    }
+
+    fn join_or_start(self: &Arc<Self>, state: &mut State, now: Instant) -> Next {
+        if let Some(flight) = &state.flight {
+            return Next::Wait(flight.clone());
+        }
+        if let Some((started, err)) = &state.failed {
+            if now.saturating_duration_since(*started) < self.config.cooldown {
+                return Next::Fail(err.clone());
+            }
+        }
+        Next::Wait(self.start_flight(state, now))
+    }
+
+    /// Starts the refresh task. Called with the state locked, so exactly one starts.
+    fn start_flight(self: &Arc<Self>, state: &mut State, now: Instant) -> Flight {
+        let (tell, outcome) = watch::channel(None);
+        let flight = Flight { outcome };
+        state.flight = Some(flight.clone());
+        let held = state.token.clone();
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let run = AssertUnwindSafe(shared.refresh(held)).catch_unwind();
+            let result = match tokio::time::timeout(shared.config.refresh_timeout, run).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_panic)) => {
+                    Err(Error::new(ErrorKind::Internal).with_message("the token refresh panicked"))
+                }
+                Err(_elapsed) => Err(Error::new(ErrorKind::RefreshFailed).with_message(format!(
+                    "the token endpoint did not answer within {:?}",
+                    shared.config.refresh_timeout
+                ))),
+            };
+            let outcome = shared.finish(result, now).await;
+            // Nobody waiting is fine: the outcome is in the state already.
+            let _ = tell.send(Some(outcome));
+        });
+        flight
+    }
+
+    /// One refresh, as the store's protocol says: lock, adopt what another process stored,
+    /// or call the grant and compare-and-swap the result in.
+    async fn refresh(&self, held: Option<Arc<Token>>) -> Result<TokenData, Error> {
+        let _fleet_lock = self.store.lock().await.map_err(as_refresh_failed)?;
+        let stored = match self.store.load().await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the token store; refreshing anyway");
+                None
+            }
+        };
+        let held_access = held.as_ref().map(|t| t.access().clone());
+        if let Some(stored) = &stored {
+            let newer = held_access.as_ref() != Some(&stored.access_token);
+            if newer && !self.stored_is_stale(stored) {
+                return Ok(self.from_stored(stored.clone()));
+            }
+        }
+        let refresh_token = held
+            .as_ref()
+            .and_then(|t| t.refresh().cloned())
+            .or_else(|| stored.as_ref().and_then(|s| s.refresh_token.clone()));
+        if self.grant.needs_refresh_token() && refresh_token.is_none() {
+            return Err(session_expired().with_message("no refresh token: log in first"));
+        }
+        let response = self.grant.request(refresh_token.as_ref()).await?;
+        let data = TokenData::from_grant(response, refresh_token.clone());
+        let new = self.data_to_stored(&data);
+        match self.store.swap(refresh_token.as_ref(), &new).await {
+            Ok(Swap::Saved) | Ok(Swap::Conflict(None)) => Ok(data),
+            Ok(Swap::Conflict(Some(theirs))) => {
+                tracing::debug!("another process stored newer tokens during the refresh");
+                Ok(self.from_stored(theirs))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not save the refreshed tokens to the token store");
+                Ok(data)
+            }
+        }
+    }
+
+    /// Publishes a refresh's result in the state before any waiter wakes.
+    async fn finish(&self, result: Result<TokenData, Error>, started: Instant) -> Outcome {
+        let outcome = {
+            let mut state = lock(&self.state);
+            state.flight = None;
+            state.paused = false;
+            match result {
+                Ok(data) => {
+                    state.generation += 1;
+                    let token = Arc::new(Token::new(
+                        data.access,
+                        data.refresh,
+                        data.received_at,
+                        data.lifetime,
+                        state.generation,
+                        &self.config.windows,
+                    ));
+                    state.token = Some(token.clone());
+                    state.failed = None;
+                    Ok(token)
+                }
+                Err(err) if err.kind() == ErrorKind::SessionExpired => {
+                    let first = !state.expired;
+                    state.expired = true;
+                    state.token = None;
+                    Err((err, first))
+                }
+                Err(err) => {
+                    let err = as_refresh_failed(err);
+                    state.failed = Some((started, err.clone()));
+                    return Err(err);
+                }
+            }
+        };
+        match outcome {
+            Ok(token) => {
+                self.changed.notify_waiters();
+                Ok(token)
+            }
+            Err((err, first)) => {
+                if let Err(clear) = self.store.clear().await {
+                    tracing::warn!(error = %clear, "could not clear the token store");
+                }
+                if first {
+                    tracing::info!("session expired: the refresh credential was rejected");
+                    if let Some(hook) = &self.on_session_expired {
+                        hook();
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn stored_is_stale(&self, stored: &StoredTokens) -> bool {
+        stored
+            .expires_at
+            .is_some_and(|at| at <= self.clock.system_now())
+    }
+
+    fn from_stored(&self, stored: StoredTokens) -> TokenData {
+        let lifetime = stored.expires_at.map(|at| {
+            at.duration_since(self.clock.system_now())
+                .unwrap_or(Duration::ZERO)
+        });
+        TokenData {
+            access: stored.access_token,
+            refresh: stored.refresh_token,
+            received_at: self.clock.now(),
+            lifetime,
+        }
+    }
+
+    fn data_to_stored(&self, data: &TokenData) -> StoredTokens {
+        let elapsed = self.clock.now().saturating_duration_since(data.received_at);
+        StoredTokens {
+            access_token: data.access.clone(),
+            refresh_token: data.refresh.clone(),
+            expires_at: data.lifetime.and_then(|lifetime| {
+                self.clock
+                    .system_now()
+                    .checked_add(lifetime.saturating_sub(elapsed))
+            }),
+        }
+    }
+
+    fn to_stored(&self, token: &Token) -> StoredTokens {
+        let now = self.clock.now();
+        StoredTokens {
+            access_token: token.access().clone(),
+            refresh_token: token.refresh().cloned(),
+            expires_at: token.expires_at().and_then(|at| {
+                let left = at.saturating_duration_since(now);
+                self.clock.system_now().checked_add(left)
+            }),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.timed_task).take() {
+            task.abort();
+        }
+    }
+}
+
+/// New tokens before they become a [`Token`] with a generation.
+struct TokenData {
+    access: Secret,
+    refresh: Option<Secret>,
+    received_at: Instant,
+    lifetime: Option<Duration>,
+}
+
+impl TokenData {
+    fn from_grant(response: GrantResponse, used_refresh: Option<Secret>) -> TokenData {
+        TokenData {
+            access: response.access_token,
+            // RFC 6749 section 6: a response without a refresh token keeps the old one.
+            refresh: response.refresh_token.or(used_refresh),
+            received_at: response.received_at,
+            lifetime: response.expires_in,
+        }
+    }
+}
+
+fn session_expired() -> Error {
+    Error::new(ErrorKind::SessionExpired)
+}
+
+fn as_refresh_failed(err: Error) -> Error {
+    match err.kind() {
+        // A panic in the refresh task stays `Internal`: it is a bug, not a passing failure.
+        ErrorKind::RefreshFailed | ErrorKind::SessionExpired | ErrorKind::Internal => err,
+        _ => Error::new(ErrorKind::RefreshFailed)
+            .with_message("the token endpoint call failed")
+            .with_source(err),
+    }
+}
+
+/// Wakes at the start of each token's soft window and asks for the token, which starts the
+/// background refresh. Holds only a weak handle, so it ends with the manager.
+async fn timed_refresh(shared: Weak<Shared>, changed: Arc<Notify>) {
+    loop {
+        // Registered before reading the token, so a token set meanwhile is not missed.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let wake_at = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let state = lock(&shared.state);
+            state.token.as_ref().and_then(|t| t.soft_at())
+        };
+        let due = match wake_at {
+            None => {
+                notified.as_mut().await;
+                false
+            }
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => true,
+                _ = notified.as_mut() => false,
+            },
+        };
+        if !due {
+            continue;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let interval = shared.config.soft_interval;
+        let manager = TokenManager { shared };
+        if let Err(err) = manager.current().await {
+            tracing::debug!(error = %err, "timed token refresh failed");
+        }
+        drop(manager);
+        // The refresh runs in the background: wait for its token, or retry after the soft
+        // interval if it failed, so a failing endpoint is not called in a loop.
+        tokio::select! {
+            _ = notified.as_mut() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

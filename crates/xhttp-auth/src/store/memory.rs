@@ -1,0 +1,157 @@
+//! [`MemoryStore`]: tokens held by this process only, the default store.
+//!
+//! Nothing outlives the process and nothing is shared with another one, so `lock` is the
+//! trait's no-op; `swap` is still a real compare-and-swap, so that the manager's protocol
+//! behaves the same over every store.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use futures_util::future::BoxFuture;
+use xhttp_core::Error;
+
+use super::{StoredTokens, Swap, TokenStore};
+use crate::Secret;
+
+/// Tokens in memory, behind a mutex held only for a copy (never across an await).
+///
+/// `swap(expected, new)` stores `new` when the stored refresh token equals `expected`, where
+/// an empty store and stored tokens without a refresh token both count as `None`.
+///
+/// ```
+/// use xhttp_auth::{MemoryStore, Secret, StoredTokens, TokenStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// assert_eq!(store.load().await.unwrap(), None);
+/// let tokens = StoredTokens { access_token: Secret::new("a"), refresh_token: None, expires_at: None };
+/// store.save(&tokens).await.unwrap();
+/// assert_eq!(store.load().await.unwrap(), Some(tokens));
+/// store.clear().await.unwrap();
+/// assert_eq!(store.load().await.unwrap(), None);
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tokens: Mutex<Option<StoredTokens>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// let store = xhttp_auth::MemoryStore::new();
+    /// # let _ = store;
+    /// ```
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, Option<StoredTokens>> {
+        // The guarded value is replaced whole, never left half-written, so a panic elsewhere
+        // while the lock was held cannot have broken it.
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
+        let tokens = self.tokens().clone();
+        Box::pin(std::future::ready(Ok(tokens)))
+    }
+
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>> {
+        *self.tokens() = Some(tokens.clone());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn swap<'a>(
+        &'a self,
+        expected: Option<&'a Secret>,
+        new: &'a StoredTokens,
+    ) -> BoxFuture<'a, Result<Swap, Error>> {
+        let mut stored = self.tokens();
+        let outcome = if stored_refresh_token(&stored) == expected {
+            *stored = Some(new.clone());
+            Swap::Saved
+        } else {
+            Swap::Conflict(stored.clone())
+        };
+        drop(stored);
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        *self.tokens() = None;
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The refresh token of what is stored; `None` for an empty store too.
+pub(super) fn stored_refresh_token(stored: &Option<StoredTokens>) -> Option<&Secret> {
+    stored.as_ref().and_then(|t| t.refresh_token.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
+        StoredTokens {
+            access_token: Secret::new(access),
+            refresh_token: refresh.map(Secret::new),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn swap_stores_only_over_the_expected_refresh_token() {
+        let store = MemoryStore::new();
+        let r1 = Secret::new("r1");
+        // Empty store: expecting a token conflicts with "nothing stored".
+        assert_eq!(
+            store
+                .swap(Some(&r1), &tokens("a2", Some("r2")))
+                .await
+                .unwrap(),
+            Swap::Conflict(None)
+        );
+        // Empty store, expecting nothing: the first tokens go in.
+        assert_eq!(
+            store.swap(None, &tokens("a1", Some("r1"))).await.unwrap(),
+            Swap::Saved
+        );
+        assert_eq!(
+            store
+                .swap(Some(&r1), &tokens("a2", Some("r2")))
+                .await
+                .unwrap(),
+            Swap::Saved
+        );
+        // A replica still holding r1 loses, and is told what is stored.
+        assert_eq!(
+            store
+                .swap(Some(&r1), &tokens("a3", Some("r3")))
+                .await
+                .unwrap(),
+            Swap::Conflict(Some(tokens("a2", Some("r2"))))
+        );
+        assert_eq!(store.load().await.unwrap(), Some(tokens("a2", Some("r2"))));
+    }
+
+    #[tokio::test]
+    async fn debug_never_shows_the_tokens() {
+        let store = MemoryStore::new();
+        store
+            .save(&tokens("SECRET-AT-123", Some("SECRET-RT-123")))
+            .await
+            .unwrap();
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn store_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<MemoryStore>();
+    }
+}

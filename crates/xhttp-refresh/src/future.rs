@@ -1,0 +1,140 @@
+//! The response future of [`Refresh`](crate::Refresh): the inner future on the common path,
+//! a boxed refresh-and-replay only after a rejection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::{BoxError, Service, ServiceExt};
+use xhttp_auth::GenerationSlot;
+use xhttp_core::Error;
+
+use crate::{Config, Replayed};
+
+/// What a call keeps to replay its request after a refresh.
+pub(crate) struct Replay<S, B> {
+    pub(crate) service: S,
+    /// `None` when the body cannot be replayed.
+    pub(crate) request: Option<Request<B>>,
+    pub(crate) slot: GenerationSlot,
+    pub(crate) config: Arc<Config>,
+}
+
+impl<S, B, T> Replay<S, B>
+where
+    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    T: Send + 'static,
+{
+    async fn run(self, generation: u64, first: Result<Response<T>, Error>) -> Result<Response<T>, Error> {
+        tracing::debug!(generation, "token rejected: refreshing, then replaying once");
+        self.config
+            .manager
+            .refresh_after_rejection(generation)
+            .await?;
+        let Some(mut request) = self.request else {
+            tracing::debug!("request body cannot be replayed: returning the first outcome");
+            return first;
+        };
+        drop(first);
+        request.extensions_mut().insert(Replayed);
+        request.extensions_mut().insert(GenerationSlot::new());
+        let second = self
+            .service
+            .oneshot(request)
+            .await
+            .map_err(|e| Error::from_boxed(e.into()));
+        match self.config.triggers.rejection(&second) {
+            Some(rejection) => Err(rejection.into_error()),
+            None => second,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Refresh`](crate::Refresh).
+    pub struct ResponseFuture<S, B, T>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B, T>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B, T>
+    where
+        S: Service<Request<B>>,
+    {
+        First { #[pin] future: S::Future, replay: Option<Replay<S, B>> },
+        Slow { future: BoxFuture<'static, Result<Response<T>, Error>> },
+    }
+}
+
+impl<S, B, T> ResponseFuture<S, B, T>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn passthrough(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::First {
+                future,
+                replay: None,
+            },
+        }
+    }
+
+    pub(crate) fn first(future: S::Future, replay: Replay<S, B>) -> Self {
+        ResponseFuture {
+            state: State::First {
+                future,
+                replay: Some(replay),
+            },
+        }
+    }
+}
+
+impl<S, B, T> Future for ResponseFuture<S, B, T>
+where
+    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    T: Send + 'static,
+{
+    type Output = Result<Response<T>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::First { future, replay } => {
+                    let result = ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()));
+                    let Some(replay) = replay.take() else {
+                        return Poll::Ready(result);
+                    };
+                    if replay.config.triggers.rejection(&result).is_none() {
+                        return Poll::Ready(result);
+                    }
+                    // No token went out with this trip (another origin, SkipAuth): nothing
+                    // to refresh.
+                    let Some(generation) = replay.slot.get() else {
+                        return Poll::Ready(result);
+                    };
+                    state.set(State::Slow {
+                        future: Box::pin(replay.run(generation, result)),
+                    });
+                }
+                StateProj::Slow { future } => return future.as_mut().poll(cx),
+            }
+        }
+    }
+}

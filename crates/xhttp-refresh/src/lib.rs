@@ -1,0 +1,346 @@
+//! Refresh on rejection: when the server says the token is no good, refresh it once (for every
+//! request that learns it at the same time) and replay the request once with the new token.
+//!
+//! [`RefreshLayer`] sits above `xhttp_auth::AuthLayer` (and above retry, when there is one):
+//!
+//! 1. Before calling down it puts a [`GenerationSlot`] in the request; the auth layer records
+//!    there which token generation the trip was sent with.
+//! 2. When the outcome is a rejection it calls
+//!    [`TokenManager::refresh_after_rejection`](xhttp_auth::TokenManager::refresh_after_rejection)
+//!    with that generation: the late 401 of a request sent with an already-replaced token
+//!    replays with the new token and costs no refresh.
+//! 3. It replays once, marked [`Replayed`]. A rejection of the replay is returned as
+//!    `ErrorKind::Unauthorized` with the server's challenge: there is no second refresh and no
+//!    loop.
+//!
+//! What counts as a rejection ([`Triggers`]): status 401 (with or without a challenge),
+//! `WWW-Authenticate: Bearer error="invalid_token"`, a business code such as the seeds'
+//! 40009, 409 or 1002 (from an `Error::Business` of the envelope layer, or read from a
+//! `Bytes` body's `code` field when no envelope layer runs), and gRPC `grpc-status: 16`
+//! (UNAUTHENTICATED). Never 403: `insufficient_scope` is not cured by a new token.
+//!
+//! Requests marked [`SkipRefresh`] pass untouched. A request whose body cannot be replayed
+//! (a boxed stream) still triggers the refresh, so that the next request succeeds, but its
+//! own first outcome is returned.
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use xhttp_auth::{AuthLayer, TokenManager};
+//! use xhttp_refresh::RefreshLayer;
+//!
+//! fn stack<S>(manager: TokenManager, origins: Vec<xhttp_core::Origin>, transport: S)
+//!     -> impl tower::Service<http::Request<xhttp_core::Body>>
+//! where
+//!     S: tower::Service<http::Request<xhttp_core::Body>, Response = http::Response<bytes::Bytes>> + Clone + Send + 'static,
+//!     S::Error: Into<tower::BoxError>,
+//!     S::Future: Send + 'static,
+//! {
+//!     ServiceBuilder::new()
+//!         .layer(RefreshLayer::new(manager.clone()).business_codes([40009]))
+//!         .layer(AuthLayer::new(manager, origins))
+//!         .service(transport)
+//! }
+//! ```
+#![deny(unsafe_code)]
+
+mod challenge;
+mod future;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use tower::{BoxError, Layer, Service};
+use xhttp_auth::{GenerationSlot, TokenManager};
+use xhttp_core::body::{try_clone_request, TryCloneBody};
+use xhttp_core::{BusinessCode, Error, ErrorKind};
+
+pub use challenge::{bearer_error, is_invalid_token};
+pub use future::ResponseFuture;
+
+/// Per-request option: never refresh for this request (axios-auth-refresh's
+/// `skipAuthRefresh`); its rejection comes back as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkipRefresh;
+
+/// Marks the replay of a request after a refresh (visible to layers below).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed;
+
+/// What counts as "the token was rejected".
+///
+/// ```
+/// use xhttp_refresh::Triggers;
+/// let triggers = Triggers::default().business_codes([40009, 409, 1002]);
+/// # drop(triggers);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    statuses: Vec<StatusCode>,
+    invalid_token_challenge: bool,
+    grpc_unauthenticated: bool,
+    business_codes: Vec<BusinessCode>,
+    code_pointer: String,
+}
+
+impl Default for Triggers {
+    /// 401, `invalid_token` challenges and gRPC UNAUTHENTICATED; no business codes.
+    fn default() -> Self {
+        Triggers {
+            statuses: vec![StatusCode::UNAUTHORIZED],
+            invalid_token_challenge: true,
+            grpc_unauthenticated: true,
+            business_codes: Vec::new(),
+            code_pointer: "/code".into(),
+        }
+    }
+}
+
+impl Triggers {
+    /// Also treat `status` as a rejection (403 is refused: a new token does not cure a lack
+    /// of permission, and refreshing on it is a refresh storm waiting to happen).
+    pub fn status(mut self, status: StatusCode) -> Self {
+        if status != StatusCode::FORBIDDEN && !self.statuses.contains(&status) {
+            self.statuses.push(status);
+        }
+        self
+    }
+
+    /// Whether `WWW-Authenticate: Bearer error="invalid_token"` is a rejection whatever the
+    /// status (default on).
+    pub fn invalid_token_challenge(mut self, enabled: bool) -> Self {
+        self.invalid_token_challenge = enabled;
+        self
+    }
+
+    /// Whether `grpc-status: 16` in the response headers is a rejection (default on).
+    pub fn grpc_unauthenticated(mut self, enabled: bool) -> Self {
+        self.grpc_unauthenticated = enabled;
+        self
+    }
+
+    /// Business codes that mean "token expired" (the seeds' backends answer HTTP 200 with
+    /// code 40009, 409 or 1002).
+    pub fn business_codes<C: Into<BusinessCode>>(mut self, codes: impl IntoIterator<Item = C>) -> Self {
+        self.business_codes.extend(codes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where the code sits in a JSON body that reaches this layer as `Bytes` (default
+    /// `/code`, a JSON pointer); used only with business codes and no envelope layer below.
+    pub fn code_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.code_pointer = pointer.into();
+        self
+    }
+
+    /// The rejection in an outcome, if it is one: the status and challenge to report.
+    pub(crate) fn rejection<B: 'static>(&self, outcome: &Result<Response<B>, Error>) -> Option<Rejection> {
+        match outcome {
+            Ok(response) => self.rejected_response(response),
+            Err(err) => self.rejected_error(err),
+        }
+    }
+
+    fn rejected_response<B: 'static>(&self, response: &Response<B>) -> Option<Rejection> {
+        let status = response.status();
+        let headers = response.headers();
+        let by_status = status != StatusCode::FORBIDDEN && self.statuses.contains(&status);
+        let by_challenge = self.invalid_token_challenge
+            && challenge_of(headers).is_some_and(|c| is_invalid_token(&c));
+        let by_grpc = self.grpc_unauthenticated
+            && headers
+                .get("grpc-status")
+                .is_some_and(|v| v.as_bytes() == b"16");
+        let by_code = !self.business_codes.is_empty()
+            && (response.body() as &dyn Any)
+                .downcast_ref::<Bytes>()
+                .and_then(|body| body_code(body, &self.code_pointer))
+                .is_some_and(|code| self.business_codes.contains(&code));
+        (by_status || by_challenge || by_grpc || by_code).then(|| Rejection {
+            status: Some(status),
+            challenge: challenge_of(headers),
+        })
+    }
+
+    fn rejected_error(&self, err: &Error) -> Option<Rejection> {
+        let by_status = err.kind() == ErrorKind::Status
+            && err
+                .status()
+                .is_some_and(|s| s != StatusCode::FORBIDDEN && self.statuses.contains(&s));
+        let by_challenge =
+            self.invalid_token_challenge && err.challenge().is_some_and(is_invalid_token);
+        let by_code = err.kind() == ErrorKind::Business
+            && err
+                .business_code()
+                .is_some_and(|code| self.business_codes.contains(code));
+        (by_status || by_challenge || by_code).then(|| Rejection {
+            status: err.status(),
+            challenge: err.challenge().map(str::to_owned),
+        })
+    }
+}
+
+fn challenge_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The business code at `pointer` in a JSON body; `None` for anything that is not JSON.
+fn body_code(body: &Bytes, pointer: &str) -> Option<BusinessCode> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.pointer(pointer)? {
+        serde_json::Value::Number(n) => n.as_i64().map(BusinessCode::Int),
+        serde_json::Value::String(s) => Some(BusinessCode::from(s.as_str())),
+        _ => None,
+    }
+}
+
+/// A rejection, for the `Unauthorized` error when the replay is rejected too.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection {
+    status: Option<StatusCode>,
+    challenge: Option<String>,
+}
+
+impl Rejection {
+    pub(crate) fn into_error(self) -> Error {
+        let mut err = Error::new(ErrorKind::Unauthorized);
+        if let Some(status) = self.status {
+            err = err.with_status(status);
+        }
+        if let Some(challenge) = self.challenge {
+            err = err.with_challenge(challenge);
+        }
+        err
+    }
+}
+
+/// Refreshes the token on a rejection and replays the request once. See the
+/// [crate docs](crate).
+#[derive(Clone)]
+pub struct RefreshLayer {
+    config: Arc<Config>,
+}
+
+pub(crate) struct Config {
+    pub(crate) manager: TokenManager,
+    pub(crate) triggers: Triggers,
+}
+
+impl RefreshLayer {
+    /// A refresh layer with the default [`Triggers`].
+    pub fn new(manager: TokenManager) -> Self {
+        RefreshLayer::with_triggers(manager, Triggers::default())
+    }
+
+    /// A refresh layer with the given triggers.
+    pub fn with_triggers(manager: TokenManager, triggers: Triggers) -> Self {
+        RefreshLayer {
+            config: Arc::new(Config { manager, triggers }),
+        }
+    }
+
+    /// Adds business codes that mean "token expired".
+    pub fn business_codes<C: Into<BusinessCode>>(self, codes: impl IntoIterator<Item = C>) -> Self {
+        let triggers = self.config.triggers.clone().business_codes(codes);
+        RefreshLayer::with_triggers(self.config.manager.clone(), triggers)
+    }
+}
+
+impl fmt::Debug for RefreshLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshLayer")
+            .field("triggers", &self.config.triggers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RefreshLayer {
+    type Service = Refresh<S>;
+
+    fn layer(&self, inner: S) -> Refresh<S> {
+        Refresh {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`RefreshLayer`].
+#[derive(Clone)]
+pub struct Refresh<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Refresh<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Refresh<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresh")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Refresh<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ReqBody: TryCloneBody + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if request.extensions().get::<SkipRefresh>().is_some() {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let slot = GenerationSlot::new();
+        request.extensions_mut().insert(slot.clone());
+        let replay = try_clone_request(&request);
+        let future = self.inner.call(request);
+        ResponseFuture::first(
+            future,
+            future::Replay {
+                service: self.inner.clone(),
+                request: replay,
+                slot,
+                config: self.config.clone(),
+            },
+        )
+    }
+}
