@@ -555,6 +555,9 @@ async fn long_run_with_expiring_tokens_never_reuses_a_refresh_token() {
     // One refresh per token: each lives 3.6 s + 0.3 s of refresh, so 120 s hold at most 31.
     assert!((25..=31).contains(&calls), "{calls} refreshes in 120 s");
     let rejected = rejections.load(Ordering::SeqCst);
-    assert!(rejected > 0, "reactive refreshes overlapped the proactive ones");
+    assert!(
+        rejected > 0,
+        "reactive refreshes overlapped the proactive ones"
+    );
     assert_eq!(issued.lock().unwrap().len(), calls + 1);
 }

@@ -32,8 +32,15 @@ where
     B: Send + 'static,
     T: Send + 'static,
 {
-    async fn run(self, generation: u64, first: Result<Response<T>, Error>) -> Result<Response<T>, Error> {
-        tracing::debug!(generation, "token rejected: refreshing, then replaying once");
+    async fn run(
+        self,
+        generation: u64,
+        first: Result<Response<T>, Error>,
+    ) -> Result<Response<T>, Error> {
+        tracing::debug!(
+            generation,
+            "token rejected: refreshing, then replaying once"
+        );
         self.config
             .manager
             .refresh_after_rejection(generation)

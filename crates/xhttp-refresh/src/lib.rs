@@ -124,8 +124,12 @@ impl Triggers {
 
     /// Business codes that mean "token expired" (the seeds' backends answer HTTP 200 with
     /// code 40009, 409 or 1002).
-    pub fn business_codes<C: Into<BusinessCode>>(mut self, codes: impl IntoIterator<Item = C>) -> Self {
-        self.business_codes.extend(codes.into_iter().map(Into::into));
+    pub fn business_codes<C: Into<BusinessCode>>(
+        mut self,
+        codes: impl IntoIterator<Item = C>,
+    ) -> Self {
+        self.business_codes
+            .extend(codes.into_iter().map(Into::into));
         self
     }
 
@@ -137,7 +141,10 @@ impl Triggers {
     }
 
     /// The rejection in an outcome, if it is one: the status and challenge to report.
-    pub(crate) fn rejection<B: 'static>(&self, outcome: &Result<Response<B>, Error>) -> Option<Rejection> {
+    pub(crate) fn rejection<B: 'static>(
+        &self,
+        outcome: &Result<Response<B>, Error>,
+    ) -> Option<Rejection> {
         match outcome {
             Ok(response) => self.rejected_response(response),
             Err(err) => self.rejected_error(err),

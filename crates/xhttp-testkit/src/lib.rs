@@ -77,6 +77,7 @@
 //! | `GET /bytes-chunked/{n}` | the same without `content-length` |
 //! | `GET /close-mid-body` | `content-length: 1000`, 10 bytes, then the connection breaks |
 //! | `GET /gate/{id}` | waits for [`Gate::open`], then the envelope with `{"id":<id>}` |
+//! | `GET /api/gate/{id}` | waits for [`Gate::open`], *then* checks the bearer token, then answers as `/api/items/{id}`: many requests with one token line up before any is answered |
 //! | `ANY /status/{code}` | that status with `{"error":{"message":"status <code>"}}`; `?retry_after=` adds `Retry-After` |
 //! | `GET /slow/{ms}` | answers after `ms` milliseconds |
 //! | `GET /slow-body/{ms}` | sends half the body at once and the rest after `ms` milliseconds |

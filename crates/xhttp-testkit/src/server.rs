@@ -231,6 +231,18 @@ fn router(shared: Arc<Shared>) -> Router {
             on(Route::CloseMidBody, get(resources::close_mid_body)),
         )
         .route("/gate/{id}", on(Route::Gate, get(resources::gate)))
+        .route(
+            "/api/gate/{id}",
+            on(
+                Route::Gate,
+                get(resources::item)
+                    .layer(middleware::from_fn_with_state(
+                        shared.clone(),
+                        auth::require_bearer,
+                    ))
+                    .layer(middleware::from_fn_with_state(shared.clone(), hold_at_gate)),
+            ),
+        )
         .route("/status/{code}", on(Route::Status, any(resources::status)))
         .route("/slow/{ms}", on(Route::Slow, get(resources::slow)))
         .route(
@@ -252,6 +264,15 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         shared.counters.rejected();
     }
     response
+}
+
+/// Holds a request at the gate before its token is checked, so that a test can line up many
+/// requests carrying one token before the server answers any of them.
+async fn hold_at_gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    tokio::select! {
+        () = shared.gate.pass() => next.run(request).await,
+        () = shared.stopped() => responses::never_sent(),
+    }
 }
 
 /// Per-route middleware: counts the hit and applies the route's faults.

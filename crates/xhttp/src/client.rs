@@ -11,8 +11,8 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
-use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_core::{Body, BodyLimit, Error};
+use xhttp_refresh::{RefreshLayer, Triggers};
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;

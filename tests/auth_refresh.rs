@@ -1,0 +1,491 @@
+//! Auth and refresh through the facade, over real loopback sockets, against the testkit's
+//! token endpoints (rotating refresh tokens with reuse detection).
+//!
+//! Socket tests assert counts, order and kinds; the exact timings are proven on the paused
+//! clock in `crates/xhttp-auth/tests/manager.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use xhttp::auth::{OAuth2Refresh, Secret, SkipAuth, TokenManager};
+use xhttp::refresh::Triggers;
+use xhttp::{Client, ErrorKind};
+use xhttp_testkit::{Config, ExpiryMode, Faults, Route, TestServer, TokenPair};
+
+/// Everything every test's tracing events wrote, to prove no token is ever logged.
+fn log() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
+        buffer
+    })
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn assert_not_logged(secrets: &[&str]) {
+    let log = log().lock().unwrap();
+    let text = String::from_utf8_lossy(&log);
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret reached a tracing event");
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    manager: TokenManager,
+    client: Client,
+    expired_hook: Arc<AtomicUsize>,
+    login: TokenPair,
+}
+
+async fn setup_with(config: Config, triggers: Triggers, refresh_timeout: Duration) -> Setup {
+    log();
+    let server = TestServer::start_with(config).await;
+    let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token")).unwrap();
+    let expired_hook = Arc::new(AtomicUsize::new(0));
+    let manager = TokenManager::builder(grant)
+        .refresh_timeout(refresh_timeout)
+        .on_session_expired({
+            let hook = expired_hook.clone();
+            move || {
+                hook.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build();
+    let login = server.login();
+    manager
+        .set_tokens(
+            Secret::new(login.access_token.clone()),
+            Some(Secret::new(login.refresh_token.clone())),
+            Some(Duration::from_secs(login.expires_in)),
+        )
+        .await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .auth(manager.clone())
+        .allow_insecure_loopback()
+        .refresh_triggers(triggers)
+        .build()
+        .unwrap();
+    Setup {
+        server,
+        manager,
+        client,
+        expired_hook,
+        login,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(
+        Config::default(),
+        Triggers::default(),
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Makes the current access token dead on the server (its family stays valid), the way a
+/// token expires while the client still believes in it.
+async fn expire_access_token_on_server(setup: &Setup) {
+    setup.server.set_token_ttl(Duration::from_millis(1));
+    let short = setup.server.login();
+    setup.server.set_token_ttl(Duration::from_secs(3600));
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(short.access_token),
+            Some(Secret::new(short.refresh_token)),
+            None,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_requests_with_an_expired_token_refresh_once_and_replay() {
+    let setup = setup().await;
+    expire_access_token_on_server(&setup).await;
+    let gate = setup.server.gate();
+    let calls: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/gate/{i}")).send().await })
+        })
+        .collect();
+    // Every request carries the dead token and waits at the server before any is answered.
+    gate.wait_for_arrivals(1000).await;
+    gate.open();
+    for call in calls {
+        let response = call.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let counters = setup.server.counters();
+    assert_eq!(counters.token_calls(), 1, "one refresh for 1000 rejections");
+    assert_eq!(
+        counters.unauthorized(),
+        1000,
+        "every first trip was rejected"
+    );
+    assert_eq!(
+        counters.hits(Route::Gate),
+        2000,
+        "1000 firsts + 1000 replays"
+    );
+    assert_eq!(counters.reuse_detected(), 0);
+    assert_eq!(setup.manager.generation(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_401_for_a_replaced_generation_replays_without_a_refresh() {
+    let setup = setup_with(
+        Config {
+            reject_superseded: true,
+            ..Config::default()
+        },
+        Triggers::default(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let gate = setup.server.gate();
+    // Sent with generation 1, held at the server.
+    let late = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/api/gate/1").send().await }
+    });
+    gate.wait_for_arrivals(1).await;
+    // Meanwhile another request's rejection refreshed the token to generation 2.
+    let fresh = setup.manager.refresh_after_rejection(1).await.unwrap();
+    assert_eq!(fresh.generation(), 2);
+    assert_eq!(setup.server.counters().token_calls(), 1);
+    // Now the held request is answered 401 (its token was superseded).
+    gate.open();
+    let response = late.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let counters = setup.server.counters();
+    assert_eq!(
+        counters.token_calls(),
+        1,
+        "no second refresh for the late 401"
+    );
+    assert_eq!(counters.unauthorized(), 1);
+    assert_eq!(
+        counters.hits(Route::Gate),
+        2,
+        "one replay with generation 2"
+    );
+    assert_eq!(counters.reuse_detected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_during_a_rejection_refresh_wait_for_the_new_token() {
+    let setup = setup().await;
+    expire_access_token_on_server(&setup).await;
+    // A slow token endpoint, so the refresh is still running when the others start.
+    setup.server.set_faults(
+        Route::Token,
+        Faults {
+            delay: Some(Duration::from_millis(300)),
+            ..Faults::default()
+        },
+    );
+    let first = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/api/items/1").send().await }
+    });
+    while setup.server.counters().hits(Route::Token) == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let others: Vec<_> = (0..100)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
+        })
+        .collect();
+    for other in others {
+        assert_eq!(other.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    let counters = setup.server.counters();
+    assert_eq!(
+        counters.unauthorized(),
+        1,
+        "none of the 100 went out with the dead token"
+    );
+    assert_eq!(counters.token_calls(), 1);
+    assert_eq!(counters.hits(Route::Items), 102);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish() {
+    let setup = setup().await;
+    expire_access_token_on_server(&setup).await;
+    setup.server.set_faults(
+        Route::Token,
+        Faults {
+            delay: Some(Duration::from_millis(300)),
+            ..Faults::default()
+        },
+    );
+    let trigger = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/api/items/1").send().await }
+    });
+    while setup.server.counters().hits(Route::Token) == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let waiters: Vec<_> = (0..20)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
+        })
+        .collect();
+    trigger.abort();
+    assert!(trigger.await.unwrap_err().is_cancelled());
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(setup.server.counters().token_calls(), 1);
+    assert_eq!(setup.server.counters().reuse_detected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeout() {
+    let setup = setup_with(
+        Config::default(),
+        Triggers::default(),
+        Duration::from_millis(300),
+    )
+    .await;
+    expire_access_token_on_server(&setup).await;
+    setup.server.set_faults(
+        Route::Token,
+        Faults {
+            hang: true,
+            ..Faults::default()
+        },
+    );
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RefreshFailed, "{err}");
+    }
+    assert_eq!(setup.server.counters().hits(Route::Token), 1);
+    // After the cool-down (1 s from the failed attempt's start; the attempt took 300 ms), the
+    // next call starts a new refresh, and this time the endpoint answers.
+    setup.server.set_faults(Route::Token, Faults::default());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let response = setup.client.get("/api/items/1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(setup.server.counters().hits(Route::Token), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_expires_the_session_once_and_then_fails_fast() {
+    let setup = setup().await;
+    setup.server.revoke_all();
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
+    }
+    assert_eq!(setup.expired_hook.load(Ordering::SeqCst), 1, "one logout");
+    let token_calls = setup.server.counters().token_calls();
+    assert_eq!(token_calls, 1);
+    let upstream = setup.server.counters().hits(Route::Items);
+    for i in 0..100 {
+        let err = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    }
+    assert_eq!(
+        setup.server.counters().token_calls(),
+        token_calls,
+        "fail fast, no token call"
+    );
+    assert_eq!(
+        setup.server.counters().hits(Route::Items),
+        upstream,
+        "nothing sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_rejects_the_fresh_token_too_gives_unauthorized() {
+    let setup = setup().await;
+    setup.server.set_faults(
+        Route::Items,
+        Faults {
+            fail_rate: 1.0,
+            status: 401,
+            ..Faults::default()
+        },
+    );
+    let err = setup.client.get("/api/items/1").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    let counters = setup.server.counters();
+    assert_eq!(
+        counters.hits(Route::Items),
+        2,
+        "the first trip and one replay"
+    );
+    assert_eq!(counters.token_calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_and_other_origins_cost_no_token_call() {
+    let setup = setup().await;
+    let response = setup.client.get("/status/403").send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(setup.server.counters().token_calls(), 0);
+
+    let elsewhere = TestServer::start().await;
+    let echo: Value = setup
+        .client
+        .get(&elsewhere.url("/echo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "no token to another origin"
+    );
+    let unauthorized = setup
+        .client
+        .get(&elsewhere.url("/api/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401, "its 401 is not ours to refresh");
+    assert_eq!(setup.server.counters().token_calls(), 0);
+    assert_eq!(elsewhere.counters().token_calls(), 0);
+
+    // SkipAuth: no token even to our own origin.
+    let echo: Value = setup
+        .client
+        .get("/echo")
+        .extension(SkipAuth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(echo["headers"].get("authorization").is_none());
+    let echo: Value = setup
+        .client
+        .get("/echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        echo["headers"]["authorization"],
+        format!("Bearer {}", setup.login.access_token)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_code_40009_in_a_200_envelope_refreshes_once_and_replays() {
+    let setup = setup_with(
+        Config {
+            expiry_mode: ExpiryMode::BusinessCode,
+            ..Config::default()
+        },
+        Triggers::default().business_codes([40009]),
+        Duration::from_secs(10),
+    )
+    .await;
+    expire_access_token_on_server(&setup).await;
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let client = setup.client.clone();
+            tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
+        })
+        .collect();
+    for call in calls {
+        let body: Value = call.await.unwrap().unwrap().json().unwrap();
+        assert_eq!(body["code"], 0);
+    }
+    assert_eq!(setup.server.counters().token_calls(), 1);
+    assert!(setup.server.counters().unauthorized() >= 1);
+    assert_eq!(setup.server.counters().reuse_detected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_a_remote_host_is_refused_before_sending() {
+    let manager = TokenManager::builder(
+        OAuth2Refresh::new(xhttp::grant_transport(), "https://auth.example.com/token").unwrap(),
+    )
+    .build();
+    manager
+        .set_tokens(Secret::new("SECRET-AT-remote"), None, None)
+        .await;
+    let client = Client::builder()
+        .base_url("http://api.example.com")
+        .auth(manager)
+        .build()
+        .unwrap();
+    let err = client.get("/x").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InsecureTransport);
+    assert!(!format!("{err} {err:?}").contains("SECRET"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_appears_in_errors_debug_or_tracing() {
+    let setup = setup().await;
+    expire_access_token_on_server(&setup).await;
+    let ok = setup.client.get("/api/items/1").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    setup.server.revoke_all();
+    let err = setup.client.get("/api/items/2").send().await.unwrap_err();
+    let token = setup.manager.current().await.err();
+    let shown = format!(
+        "{err} {err:?} {:?} {:?} {:?}",
+        setup.manager, setup.client, token
+    );
+    let login = &setup.login;
+    for secret in [&login.access_token, &login.refresh_token] {
+        assert!(!shown.contains(secret.as_str()), "{shown}");
+    }
+    assert_not_logged(&[&login.access_token, &login.refresh_token]);
+}
