@@ -1,9 +1,12 @@
 //! xhttp against raw hyper-util on a loopback server, in one process run.
 //!
-//! Three clients make the same GET to the same warm testkit server:
-//! - `raw_hyper`: hyper-util's legacy client, the body collected with `http-body-util`;
-//! - `xhttp_service`: the composed xhttp stack called as a tower service (`client.service()`)
-//!   with a request built by hand;
+//! Three clients make the same authenticated GET (a bearer token on a protected route) to the
+//! same warm testkit server:
+//! - `raw_hyper`: hyper-util's legacy client with the `Authorization` header set by hand, the
+//!   body collected with `http-body-util`;
+//! - `xhttp_service`: the composed xhttp stack (refresh, auth with a `TokenManager`, attempt
+//!   timeout, collect, transport) called as a tower service (`client.service()`) with a
+//!   request built by hand;
 //! - `xhttp`: the facade, `client.get(path).send().await`.
 //!
 //! Two parts:
@@ -35,7 +38,8 @@ use tokio::runtime::Runtime;
 use tower::ServiceExt;
 use xhttp_testkit::TestServer;
 
-const PATH: &str = "/public/items/1";
+/// A protected route: every client sends the bearer token (raw hyper sets the header itself).
+const PATH: &str = "/api/items/1";
 const ROUNDS: usize = 15;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -61,23 +65,41 @@ fn setup() -> Setup {
         .build()
         .unwrap();
     let uri: http::Uri = server.url(PATH).parse().unwrap();
+    let tokens = server.login();
+    let bearer = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token)).unwrap();
 
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let raw_client = HyperClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
     let raw_uri = uri.clone();
     let raw: Op = Arc::new(move || {
-        let (client, uri) = (raw_client.clone(), raw_uri.clone());
+        let (client, uri, bearer) = (raw_client.clone(), raw_uri.clone(), bearer.clone());
         Box::pin(async move {
-            let response = client.get(uri).await.unwrap();
+            let request = http::Request::get(uri)
+                .header(http::header::AUTHORIZATION, bearer)
+                .body(Empty::new())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
             assert!(response.status().is_success());
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert!(!body.is_empty());
         })
     });
 
+    // The full stack of this issue: refresh and auth over attempt timeout, collect, transport.
+    let grant =
+        xhttp::auth::OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token"))
+            .unwrap();
+    let manager = xhttp::auth::TokenManager::builder(grant).build();
+    runtime.block_on(manager.set_tokens(
+        xhttp::auth::Secret::new(tokens.access_token.clone()),
+        Some(xhttp::auth::Secret::new(tokens.refresh_token.clone())),
+        Some(Duration::from_secs(tokens.expires_in)),
+    ));
     let client = xhttp::Client::builder()
         .base_url(server.base_url())
+        .auth(manager)
+        .allow_insecure_loopback()
         .build()
         .unwrap();
     let stack = client.service();
@@ -188,7 +210,13 @@ fn interleaved_part(setup: &Setup) {
             );
         }
     }
-    assert_eq!(setup.server.counters().unauthorized(), 0);
+    let counters = setup.server.counters();
+    assert_eq!(
+        counters.unauthorized(),
+        0,
+        "every request carried a valid token"
+    );
+    assert_eq!(counters.token_calls(), 0, "no refresh during the run");
 }
 
 fn main() {

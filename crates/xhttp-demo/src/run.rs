@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use xhttp::auth::{OAuth2Refresh, Secret, SkipAuth, TokenManager};
 use xhttp::{Client, Error};
 use xhttp_testkit::{Config, Faults, Route, TestServer};
 
@@ -28,6 +29,10 @@ pub(crate) struct Summary {
     pub(crate) token_calls: u64,
     /// Refresh tokens presented twice, as the server detected them.
     pub(crate) reuse_detected: u64,
+    /// Token refreshes the client's token manager made (proactive and after a rejection).
+    pub(crate) refreshes: u64,
+    /// Requests the server rejected for their token (each one was refreshed and replayed).
+    pub(crate) rejected_tokens: u64,
     /// Attempts beyond the first, made by the retry layer.
     pub(crate) retries: u64,
     /// Requests that shared another caller's trip instead of making their own.
@@ -51,6 +56,8 @@ pub(crate) struct Summary {
 #[derive(Deserialize)]
 struct Login {
     access_token: String,
+    refresh_token: String,
+    expires_in: f64,
 }
 
 #[derive(Deserialize)]
@@ -83,19 +90,31 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
             builder
         }
     };
-    // Until the auth layer lands (issue 3) the demo logs in once and sends that token as a
-    // default header: when it expires, the server's 401s show up as failures.
+    // The whole stack: the token manager refreshes through the OAuth 2.0 token endpoint with
+    // rotating refresh tokens; the client sends its token and refreshes on a 401.
+    let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token"))?;
+    let manager = TokenManager::builder(grant).build();
+    let client = builder()
+        .auth(manager.clone())
+        .allow_insecure_loopback()
+        .build()?;
     let (user, password) = Config::default().credentials;
-    let tokens: Login = builder()
-        .build()?
+    let login: Login = client
         .post("/auth/login")
+        .extension(SkipAuth)
         .json(&serde_json::json!({ "username": user, "password": password }))
         .send()
         .await?
         .json()?;
-    let client = builder()
-        .default_header("authorization", format!("Bearer {}", tokens.access_token))
-        .build()?;
+    let lifetime = Duration::try_from_secs_f64(login.expires_in).ok();
+    manager
+        .set_tokens(
+            Secret::new(login.access_token),
+            Some(Secret::new(login.refresh_token)),
+            lifetime,
+        )
+        .await;
+    let first_generation = manager.generation();
 
     let ids = Arc::new(request_ids(args));
     let next = Arc::new(AtomicUsize::new(0));
@@ -140,6 +159,8 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         failed_by_kind: tally.failed_by_kind,
         token_calls: counters.token_calls(),
         reuse_detected: counters.reuse_detected(),
+        refreshes: manager.generation() - first_generation,
+        rejected_tokens: counters.unauthorized(),
         // No retry or dedupe layer is in the stack yet: nothing retries, nothing coalesces.
         retries: 0,
         coalesced: 0,
@@ -161,7 +182,8 @@ async fn call(client: &Client, id: u64) -> Result<(), String> {
         .await
         .map_err(|e| kind_name(&e))?;
     // The status and envelope layers (issue 6) will turn these into errors; until then the
-    // demo reads them itself, with the same kind names.
+    // demo reads them itself, with the same kind names. (A 401 never gets here: the refresh
+    // layer replays it, or returns `Unauthorized`.)
     if !response.status().is_success() {
         return Err("Status".into());
     }
@@ -277,6 +299,12 @@ impl Summary {
         }
         row(&mut out, "token calls", self.token_calls.to_string());
         row(&mut out, "reuse detected", self.reuse_detected.to_string());
+        row(&mut out, "refreshes", self.refreshes.to_string());
+        row(
+            &mut out,
+            "rejected tokens",
+            self.rejected_tokens.to_string(),
+        );
         row(&mut out, "retries", self.retries.to_string());
         row(&mut out, "coalesced", self.coalesced.to_string());
         row(

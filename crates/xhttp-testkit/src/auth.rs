@@ -144,7 +144,7 @@ pub(crate) struct CustomRefreshBody {
 struct CustomTokens {
     access_token: String,
     refresh_token: Option<String>,
-    expires_in: u64,
+    expires_in: serde_json::Value,
 }
 
 /// `POST /auth/refresh`: `{"refreshToken"}` in, the tokens in an envelope out. Failures are
@@ -160,9 +160,9 @@ pub(crate) async fn custom_refresh(
     };
     match rotated {
         Some(issued) => responses::success(CustomTokens {
+            expires_in: issued.wire_expires_in(),
             access_token: issued.access_token,
             refresh_token: issued.refresh_token,
-            expires_in: issued.expires_in,
         }),
         None => responses::business_failure(401, "invalid refresh token"),
     }
@@ -188,13 +188,13 @@ fn token_response(issued: Issued) -> Response {
         #[serde(skip_serializing_if = "Option::is_none")]
         refresh_token: Option<String>,
         token_type: &'static str,
-        expires_in: u64,
+        expires_in: serde_json::Value,
     }
     let body = Body {
+        expires_in: issued.wire_expires_in(),
         access_token: issued.access_token,
         refresh_token: issued.refresh_token,
         token_type: "Bearer",
-        expires_in: issued.expires_in,
     };
     (no_store(), Json(body)).into_response()
 }

@@ -24,6 +24,21 @@ pub(crate) struct Issued {
     pub(crate) refresh_token: Option<String>,
     /// Whole seconds, at least 1: the lifetime as a token response states it.
     pub(crate) expires_in: u64,
+    /// The exact lifetime, for the wire when it is not a whole number of seconds.
+    pub(crate) ttl: Duration,
+}
+
+impl Issued {
+    /// `expires_in` as the token endpoints send it: whole seconds as an integer (RFC 6749),
+    /// a lifetime under a second or with a fraction as a decimal number of seconds (`0.3`), so
+    /// that a client can use a 300 ms token for most of its life.
+    pub(crate) fn wire_expires_in(&self) -> serde_json::Value {
+        if self.ttl.subsec_nanos() == 0 && self.ttl >= Duration::from_secs(1) {
+            serde_json::Value::from(self.ttl.as_secs())
+        } else {
+            serde_json::Value::from(self.ttl.as_secs_f64())
+        }
+    }
 }
 
 /// What a presented access token is worth.
@@ -119,6 +134,7 @@ impl TokenBook {
             access_token,
             refresh_token,
             expires_in: state.expires_in(),
+            ttl: state.ttl,
         }
     }
 
@@ -162,6 +178,7 @@ impl TokenBook {
             access_token,
             refresh_token,
             expires_in: state.expires_in(),
+            ttl: state.ttl,
         })
     }
 
