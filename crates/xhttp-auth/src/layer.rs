@@ -210,13 +210,12 @@ impl Config {
         if request.extensions().get::<SkipAuth>().is_some() {
             return Decision::Pass;
         }
-        let Some(origin) = Origin::from_uri(request.uri()) else {
+        let uri = request.uri();
+        let Some(origin) = self.origins.iter().find(|origin| origin.matches(uri)) else {
             return Decision::Pass;
         };
-        if !self.origins.contains(&origin) {
-            return Decision::Pass;
-        }
-        if !origin.is_secure() && !(self.allow_insecure_loopback && origin.is_loopback()) {
+        let allowed_plain = self.allow_insecure_loopback && origin.is_loopback();
+        if !origin.is_secure() && !allowed_plain {
             return Decision::Insecure;
         }
         Decision::Token

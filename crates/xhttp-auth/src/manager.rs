@@ -504,7 +504,7 @@ impl Shared {
         if let Some(stored) = &stored {
             let newer = held_access.as_ref() != Some(&stored.access_token);
             if newer && !self.stored_is_stale(stored) {
-                return Ok(self.from_stored(stored.clone()));
+                return Ok(self.adopt_stored(stored.clone()));
             }
         }
         let refresh_token = held
@@ -521,7 +521,7 @@ impl Shared {
             Ok(Swap::Saved) | Ok(Swap::Conflict(None)) => Ok(data),
             Ok(Swap::Conflict(Some(theirs))) => {
                 tracing::debug!("another process stored newer tokens during the refresh");
-                Ok(self.from_stored(theirs))
+                Ok(self.adopt_stored(theirs))
             }
             Err(err) => {
                 tracing::warn!(error = %err, "could not save the refreshed tokens to the token store");
@@ -590,7 +590,7 @@ impl Shared {
             .is_some_and(|at| at <= self.clock.system_now())
     }
 
-    fn from_stored(&self, stored: StoredTokens) -> TokenData {
+    fn adopt_stored(&self, stored: StoredTokens) -> TokenData {
         let lifetime = stored.expires_at.map(|at| {
             at.duration_since(self.clock.system_now())
                 .unwrap_or(Duration::ZERO)

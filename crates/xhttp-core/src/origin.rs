@@ -42,6 +42,27 @@ impl Origin {
         })
     }
 
+    /// Whether `uri` has this origin, compared without allocating (auth asks this of every
+    /// request).
+    ///
+    /// ```
+    /// use xhttp_core::Origin;
+    /// let origin = Origin::parse("https://api.example.com").unwrap();
+    /// assert!(origin.matches(&"https://API.example.com:443/v1?x=1".parse().unwrap()));
+    /// assert!(!origin.matches(&"https://api.example.com:8443/".parse().unwrap()));
+    /// assert!(!origin.matches(&"/relative".parse().unwrap()));
+    /// ```
+    pub fn matches(&self, uri: &http::Uri) -> bool {
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(&self.scheme) || !host.eq_ignore_ascii_case(&self.host) {
+            return false;
+        }
+        let port = uri.port_u16().or_else(|| default_port(&self.scheme));
+        port == Some(self.port)
+    }
+
     /// Parses an absolute URL and takes its origin.
     pub fn parse(url: &str) -> Result<Origin, Error> {
         let uri: http::Uri = url

@@ -133,7 +133,8 @@ fn scrub(err: Error, secrets: &[&str]) -> Error {
     clean
 }
 
-/// Parses a token endpoint URL: absolute, `http` or `https`.
+/// Parses a token endpoint URL: absolute, `https`, or plain `http` to a loopback host only
+/// (RFC 6749 section 3.2: the token endpoint carries credentials and requires TLS).
 pub(super) fn token_url(url: &str) -> Result<Uri, Error> {
     let uri: Uri = url
         .parse()
@@ -144,6 +145,12 @@ pub(super) fn token_url(url: &str) -> Result<Uri, Error> {
             Error::invalid_request("the token URL must be an absolute http or https URL")
                 .with_method_uri(&Method::POST, &uri),
         );
+    }
+    let loopback = xhttp_core::Origin::from_uri(&uri).is_some_and(|o| o.is_loopback());
+    if uri.scheme_str() == Some("http") && !loopback {
+        return Err(Error::new(xhttp_core::ErrorKind::InsecureTransport)
+            .with_message("a token endpoint is only called over https (or http to loopback)")
+            .with_method_uri(&Method::POST, &uri));
     }
     Ok(uri)
 }
@@ -171,6 +178,12 @@ mod tests {
     fn token_urls_must_be_absolute_http_or_https() {
         assert!(token_url("https://auth.example.com/oauth/token").is_ok());
         assert!(token_url("http://127.0.0.1:8080/auth/token").is_ok());
+        assert_eq!(
+            token_url("http://auth.example.com/token")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InsecureTransport
+        );
         for bad in ["/auth/token", "ftp://example.com/token", "not a url", ""] {
             let err = token_url(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{bad}");
