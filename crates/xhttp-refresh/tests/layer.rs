@@ -1,0 +1,354 @@
+//! RefreshLayer over AuthLayer over in-process services (`tower::service_fn`): triggers,
+//! replays, the readiness contract, and bodies that cannot be replayed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use tower::{service_fn, Layer, Service, ServiceExt};
+use xhttp_auth::{AuthLayer, GrantResponse, RefreshGrant, Secret, TokenManager};
+use xhttp_core::{Body, Error, ErrorKind, Origin};
+use xhttp_refresh::{RefreshLayer, Replayed, SkipRefresh, Triggers};
+
+/// A grant that hands out `access-1`, `access-2`, ... and counts its calls.
+#[derive(Debug, Default, Clone)]
+struct Counting(Arc<AtomicUsize>);
+
+impl RefreshGrant for Counting {
+    fn request<'a>(&'a self, _: Option<&'a Secret>) -> BoxFuture<'a, Result<GrantResponse, Error>> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(GrantResponse {
+                access_token: Secret::new(format!("access-{n}")),
+                refresh_token: Some(Secret::new(format!("refresh-{n}"))),
+                expires_in: None,
+                received_at: tokio::time::Instant::now(),
+            })
+        })
+    }
+}
+
+async fn manager() -> (TokenManager, Counting) {
+    let grant = Counting::default();
+    let manager = TokenManager::builder(grant.clone()).build();
+    manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            None,
+        )
+        .await;
+    (manager, grant)
+}
+
+fn origin() -> Origin {
+    Origin::parse("https://api.example.com").unwrap()
+}
+
+/// An upstream that rejects every token but `access-<valid>` with the given response shape.
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+type Upstream = tower::util::BoxCloneSyncService<Request<Body>, Response<Bytes>, Error>;
+
+fn make_upstream<F>(reject: F) -> (Upstream, Seen)
+where
+    F: Fn(&str) -> Option<Response<Bytes>> + Clone + Send + Sync + 'static,
+{
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let service = service_fn(move |request: Request<Body>| {
+        let (reject, log) = (reject.clone(), log.clone());
+        async move {
+            let token = request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            log.lock().unwrap().push((
+                token.clone(),
+                request.extensions().get::<Replayed>().is_some(),
+            ));
+            Ok::<_, Error>(
+                reject(&token).unwrap_or_else(|| Response::new(Bytes::from_static(b"ok"))),
+            )
+        }
+    });
+    (Upstream::new(service), seen)
+}
+
+fn status(code: u16) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+    response
+}
+
+fn get() -> Request<Body> {
+    Request::get("https://api.example.com/v1/items")
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_replays_with_the_new_token() {
+    let (manager, grant) = manager().await;
+    let (upstream, seen) = make_upstream(|token| (token == "Bearer access-0").then(|| status(401)));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            ("Bearer access-0".into(), false),
+            ("Bearer access-1".into(), true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_trigger_shape_refreshes() {
+    let shapes: Vec<(&str, Response<Bytes>)> = vec![
+        ("challenge on a 400", {
+            let mut r = status(400);
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+            r
+        }),
+        ("grpc unauthenticated", {
+            let mut r = status(200);
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("16"));
+            r
+        }),
+        (
+            "business code 1002",
+            Response::new(Bytes::from_static(
+                br#"{"code":1002,"message":"token expired"}"#,
+            )),
+        ),
+        (
+            "business code as a string",
+            Response::new(Bytes::from_static(br#"{"code":"409"}"#)),
+        ),
+    ];
+    for (what, rejection) in shapes {
+        let (manager, grant) = manager().await;
+        let (upstream, _) =
+            make_upstream(move |token| (token == "Bearer access-0").then(|| rejection.clone()));
+        let triggers = Triggers::default()
+            .business_codes([1002])
+            .business_codes(["409"]);
+        let service = RefreshLayer::with_triggers(manager.clone(), triggers)
+            .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+        let response = service.oneshot(get()).await.unwrap();
+        assert_eq!(response.body(), "ok", "{what}");
+        assert_eq!(grant.0.load(Ordering::SeqCst), 1, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn forbidden_never_refreshes_and_a_second_rejection_is_unauthorized() {
+    let (manager, grant) = manager().await;
+    let (upstream, _) = make_upstream(|_| Some(status(403)));
+    let service = RefreshLayer::with_triggers(
+        manager.clone(),
+        Triggers::default().status(StatusCode::FORBIDDEN),
+    )
+    .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    assert_eq!(service.oneshot(get()).await.unwrap().status(), 403);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 0);
+
+    let (upstream, seen) = make_upstream(|_| {
+        let mut r = status(401);
+        r.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static(r#"Bearer error="invalid_token", error_description="nope""#),
+        );
+        Some(r)
+    });
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+    let err = service.oneshot(get()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    assert!(err.challenge().unwrap().contains("invalid_token"));
+    assert_eq!(seen.lock().unwrap().len(), 2, "one replay, no loop");
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn typed_errors_from_layers_below_trigger_too() {
+    let (manager, grant) = manager().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    // As the envelope layer reports a business code, and the status layer a 401.
+    let upstream = service_fn(move |request: Request<Body>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let token = request.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        async move {
+            match (n, token.as_str()) {
+                (0, "Bearer access-0") => Err(Error::business(40009, "token expired")),
+                (1, "Bearer access-1") => Ok(Response::new(Bytes::from_static(b"ok"))),
+                _ => Err(Error::from_status(StatusCode::UNAUTHORIZED)),
+            }
+        }
+    });
+    let service =
+        RefreshLayer::with_triggers(manager.clone(), Triggers::default().business_codes([40009]))
+            .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+    assert_eq!(service.oneshot(get()).await.unwrap().body(), "ok");
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn skip_refresh_and_foreign_origins_pass_the_rejection_through() {
+    let (manager, grant) = manager().await;
+    let (upstream, seen) = make_upstream(|_| Some(status(401)));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+    let mut skip = get();
+    skip.extensions_mut().insert(SkipRefresh);
+    assert_eq!(service.clone().oneshot(skip).await.unwrap().status(), 401);
+    let elsewhere = Request::get("https://other.example.com/")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(service.oneshot(elsewhere).await.unwrap().status(), 401);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 0);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[1].0, "", "no token to another origin");
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_replayed_still_refreshes_and_returns_the_first_outcome() {
+    let (manager, grant) = manager().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let upstream = service_fn(move |request: Request<BoxBody<Bytes, Error>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let token = request.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        async move {
+            let _ = request.into_body().collect().await;
+            Ok::<_, Error>(if token == "Bearer access-0" {
+                status(401)
+            } else {
+                status(200)
+            })
+        }
+    });
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    let body = Full::new(Bytes::from_static(b"stream"))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::post("https://api.example.com/upload")
+        .body(body)
+        .unwrap();
+    assert_eq!(
+        service.clone().oneshot(request).await.unwrap().status(),
+        401
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not replayed");
+    assert_eq!(
+        grant.0.load(Ordering::SeqCst),
+        1,
+        "but refreshed for the next one"
+    );
+    let body = Full::new(Bytes::from_static(b"again"))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::post("https://api.example.com/upload")
+        .body(body)
+        .unwrap();
+    assert_eq!(service.oneshot(request).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn layers_keep_the_readiness_contract() {
+    let (manager, _) = manager().await;
+    let probe = xhttp_testkit::ReadinessProbe::new(Response::new(Bytes::from_static(b"ok")));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager, [origin()]).layer(probe.clone()));
+    assert_eq!(service.clone().oneshot(get()).await.unwrap().body(), "ok");
+    let mut not_ready = service.clone();
+    let err = not_ready.call(get()).await.unwrap_err();
+    assert!(err.to_string().contains("readiness contract"), "{err}");
+    assert_eq!(probe.calls(), 1);
+}
+
+#[tokio::test]
+async fn custom_header_and_bare_token_as_seed_001() {
+    let (manager, _) = manager().await;
+    let (upstream, _) = make_upstream(|_| None);
+    let seen = Arc::new(Mutex::new(None));
+    let log = seen.clone();
+    let inner = service_fn(move |request: Request<Body>| {
+        let value = request.headers().get("access_token").cloned();
+        *log.lock().unwrap() = value.clone();
+        let mut upstream = upstream.clone();
+        async move {
+            assert!(value.unwrap().is_sensitive());
+            upstream.ready().await?.call(request).await
+        }
+    });
+    let service = AuthLayer::new(manager, [origin()])
+        .header(http::HeaderName::from_static("access_token"))
+        .scheme("")
+        .layer(inner);
+    service.oneshot(get()).await.unwrap();
+    assert_eq!(seen.lock().unwrap().as_ref().unwrap(), "access-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_for_a_token_that_is_being_fetched() {
+    let grant = Counting::default();
+    let manager = TokenManager::builder(grant.clone()).build();
+    manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let (upstream, seen) = make_upstream(|_| None);
+    let service = AuthLayer::new(manager, [origin()]).layer(upstream);
+    let calls: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(t, _)| t == "Bearer access-1"));
+}
+
+#[test]
+fn services_and_futures_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    type Inner = tower::util::BoxCloneSyncService<Request<Body>, Response<Bytes>, Error>;
+    assert_send_sync::<xhttp_auth::Auth<Inner>>();
+    assert_send_sync::<xhttp_refresh::Refresh<xhttp_auth::Auth<Inner>>>();
+    assert_send::<
+        xhttp_auth::ResponseFuture<<Inner as Service<Request<Body>>>::Future, Response<Bytes>>,
+    >();
+    assert_send::<xhttp_refresh::ResponseFuture<xhttp_auth::Auth<Inner>, Body, Bytes>>();
+}
