@@ -336,9 +336,11 @@ where
         if request.extensions().get::<SkipRefresh>().is_some() {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
+        // Cloned before the slot goes in: a request with no extensions of its own clones
+        // without allocating a map; the replay gets a slot of its own anyway.
+        let replay = try_clone_request(&request);
         let slot = GenerationSlot::new();
         request.extensions_mut().insert(slot.clone());
-        let replay = try_clone_request(&request);
         let future = self.inner.call(request);
         ResponseFuture::first(
             future,
