@@ -81,3 +81,44 @@ mod tests {
         }
     }
 }
+
+/// The instant by which a logical call must be done (retries and backoff included), as a
+/// request extension: the deadline layer sets it, and retry and the attempt timeout read it,
+/// so that each attempt gets `min(attempt timeout, time left)` and no backoff sleeps past it.
+///
+/// ```
+/// use std::time::Duration;
+/// use xhttp_core::Deadline;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Deadline::after(Duration::from_secs(30)));
+/// let left = Deadline::of(&request).unwrap().remaining();
+/// assert!(left <= Duration::from_secs(30));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(pub tokio::time::Instant);
+
+impl Deadline {
+    /// The deadline `timeout` from now (tokio's clock).
+    pub fn after(timeout: std::time::Duration) -> Deadline {
+        let now = tokio::time::Instant::now();
+        // A timeout too long for the clock means no deadline worth the name: cap at a year.
+        Deadline(
+            now.checked_add(timeout)
+                .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 24 * 3600)),
+        )
+    }
+
+    /// The deadline a request carries, if any.
+    pub fn of<B>(request: &http::Request<B>) -> Option<Deadline> {
+        request.extensions().get::<Deadline>().copied()
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> std::time::Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+}

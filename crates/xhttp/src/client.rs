@@ -13,6 +13,7 @@ use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
 use xhttp_core::{Body, BodyLimit, Error};
 use xhttp_refresh::{RefreshLayer, Triggers};
+use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
@@ -219,13 +220,36 @@ fn check_http_uri(parsed: Result<Uri, http::uri::InvalidUri>) -> Result<Uri, Err
 }
 
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 fn default_stack(
     transport: HttpTransport,
     attempt_timeout: Duration,
     limit: BodyLimit,
 ) -> BoxService {
-    canonical_stack(transport, attempt_timeout, limit, None, None)
+    canonical_stack(
+        transport,
+        Timeouts {
+            attempt: attempt_timeout,
+            total: DEFAULT_DEADLINE,
+        },
+        limit,
+        Layers::default(),
+    )
+}
+
+/// The optional layers of a stack.
+#[derive(Default)]
+struct Layers {
+    refresh: Option<RefreshLayer>,
+    retry: Option<RetryLayer>,
+    auth: Option<AuthLayer>,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    attempt: Duration,
+    total: Duration,
 }
 
 /// The layers in their canonical order (ARCHITECTURE.md), outermost first; the optional ones
@@ -233,15 +257,16 @@ fn default_stack(
 /// no extra boxing.
 fn canonical_stack(
     transport: HttpTransport,
-    attempt_timeout: Duration,
+    timeouts: Timeouts,
     limit: BodyLimit,
-    refresh: Option<RefreshLayer>,
-    auth: Option<AuthLayer>,
+    layers: Layers,
 ) -> BoxService {
     let service = ServiceBuilder::new()
-        .option_layer(refresh)
-        .option_layer(auth)
-        .layer(AttemptTimeoutLayer::new(attempt_timeout))
+        .layer(DeadlineLayer::new(timeouts.total))
+        .option_layer(layers.refresh)
+        .option_layer(layers.retry)
+        .option_layer(layers.auth)
+        .layer(AttemptTimeoutLayer::new(timeouts.attempt))
         .layer(CollectLayer::with_limit(limit))
         .service(transport);
     BoxService::new(service)
@@ -287,6 +312,8 @@ pub struct ClientBuilder {
     base_url: Option<String>,
     default_headers: HeaderMap,
     attempt_timeout: Duration,
+    deadline: Duration,
+    retry: Option<RetryPolicy>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -319,6 +346,8 @@ impl ClientBuilder {
             // `user-agent` unless you set one with `default_header`.
             default_headers: HeaderMap::new(),
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
+            retry: Some(RetryPolicy::default()),
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -411,9 +440,30 @@ impl ClientBuilder {
         self
     }
 
-    /// How long one trip (head and body) may take; default 10 s.
+    /// How long one trip (head and body) may take; default 10 s. Each attempt gets the
+    /// smaller of this and the time left before the deadline.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long a whole call may take, retries, backoff and a refresh included; default 30 s.
+    pub fn deadline(mut self, timeout: Duration) -> Self {
+        self.deadline = timeout;
+        self
+    }
+
+    /// The retry policy (default: `RetryPolicy::default()`, 3 retries of idempotent requests
+    /// and of requests that never reached the server, full-jitter backoff, `Retry-After`
+    /// capped at 30 s, a shared budget).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// No retries at all.
+    pub fn no_retry(mut self) -> Self {
+        self.retry = None;
         self
     }
 
@@ -454,8 +504,14 @@ impl ClientBuilder {
         if let Some(err) = self.error {
             return Err(err);
         }
-        if self.attempt_timeout.is_zero() {
-            return Err(Error::config("the attempt timeout must be above zero"));
+        if self.attempt_timeout.is_zero() || self.deadline.is_zero() {
+            return Err(Error::config("timeouts must be above zero"));
+        }
+        if self.attempt_timeout > self.deadline {
+            return Err(Error::config(format!(
+                "the attempt timeout ({:?}) cannot exceed the deadline ({:?})",
+                self.attempt_timeout, self.deadline
+            )));
         }
         let base = match &self.base_url {
             Some(url) => {
@@ -467,34 +523,35 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let (refresh, auth) = match self.auth {
-            Some(mut options) => {
-                if let Some(origin) = base.as_deref().and_then(|b| Origin::parse(b).ok()) {
-                    options.origins.insert(0, origin);
-                }
-                if options.origins.is_empty() {
-                    return Err(Error::config(
-                        "auth needs an origin: set a base URL or call auth_origin",
-                    ));
-                }
-                let auth = AuthLayer::new(options.manager.clone(), options.origins)
-                    .allow_insecure_loopback(options.allow_insecure_loopback);
-                let refresh = options.refresh.then(|| {
-                    RefreshLayer::with_triggers(
-                        options.manager,
-                        options.triggers.unwrap_or_default(),
-                    )
-                });
-                (refresh, Some(auth))
-            }
-            None => (None, None),
+        let mut layers = Layers {
+            retry: self.retry.map(RetryLayer::new),
+            ..Layers::default()
         };
+        if let Some(mut options) = self.auth {
+            if let Some(origin) = base.as_deref().and_then(|b| Origin::parse(b).ok()) {
+                options.origins.insert(0, origin);
+            }
+            if options.origins.is_empty() {
+                return Err(Error::config(
+                    "auth needs an origin: set a base URL or call auth_origin",
+                ));
+            }
+            layers.auth = Some(
+                AuthLayer::new(options.manager.clone(), options.origins)
+                    .allow_insecure_loopback(options.allow_insecure_loopback),
+            );
+            layers.refresh = options.refresh.then(|| {
+                RefreshLayer::with_triggers(options.manager, options.triggers.unwrap_or_default())
+            });
+        }
         let service = canonical_stack(
             self.transport.build(),
-            self.attempt_timeout,
+            Timeouts {
+                attempt: self.attempt_timeout,
+                total: self.deadline,
+            },
             self.body_limit,
-            refresh,
-            auth,
+            layers,
         );
         Ok(Client {
             inner: Arc::new(ClientInner {

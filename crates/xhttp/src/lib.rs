@@ -22,11 +22,13 @@
 //! The stack today, outermost first (later layers join in the order of `ARCHITECTURE.md`):
 //!
 //! ```text
-//! refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
-//!   auth         the TokenManager's token, to the configured origins only, sensitive header
-//!     attempt    per-trip timeout (default 10 s) covering the head and the body
-//!       collect  Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
-//!         transport  hyper-util legacy client, HTTP/1.1 + HTTP/2, rustls (ring, webpki roots)
+//! deadline         total time of the call (default 30 s), backoff and refresh included
+//!   refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
+//!     retry        idempotency-aware, full-jitter backoff, capped Retry-After, shared budget
+//!       auth       the TokenManager's token, to the configured origins only, sensitive header
+//!         attempt  per-trip timeout (default 10 s, at most the time left) covering head and body
+//!           collect    Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
+//!             transport  hyper-util legacy client, HTTP/1.1 + HTTP/2, rustls (ring, webpki roots)
 //! ```
 #![deny(unsafe_code)]
 
@@ -50,6 +52,11 @@ pub mod auth {
 /// Refresh on rejection (`xhttp-refresh`).
 pub mod refresh {
     pub use xhttp_refresh::*;
+}
+
+/// Retry, backoff, `Retry-After`, budget and the total deadline (`xhttp-retry`).
+pub mod retry {
+    pub use xhttp_retry::*;
 }
 
 #[cfg(test)]

@@ -439,9 +439,18 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Each attempt gets min(attempt timeout, time left before the call's deadline); when
+        // the deadline is the nearer, its expiry is reported as the total timeout.
+        let (timeout, scope) = match xhttp_core::Deadline::of(&request) {
+            Some(deadline) if deadline.remaining() < self.timeout => {
+                (deadline.remaining(), TimeoutScope::Total)
+            }
+            _ => (self.timeout, TimeoutScope::Attempt),
+        };
         AttemptTimeoutFuture {
             inner: self.inner.call(request),
-            sleep: tokio::time::sleep(self.timeout),
+            sleep: tokio::time::sleep(timeout),
+            scope,
         }
     }
 }
@@ -453,6 +462,7 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Sleep,
+        scope: TimeoutScope,
     }
 }
 
@@ -469,7 +479,7 @@ where
             return Poll::Ready(result.map_err(|e| Error::from_boxed(e.into())));
         }
         ready!(this.sleep.poll(cx));
-        Poll::Ready(Err(Error::timeout(TimeoutScope::Attempt)))
+        Poll::Ready(Err(Error::timeout(*this.scope)))
     }
 }
 

@@ -1,0 +1,89 @@
+//! Retries with timeouts for HTTP clients, right where axios-retry, ky and retryablehttp go
+//! wrong: POST is not retried after it may have reached the server, `Retry-After` is capped
+//! and never sleeps past the deadline, retries share a budget, and the caller learns how many
+//! attempts were made.
+//!
+//! - [`RetryLayer`] with a [`RetryPolicy`]: tower's `Retry` (which polls readiness before every
+//!   attempt) driven by our policy. Classification: a connection that provably never carried
+//!   the request is retried for any method; timeouts, resets and 408, 429, 500, 502, 503, 504
+//!   only for idempotent methods (RFC 9110 section 9.2.2) or a request with an
+//!   `Idempotency-Key` (sent again with the same key); never 501, other 4xx, decode errors,
+//!   body limits or auth errors. A predicate can add cases (a "system busy" business code).
+//! - [`DeadlineLayer`]: the total time of a call (default 30 s), backoff included; it sets the
+//!   request's [`Deadline`](xhttp_core::Deadline), which the attempt timeout and retry read.
+//! - [`RetryOverride`] per request, [`Attempts`] on the final response, `Error::attempts` on
+//!   the final error, [`parse_retry_after`] for all of RFC 9110's forms.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use xhttp_core::Error;
+//! use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let counter = calls.clone();
+//! let flaky = service_fn(move |_: http::Request<String>| {
+//!     let n = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         let status = if n < 2 { 503 } else { 200 };
+//!         let mut response = http::Response::new(());
+//!         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+//!         Ok::<_, Error>(response)
+//!     }
+//! });
+//! let service = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(30)))
+//!     .layer(RetryLayer::new(RetryPolicy::default()))
+//!     .service(flaky);
+//! let response = service.oneshot(http::Request::new(String::new())).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.extensions().get::<xhttp_retry::Attempts>(), Some(&xhttp_retry::Attempts(3)));
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+mod deadline;
+mod policy;
+mod retry_after;
+
+use tower::Layer;
+
+pub use deadline::{DeadlineFuture, DeadlineLayer, DeadlineService};
+pub use policy::{
+    Attempt, Attempts, Outcome, RetryOverride, RetryPolicy, RetryPolicyBuilder, RetryReason,
+    IDEMPOTENCY_KEY,
+};
+pub use retry_after::parse_retry_after;
+
+/// The retrying service: tower's `Retry` with the per-call state of a [`RetryPolicy`].
+pub type Retry<S> = tower::retry::Retry<Attempt, S>;
+
+/// Retries a service's calls as its [`RetryPolicy`] says. All services built from one layer
+/// share the policy's retry budget.
+#[derive(Debug, Clone, Default)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+}
+
+impl RetryLayer {
+    /// A retry layer with `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        RetryLayer { policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        tower::retry::Retry::new(self.policy.per_request(), inner)
+    }
+}
