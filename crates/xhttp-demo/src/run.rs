@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use xhttp::auth::{OAuth2Refresh, Secret, SkipAuth, TokenManager};
+use xhttp::retry::{Attempts, RetryPolicy};
 use xhttp::{Client, Error};
 use xhttp_testkit::{Config, Faults, Route, TestServer};
 
@@ -25,6 +26,8 @@ pub(crate) struct Summary {
     pub(crate) failed: u64,
     /// Failed requests by error kind.
     pub(crate) failed_by_kind: BTreeMap<String, u64>,
+    /// Failed requests by the number of attempts each made.
+    pub(crate) failed_by_attempts: BTreeMap<u32, u64>,
     /// Calls that reached the server's token endpoints (login and refresh).
     pub(crate) token_calls: u64,
     /// Refresh tokens presented twice, as the server detected them.
@@ -94,7 +97,17 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
     // rotating refresh tokens; the client sends its token and refreshes on a 401.
     let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token"))?;
     let manager = TokenManager::builder(grant).build();
+    let retries = Arc::new(AtomicU64::new(0));
+    let policy = RetryPolicy::builder()
+        .on_retry({
+            let retries = retries.clone();
+            move |_, _, _| {
+                retries.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .build()?;
     let client = builder()
+        .retry(policy)
         .auth(manager.clone())
         .allow_insecure_loopback()
         .build()?;
@@ -157,12 +170,13 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         ok: tally.ok,
         failed: tally.failed_by_kind.values().sum(),
         failed_by_kind: tally.failed_by_kind,
+        failed_by_attempts: tally.failed_by_attempts,
         token_calls: counters.token_calls(),
         reuse_detected: counters.reuse_detected(),
         refreshes: manager.generation() - first_generation,
         rejected_tokens: counters.unauthorized(),
-        // No retry or dedupe layer is in the stack yet: nothing retries, nothing coalesces.
-        retries: 0,
+        retries: retries.load(Ordering::Relaxed),
+        // No dedupe layer is in the stack yet: nothing coalesces.
         coalesced: 0,
         upstream_requests: counters.hits(Route::Items),
         faults_injected: counters.faults_injected(),
@@ -174,23 +188,20 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
     })
 }
 
-/// One logical request; its error kind when it failed.
-async fn call(client: &Client, id: u64) -> Result<(), String> {
-    let response = client
-        .get(&format!("/api/items/{id}"))
-        .send()
-        .await
-        .map_err(|e| kind_name(&e))?;
+/// One logical request; the error when it failed.
+async fn call(client: &Client, id: u64) -> Result<(), Error> {
+    let response = client.get(&format!("/api/items/{id}")).send().await?;
     // The status and envelope layers (issue 6) will turn these into errors; until then the
-    // demo reads them itself, with the same kind names. (A 401 never gets here: the refresh
-    // layer replays it, or returns `Unauthorized`.)
+    // demo does it, with the attempt count the retry layer put on the response. (A 401 never
+    // gets here: the refresh layer replays it, or returns `Unauthorized`.)
     if !response.status().is_success() {
-        return Err("Status".into());
+        let attempts = response.extensions().get::<Attempts>().map_or(1, |a| a.0);
+        return Err(Error::from_status(response.status()).with_attempts(attempts));
     }
     match response.json::<Envelope>() {
         Ok(envelope) if envelope.code == 0 => Ok(()),
-        Ok(_) => Err("Business".into()),
-        Err(err) => Err(kind_name(&err)),
+        Ok(envelope) => Err(Error::business(envelope.code, "business failure")),
+        Err(err) => Err(err),
     }
 }
 
@@ -232,15 +243,19 @@ fn unit(word: u64) -> f64 {
 struct Tally {
     ok: u64,
     failed_by_kind: BTreeMap<String, u64>,
+    failed_by_attempts: BTreeMap<u32, u64>,
     latencies_us: Vec<u64>,
 }
 
 impl Tally {
-    fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
+    fn record(&mut self, latency: Duration, outcome: Result<(), Error>) {
         self.latencies_us.push(latency.as_micros() as u64);
         match outcome {
             Ok(()) => self.ok += 1,
-            Err(kind) => *self.failed_by_kind.entry(kind).or_default() += 1,
+            Err(err) => {
+                *self.failed_by_kind.entry(kind_name(&err)).or_default() += 1;
+                *self.failed_by_attempts.entry(err.attempts().max(1)).or_default() += 1;
+            }
         }
     }
 
@@ -248,6 +263,9 @@ impl Tally {
         self.ok += other.ok;
         for (kind, n) in other.failed_by_kind {
             *self.failed_by_kind.entry(kind).or_default() += n;
+        }
+        for (attempts, n) in other.failed_by_attempts {
+            *self.failed_by_attempts.entry(attempts).or_default() += n;
         }
         self.latencies_us.extend(other.latencies_us);
     }
@@ -296,6 +314,9 @@ impl Summary {
         row(&mut out, "failed", self.failed.to_string());
         for (kind, n) in &self.failed_by_kind {
             row(&mut out, &format!("  {kind}"), n.to_string());
+        }
+        for (attempts, n) in &self.failed_by_attempts {
+            row(&mut out, &format!("  after {attempts} attempts"), n.to_string());
         }
         row(&mut out, "token calls", self.token_calls.to_string());
         row(&mut out, "reuse detected", self.reuse_detected.to_string());
