@@ -1,0 +1,164 @@
+//! What makes two requests "the same": compared by value, never by a hash alone.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+
+/// The request body as the dedupe key sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BodyKey {
+    /// No body, or an empty one.
+    Empty,
+    /// All the body's bytes, known up front and under the layer's cap.
+    Bytes(Bytes),
+    /// A streaming body, or one over the cap: such a request is never deduplicated.
+    Unknown,
+}
+
+/// A request body whose bytes the dedupe key can read without consuming it.
+///
+/// ```
+/// use xhttp_dedupe::{BodyKey, KeyBody};
+/// assert_eq!(xhttp_core::Body::empty().body_key(), BodyKey::Empty);
+/// assert!(matches!(xhttp_core::Body::from("q=1").body_key(), BodyKey::Bytes(_)));
+/// ```
+pub trait KeyBody {
+    /// The body for the key.
+    fn body_key(&self) -> BodyKey;
+}
+
+impl KeyBody for xhttp_core::Body {
+    fn body_key(&self) -> BodyKey {
+        match self.as_bytes() {
+            Some(bytes) if bytes.is_empty() => BodyKey::Empty,
+            Some(bytes) => BodyKey::Bytes(bytes.clone()),
+            None => BodyKey::Unknown,
+        }
+    }
+}
+
+impl KeyBody for () {
+    fn body_key(&self) -> BodyKey {
+        BodyKey::Empty
+    }
+}
+
+impl KeyBody for Bytes {
+    fn body_key(&self) -> BodyKey {
+        if self.is_empty() {
+            BodyKey::Empty
+        } else {
+            BodyKey::Bytes(self.clone())
+        }
+    }
+}
+
+impl KeyBody for String {
+    fn body_key(&self) -> BodyKey {
+        Bytes::copy_from_slice(self.as_bytes()).body_key()
+    }
+}
+
+/// Per-request option: who the caller is, for callers that share a client but must never
+/// share a response (the users of a multi-tenant service). Requests with different
+/// identities never coalesce.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity(pub std::sync::Arc<str>);
+
+/// The headers that change a response, and those that name the caller: part of the key by
+/// default.
+pub(crate) const DEFAULT_KEY_HEADERS: [HeaderName; 5] =
+    [ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE];
+
+/// Two requests with equal keys are the same request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    method: Method,
+    uri: Uri,
+    body: BodyKey,
+    /// The values of the key headers, in the layer's order (`None` when absent).
+    headers: Vec<Option<HeaderValue>>,
+    identity: Option<Identity>,
+}
+
+impl Key {
+    /// The key of `request`; `None` when it cannot be deduplicated (a streaming body, a body
+    /// over `body_cap`, a header with several values).
+    pub(crate) fn of<B: KeyBody>(
+        request: &Request<B>,
+        headers: &[HeaderName],
+        body_cap: usize,
+    ) -> Option<Key> {
+        let body = match request.body().body_key() {
+            BodyKey::Bytes(bytes) if bytes.len() > body_cap => return None,
+            BodyKey::Unknown => return None,
+            body => body,
+        };
+        let mut values = Vec::with_capacity(headers.len());
+        for name in headers {
+            let mut all = request.headers().get_all(name).iter();
+            let first = all.next().cloned();
+            if all.next().is_some() {
+                return None;
+            }
+            values.push(first);
+        }
+        Some(Key {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            body,
+            headers: values,
+            identity: request.extensions().get::<Identity>().cloned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(request: Request<xhttp_core::Body>) -> Option<Key> {
+        Key::of(&request, &DEFAULT_KEY_HEADERS, 64 * 1024)
+    }
+
+    #[test]
+    fn keys_differ_by_every_part() {
+        let base = || Request::get("https://a.example/x?q=1");
+        let plain = key(base().body(xhttp_core::Body::empty()).unwrap()).unwrap();
+        assert_eq!(plain, key(base().body(xhttp_core::Body::empty()).unwrap()).unwrap());
+        let variants = [
+            Request::get("https://a.example/x?q=2").body(xhttp_core::Body::empty()),
+            Request::head("https://a.example/x?q=1").body(xhttp_core::Body::empty()),
+            base().header("accept-language", "zh-CN").body(xhttp_core::Body::empty()),
+            base().header("authorization", "Bearer other").body(xhttp_core::Body::empty()),
+            base().body(xhttp_core::Body::from("x")),
+            base()
+                .extension(Identity("tenant-2".into()))
+                .body(xhttp_core::Body::empty()),
+        ];
+        for variant in variants {
+            assert_ne!(key(variant.unwrap()).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn streaming_large_and_ambiguous_requests_have_no_key() {
+        let big = Request::post("https://a.example/")
+            .body(xhttp_core::Body::from(vec![0u8; 64 * 1024 + 1]))
+            .unwrap();
+        assert!(key(big).is_none());
+        let stream = Request::post("https://a.example/")
+            .body(xhttp_core::Body::replayable(
+                http_body_util::Full::new(Bytes::from_static(b"x")),
+                10,
+            ))
+            .unwrap();
+        assert!(key(stream).is_none());
+        let twice = Request::get("https://a.example/")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(xhttp_core::Body::empty())
+            .unwrap();
+        assert!(key(twice).is_none());
+    }
+}

@@ -1,0 +1,704 @@
+//! Duplicate requests, handled on purpose.
+//!
+//! Seed 000 lists "ignore duplicate requests"; vue-vben-admin cancels the older of two
+//! duplicates but keys on method and URL without the query, so different searches cancel
+//! each other (#167), and its pending map is never cleared on error. [`DedupeLayer`] keys on
+//! identity, compares keys by value, and cleans up on every outcome.
+//!
+//! Three policies ([`DedupePolicy`]), chosen per method and overridable per request
+//! ([`DedupeOverride`]):
+//!
+//! - **`Coalesce`** (default for GET and HEAD): identical concurrent calls share one trip
+//!   through the layers below. The trip runs as its own task while any caller still waits and
+//!   is cancelled when every caller has gone; each caller gets its own `Response` (the body
+//!   bytes shared by reference count) or a clone of the error. Nothing is kept after the trip
+//!   ends unless a success window is configured.
+//! - **`CancelPrevious`** (search-as-you-type): a new identical request wins; the older caller
+//!   gets `Superseded` and its request is cancelled.
+//! - **`RejectDuplicate`** (a form submitted twice): a new identical request gets `Duplicate` at
+//!   once; the first proceeds.
+//!
+//! The key ([`KeyBody`], [`Identity`]): method, full URI, body bytes (up to a cap, 64 KiB by
+//! default; larger or streaming bodies are never deduplicated), the headers that change the
+//! response (`Accept`, `Accept-Encoding`, `Accept-Language`, plus configured ones) and those
+//! that name the caller (`Authorization`, `Cookie`, an [`Identity`] extension): two identities
+//! never share a response. The map is bounded (10,000 keys by default): past the bound new keys
+//! pass through undeduplicated.
+//!
+//! [`CancelScope`] cancels every pending request started under it (vben's `removeAllPending`
+//! on a route change); those callers get `Cancelled`.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use xhttp_core::Error;
+//! use xhttp_dedupe::DedupeLayer;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let counter = calls.clone();
+//! let upstream = service_fn(move |_: http::Request<()>| {
+//!     counter.fetch_add(1, Ordering::SeqCst);
+//!     async {
+//!         tokio::task::yield_now().await;
+//!         Ok::<_, Error>(http::Response::new(Bytes::from_static(b"item")))
+//!     }
+//! });
+//! let service = DedupeLayer::new().layer(upstream);
+//! let get = || http::Request::get("https://api.example.com/items/7").body(()).unwrap();
+//! let (a, b) = tokio::join!(service.clone().oneshot(get()), service.clone().oneshot(get()));
+//! assert_eq!(a.unwrap().body(), b.unwrap().body());
+//! assert_eq!(calls.load(Ordering::SeqCst), 1);
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+mod key;
+mod scope;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::{HeaderName, Method, Request, Response};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::{BoxError, Layer, Service, ServiceExt};
+use xhttp_core::{Error, ErrorKind};
+
+pub use key::{BodyKey, Identity, KeyBody};
+pub use scope::CancelScope;
+
+use key::{Key, DEFAULT_KEY_HEADERS};
+
+/// What to do with a request identical to one in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupePolicy {
+    /// Share the in-flight trip's outcome.
+    Coalesce,
+    /// Cancel the older request; its caller gets `Superseded`.
+    CancelPrevious,
+    /// Refuse the newer request with `Duplicate`.
+    RejectDuplicate,
+    /// No deduplication.
+    Off,
+}
+
+/// Per-request option: this request's policy, whatever its method.
+///
+/// ```
+/// use xhttp_dedupe::{DedupeOverride, DedupePolicy};
+/// let search = http::Request::get("https://api.example.com/search?q=ru")
+///     .extension(DedupeOverride(DedupePolicy::CancelPrevious))
+///     .body(())
+///     .unwrap();
+/// # drop(search);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupeOverride(pub DedupePolicy);
+
+/// What the layer has done so far, summed over all its clones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DedupeStats {
+    /// Calls that shared another caller's trip instead of making their own.
+    pub coalesced: u64,
+    /// Calls answered from the success window.
+    pub windowed: u64,
+    /// Older calls cancelled by a newer identical one.
+    pub superseded: u64,
+    /// Calls refused as duplicates.
+    pub rejected: u64,
+    /// Calls cancelled by their cancel scope.
+    pub cancelled: u64,
+    /// Calls passed through because the map was full.
+    pub overflowed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    coalesced: AtomicU64,
+    windowed: AtomicU64,
+    superseded: AtomicU64,
+    rejected: AtomicU64,
+    cancelled: AtomicU64,
+    overflowed: AtomicU64,
+}
+
+/// Deduplicates identical requests; see the [crate docs](crate). Generic over the response
+/// body `T`, which coalesced callers share by `Clone` (`Bytes`: a reference count).
+pub struct DedupeLayer<T = Bytes> {
+    shared: Arc<Shared<T>>,
+}
+
+struct Shared<T> {
+    get_head: DedupePolicy,
+    other: DedupePolicy,
+    headers: Vec<HeaderName>,
+    body_cap: usize,
+    max_entries: usize,
+    window: Option<Duration>,
+    map: Mutex<HashMap<Key, Entry<T>>>,
+    next_id: AtomicU64,
+    counters: Counters,
+}
+
+enum Entry<T> {
+    /// A coalesced trip in flight.
+    Trip { id: u64, trip: Arc<Trip<T>> },
+    /// A finished success, served until `until` (the optional window).
+    Done {
+        id: u64,
+        response: Response<T>,
+        until: Instant,
+    },
+    /// One caller owns the key (cancel-previous and reject-duplicate).
+    Exclusive { id: u64, cancel: CancellationToken },
+}
+
+impl<T> Entry<T> {
+    fn id(&self) -> u64 {
+        match self {
+            Entry::Trip { id, .. } | Entry::Done { id, .. } | Entry::Exclusive { id, .. } => *id,
+        }
+    }
+}
+
+type Outcome<T> = Result<Response<T>, Error>;
+
+struct Trip<T> {
+    outcome: watch::Sender<Option<Outcome<T>>>,
+    /// Callers still waiting; changed only with the map locked.
+    waiters: AtomicUsize,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+fn lock<M>(mutex: &Mutex<M>) -> MutexGuard<'_, M> {
+    // Every critical section is a handful of map operations that cannot panic halfway.
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl<T> Clone for DedupeLayer<T> {
+    fn clone(&self) -> Self {
+        DedupeLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for DedupeLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupeLayer")
+            .field("get_head", &self.shared.get_head)
+            .field("other", &self.shared.other)
+            .field("headers", &self.shared.headers)
+            .field("body_cap", &self.shared.body_cap)
+            .field("max_entries", &self.shared.max_entries)
+            .field("window", &self.shared.window)
+            .finish()
+    }
+}
+
+impl<T> Default for DedupeLayer<T> {
+    fn default() -> Self {
+        DedupeLayer::new()
+    }
+}
+
+/// Options of a [`DedupeLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use xhttp_dedupe::{DedupeLayer, DedupePolicy};
+///
+/// let layer: DedupeLayer = DedupeLayer::builder()
+///     .other_methods(DedupePolicy::RejectDuplicate) // a double-submitted form gets Duplicate
+///     .key_header(http::HeaderName::from_static("x-tenant"))
+///     .success_window(Duration::from_millis(200))
+///     .build();
+/// # drop(layer);
+/// ```
+#[derive(Debug, Clone)]
+pub struct DedupeLayerBuilder {
+    get_head: DedupePolicy,
+    other: DedupePolicy,
+    headers: Vec<HeaderName>,
+    body_cap: usize,
+    max_entries: usize,
+    window: Option<Duration>,
+}
+
+impl DedupeLayerBuilder {
+    /// The policy for GET and HEAD (default `Coalesce`).
+    pub fn safe_methods(mut self, policy: DedupePolicy) -> Self {
+        self.get_head = policy;
+        self
+    }
+
+    /// The policy for every other method (default `Off`: a POST is never coalesced, its side
+    /// effect belongs to its caller).
+    pub fn other_methods(mut self, policy: DedupePolicy) -> Self {
+        self.other = policy;
+        self
+    }
+
+    /// Another header that changes the response and so belongs in the key.
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        if !self.headers.contains(&name) {
+            self.headers.push(name);
+        }
+        self
+    }
+
+    /// The largest body that takes part in the key (default 64 KiB); larger bodies are never
+    /// deduplicated.
+    pub fn body_cap(mut self, bytes: usize) -> Self {
+        self.body_cap = bytes;
+        self
+    }
+
+    /// The most keys held at once (default 10,000); past it, new keys pass through.
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// Keep a finished success for identical coalesced requests that arrive within `window`
+    /// (off by default: a response is shared only while its trip runs).
+    pub fn success_window(mut self, window: Duration) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// Builds the layer; every service it makes shares one map.
+    pub fn build<T>(self) -> DedupeLayer<T> {
+        DedupeLayer {
+            shared: Arc::new(Shared {
+                get_head: self.get_head,
+                other: self.other,
+                headers: self.headers,
+                body_cap: self.body_cap,
+                max_entries: self.max_entries,
+                window: self.window,
+                map: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
+
+impl Default for DedupeLayerBuilder {
+    fn default() -> Self {
+        DedupeLayerBuilder {
+            get_head: DedupePolicy::Coalesce,
+            other: DedupePolicy::Off,
+            headers: DEFAULT_KEY_HEADERS.to_vec(),
+            body_cap: 64 * 1024,
+            max_entries: 10_000,
+            window: None,
+        }
+    }
+}
+
+impl DedupeLayer {
+    /// Options for a layer (of `Bytes` responses; `DedupeLayerBuilder::default()` for others).
+    pub fn builder() -> DedupeLayerBuilder {
+        DedupeLayerBuilder::default()
+    }
+}
+
+impl<T> DedupeLayer<T> {
+    /// The defaults: coalesce GET and HEAD, leave other methods alone.
+    pub fn new() -> Self {
+        DedupeLayerBuilder::default().build()
+    }
+
+    /// What the layer has done so far.
+    pub fn stats(&self) -> DedupeStats {
+        let c = &self.shared.counters;
+        DedupeStats {
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            windowed: c.windowed.load(Ordering::Relaxed),
+            superseded: c.superseded.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            overflowed: c.overflowed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keys held now (in flight, or kept by the success window). Zero when idle without a
+    /// window: every outcome removes its entry.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.map).len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<S, T> Layer<S> for DedupeLayer<T> {
+    type Service = Dedupe<S, T>;
+
+    fn layer(&self, inner: S) -> Dedupe<S, T> {
+        Dedupe {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service of [`DedupeLayer`].
+pub struct Dedupe<S, T = Bytes> {
+    inner: S,
+    shared: Arc<Shared<T>>,
+}
+
+impl<S: Clone, T> Clone for Dedupe<S, T> {
+    fn clone(&self) -> Self {
+        Dedupe {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T> fmt::Debug for Dedupe<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedupe")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T> Dedupe<S, T> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The response future of [`Dedupe`].
+pub type ResponseFuture<T> = BoxFuture<'static, Result<Response<T>, Error>>;
+
+impl<S, B, T> Service<Request<B>> for Dedupe<S, T>
+where
+    S: Service<Request<B>, Response = Response<T>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: KeyBody + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Response = Response<T>;
+    type Error = Error;
+    type Future = ResponseFuture<T>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let scope = request.extensions().get::<CancelScope>().cloned();
+        let policy = match request.extensions().get::<DedupeOverride>() {
+            Some(DedupeOverride(policy)) => *policy,
+            None if matches!(*request.method(), Method::GET | Method::HEAD) => self.shared.get_head,
+            None => self.shared.other,
+        };
+        let key = match policy {
+            DedupePolicy::Off => None,
+            _ => Key::of(&request, &self.shared.headers, self.shared.body_cap),
+        };
+        // The ready service goes with the request; a fresh clone stays for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let future = match key {
+            None => direct(inner, request),
+            Some(key) => match policy {
+                DedupePolicy::Coalesce => self.shared.coalesce(inner, request, key),
+                DedupePolicy::CancelPrevious => self.shared.exclusive(inner, request, key, true),
+                DedupePolicy::RejectDuplicate => self.shared.exclusive(inner, request, key, false),
+                DedupePolicy::Off => direct(inner, request),
+            },
+        };
+        match scope {
+            None => future,
+            Some(scope) => {
+                let shared = self.shared.clone();
+                Box::pin(async move {
+                    tokio::select! {
+                        biased;
+                        () = scope.cancelled() => {
+                            shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                            Err(Error::new(ErrorKind::Cancelled).with_message("the request's cancel scope was cancelled"))
+                        }
+                        result = future => result,
+                    }
+                })
+            }
+        }
+    }
+}
+
+fn direct<S, B, T>(inner: S, request: Request<B>) -> ResponseFuture<T>
+where
+    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    Box::pin(async move {
+        inner
+            .oneshot(request)
+            .await
+            .map_err(|e| Error::from_boxed(e.into()))
+    })
+}
+
+impl<T> Shared<T>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    fn coalesce<S, B>(self: &Arc<Self>, inner: S, request: Request<B>, key: Key) -> ResponseFuture<T>
+    where
+        S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let mut map = lock(&self.map);
+        match map.get(&key) {
+            Some(Entry::Done { response, until, .. }) if *until > Instant::now() => {
+                self.counters.windowed.fetch_add(1, Ordering::Relaxed);
+                let response = response.clone();
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+            Some(Entry::Done { .. }) => {
+                map.remove(&key);
+            }
+            Some(Entry::Trip { id, trip }) => {
+                trip.waiters.fetch_add(1, Ordering::Relaxed);
+                let interest = Interest {
+                    shared: self.clone(),
+                    key,
+                    id: *id,
+                    trip: trip.clone(),
+                };
+                drop(map);
+                self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                return Box::pin(interest.wait());
+            }
+            // Another policy owns this key (a per-request override): stay out of its way.
+            Some(Entry::Exclusive { .. }) => {
+                drop(map);
+                return direct(inner, request);
+            }
+            None => {}
+        }
+        if map.len() >= self.max_entries {
+            drop(map);
+            self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
+            return direct(inner, request);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let trip = Arc::new(Trip {
+            outcome: watch::channel(None).0,
+            waiters: AtomicUsize::new(1),
+            task: Mutex::new(None),
+        });
+        map.insert(
+            key.clone(),
+            Entry::Trip {
+                id,
+                trip: trip.clone(),
+            },
+        );
+        // Spawned with the map locked, so that the last caller leaving cannot look for the
+        // task before it is recorded.
+        let shared = self.clone();
+        let task_key = key.clone();
+        let task_trip = trip.clone();
+        let task = tokio::spawn(async move {
+            let result: Outcome<T> = match AssertUnwindSafe(inner.oneshot(request))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result.map_err(|e| Error::from_boxed(e.into())),
+                Err(_panic) => Err(Error::new(ErrorKind::Internal)
+                    .with_message("the shared request panicked")),
+            };
+            shared.finish(&task_key, id, &result);
+            task_trip.outcome.send_replace(Some(result));
+        });
+        *lock(&trip.task) = Some(task.abort_handle());
+        drop(map);
+        let interest = Interest {
+            shared: self.clone(),
+            key,
+            id,
+            trip,
+        };
+        Box::pin(interest.wait())
+    }
+
+    /// The trip is over: its entry goes (or, for a success with a window, stays until the
+    /// window ends). Errors are never kept.
+    fn finish(&self, key: &Key, id: u64, result: &Outcome<T>) {
+        let mut map = lock(&self.map);
+        if map.get(key).map(Entry::id) != Some(id) {
+            return;
+        }
+        match (result, self.window) {
+            (Ok(response), Some(window)) => {
+                map.insert(
+                    key.clone(),
+                    Entry::Done {
+                        id,
+                        response: response.clone(),
+                        until: Instant::now() + window,
+                    },
+                );
+            }
+            _ => {
+                map.remove(key);
+            }
+        }
+    }
+
+    fn exclusive<S, B>(
+        self: &Arc<Self>,
+        inner: S,
+        request: Request<B>,
+        key: Key,
+        cancel_previous: bool,
+    ) -> ResponseFuture<T>
+    where
+        S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let mut map = lock(&self.map);
+        match map.get(&key) {
+            Some(Entry::Exclusive { cancel, .. }) if cancel_previous => {
+                cancel.cancel();
+                self.counters.superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Entry::Done { .. }) | None => {}
+            Some(_) if cancel_previous => {
+                // A coalesced trip holds the key: run alongside it, untracked.
+                drop(map);
+                return direct(inner, request);
+            }
+            Some(_) => {
+                drop(map);
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Box::pin(std::future::ready(Err(Error::new(ErrorKind::Duplicate))));
+            }
+        }
+        if !map.contains_key(&key) && map.len() >= self.max_entries {
+            drop(map);
+            self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
+            return direct(inner, request);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        map.insert(
+            key.clone(),
+            Entry::Exclusive {
+                id,
+                cancel: cancel.clone(),
+            },
+        );
+        drop(map);
+        let owner = Owner {
+            shared: self.clone(),
+            key,
+            id,
+        };
+        Box::pin(async move {
+            let _owner = owner;
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => Err(Error::new(ErrorKind::Superseded)),
+                result = inner.oneshot(request) => result.map_err(|e| Error::from_boxed(e.into())),
+            }
+        })
+    }
+}
+
+/// A caller waiting on a coalesced trip. Dropping the last one cancels the trip.
+struct Interest<T> {
+    shared: Arc<Shared<T>>,
+    key: Key,
+    id: u64,
+    trip: Arc<Trip<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Interest<T> {
+    async fn wait(self) -> Outcome<T> {
+        let mut outcome = self.trip.outcome.subscribe();
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
+            Err(_) => Err(lost()),
+        };
+        drop(outcome);
+        result
+    }
+}
+
+fn lost() -> Error {
+    Error::new(ErrorKind::Internal).with_message("the shared request ended without an outcome")
+}
+
+impl<T> Drop for Interest<T> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.shared.map);
+        if self.trip.waiters.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        if self.trip.outcome.borrow().is_some() {
+            return;
+        }
+        // Every caller has gone before the trip ended: cancel it, forget it.
+        if let Some(task) = lock(&self.trip.task).take() {
+            task.abort();
+        }
+        if map.get(&self.key).map(Entry::id) == Some(self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// The caller that owns a key under cancel-previous or reject-duplicate.
+struct Owner<T> {
+    shared: Arc<Shared<T>>,
+    key: Key,
+    id: u64,
+}
+
+impl<T> Drop for Owner<T> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.shared.map);
+        if map.get(&self.key).map(Entry::id) == Some(self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
