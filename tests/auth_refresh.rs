@@ -218,7 +218,8 @@ async fn requests_sent_during_a_rejection_refresh_wait_for_the_new_token() {
     while setup.server.counters().hits(Route::Token) == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let others: Vec<_> = (0..100)
+    // Distinct paths from the first one, so that none of them coalesces with it.
+    let others: Vec<_> = (100..200)
         .map(|i| {
             let client = setup.client.clone();
             tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })
@@ -256,7 +257,7 @@ async fn dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish()
     while setup.server.counters().hits(Route::Token) == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let waiters: Vec<_> = (0..20)
+    let waiters: Vec<_> = (100..120)
         .map(|i| {
             let client = setup.client.clone();
             tokio::spawn(async move { client.get(&format!("/api/items/{i}")).send().await })

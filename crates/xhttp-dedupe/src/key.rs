@@ -67,8 +67,13 @@ pub struct Identity(pub std::sync::Arc<str>);
 
 /// The headers that change a response, and those that name the caller: part of the key by
 /// default.
-pub(crate) const DEFAULT_KEY_HEADERS: [HeaderName; 5] =
-    [ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE];
+pub(crate) const DEFAULT_KEY_HEADERS: [HeaderName; 5] = [
+    ACCEPT,
+    ACCEPT_ENCODING,
+    ACCEPT_LANGUAGE,
+    AUTHORIZATION,
+    COOKIE,
+];
 
 /// Two requests with equal keys are the same request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,12 +130,19 @@ mod tests {
     fn keys_differ_by_every_part() {
         let base = || Request::get("https://a.example/x?q=1");
         let plain = key(base().body(xhttp_core::Body::empty()).unwrap()).unwrap();
-        assert_eq!(plain, key(base().body(xhttp_core::Body::empty()).unwrap()).unwrap());
+        assert_eq!(
+            plain,
+            key(base().body(xhttp_core::Body::empty()).unwrap()).unwrap()
+        );
         let variants = [
             Request::get("https://a.example/x?q=2").body(xhttp_core::Body::empty()),
             Request::head("https://a.example/x?q=1").body(xhttp_core::Body::empty()),
-            base().header("accept-language", "zh-CN").body(xhttp_core::Body::empty()),
-            base().header("authorization", "Bearer other").body(xhttp_core::Body::empty()),
+            base()
+                .header("accept-language", "zh-CN")
+                .body(xhttp_core::Body::empty()),
+            base()
+                .header("authorization", "Bearer other")
+                .body(xhttp_core::Body::empty()),
             base().body(xhttp_core::Body::from("x")),
             base()
                 .extension(Identity("tenant-2".into()))

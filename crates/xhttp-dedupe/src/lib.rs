@@ -476,7 +476,12 @@ impl<T> Shared<T>
 where
     T: Clone + Send + Sync + 'static,
 {
-    fn coalesce<S, B>(self: &Arc<Self>, inner: S, request: Request<B>, key: Key) -> ResponseFuture<T>
+    fn coalesce<S, B>(
+        self: &Arc<Self>,
+        inner: S,
+        request: Request<B>,
+        key: Key,
+    ) -> ResponseFuture<T>
     where
         S: Service<Request<B>, Response = Response<T>> + Send + 'static,
         S::Error: Into<BoxError>,
@@ -485,7 +490,9 @@ where
     {
         let mut map = lock(&self.map);
         match map.get(&key) {
-            Some(Entry::Done { response, until, .. }) if *until > Instant::now() => {
+            Some(Entry::Done {
+                response, until, ..
+            }) if *until > Instant::now() => {
                 self.counters.windowed.fetch_add(1, Ordering::Relaxed);
                 let response = response.clone();
                 return Box::pin(std::future::ready(Ok(response)));
@@ -541,8 +548,9 @@ where
                 .await
             {
                 Ok(result) => result.map_err(|e| Error::from_boxed(e.into())),
-                Err(_panic) => Err(Error::new(ErrorKind::Internal)
-                    .with_message("the shared request panicked")),
+                Err(_panic) => {
+                    Err(Error::new(ErrorKind::Internal).with_message("the shared request panicked"))
+                }
             };
             shared.finish(&task_key, id, &result);
             task_trip.outcome.send_replace(Some(result));

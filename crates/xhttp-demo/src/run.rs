@@ -176,8 +176,7 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         refreshes: manager.generation() - first_generation,
         rejected_tokens: counters.unauthorized(),
         retries: retries.load(Ordering::Relaxed),
-        // No dedupe layer is in the stack yet: nothing coalesces.
-        coalesced: 0,
+        coalesced: client.dedupe_stats().coalesced,
         upstream_requests: counters.hits(Route::Items),
         faults_injected: counters.faults_injected(),
         peak_concurrency: counters.peak_concurrency(),
@@ -254,7 +253,10 @@ impl Tally {
             Ok(()) => self.ok += 1,
             Err(err) => {
                 *self.failed_by_kind.entry(kind_name(&err)).or_default() += 1;
-                *self.failed_by_attempts.entry(err.attempts().max(1)).or_default() += 1;
+                *self
+                    .failed_by_attempts
+                    .entry(err.attempts().max(1))
+                    .or_default() += 1;
             }
         }
     }
@@ -316,7 +318,11 @@ impl Summary {
             row(&mut out, &format!("  {kind}"), n.to_string());
         }
         for (attempts, n) in &self.failed_by_attempts {
-            row(&mut out, &format!("  after {attempts} attempts"), n.to_string());
+            row(
+                &mut out,
+                &format!("  after {attempts} attempts"),
+                n.to_string(),
+            );
         }
         row(&mut out, "token calls", self.token_calls.to_string());
         row(&mut out, "reuse detected", self.reuse_detected.to_string());

@@ -412,6 +412,15 @@ impl fmt::Debug for Attempt {
 }
 
 impl Attempt {
+    /// The retries this request may make: its [`RetryOverride`], else the policy's.
+    fn max_retries_for<B>(&self, request: &Request<B>) -> u32 {
+        match request.extensions().get::<RetryOverride>() {
+            Some(RetryOverride::Off) => 0,
+            Some(RetryOverride::Retries(n)) => *n,
+            None => self.max_retries,
+        }
+    }
+
     /// Records the attempt count on the final outcome.
     fn finish<T>(&self, result: &mut Result<Response<T>, Error>) {
         match result {
@@ -446,7 +455,7 @@ where
             }
             Verdict::Retry(reason, retry_after) => (reason, retry_after),
         };
-        if self.attempts > self.max_retries {
+        if self.attempts > self.max_retries_for(request) {
             self.finish(result);
             return None;
         }
@@ -492,14 +501,9 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        if self.attempts == 0 {
-            match request.extensions().get::<RetryOverride>() {
-                Some(RetryOverride::Off) => self.max_retries = 0,
-                Some(RetryOverride::Retries(n)) => self.max_retries = *n,
-                None => {}
-            }
-        }
-        if self.max_retries == 0 {
+        // Read from the request every time, never stored: tower calls this first on the
+        // service's own policy, which every later call on that service starts from.
+        if self.max_retries_for(request) == 0 {
             // Retries are off for this request: no copy, and tower returns the outcome as is.
             return None;
         }

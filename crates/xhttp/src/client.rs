@@ -12,6 +12,7 @@ use tower::ServiceBuilder;
 use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
 use xhttp_core::{Body, BodyLimit, Error};
+use xhttp_dedupe::{DedupeLayer, DedupeStats};
 use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
 
@@ -43,6 +44,7 @@ pub struct Client {
 }
 
 struct ClientInner {
+    dedupe: Option<DedupeLayer>,
     /// The base URL without its trailing slash, ready to have a path appended.
     base: Option<String>,
     default_headers: HeaderMap,
@@ -61,6 +63,7 @@ impl Client {
         // should it ever, a client without defaults is still correct.
         ClientBuilder::new().build().unwrap_or_else(|_| Client {
             inner: Arc::new(ClientInner {
+                dedupe: None,
                 base: None,
                 default_headers: HeaderMap::new(),
                 service: BoxService::new(default_stack(
@@ -132,6 +135,15 @@ impl Client {
     /// ```
     pub fn service(&self) -> BoxService {
         self.inner.service.clone()
+    }
+
+    /// What the dedupe layer has done so far (all zeros without one).
+    pub fn dedupe_stats(&self) -> DedupeStats {
+        self.inner
+            .dedupe
+            .as_ref()
+            .map(DedupeLayer::stats)
+            .unwrap_or_default()
     }
 
     /// Sends a built request through the stack. Errors carry the method and the redacted URI.
@@ -241,6 +253,7 @@ fn default_stack(
 /// The optional layers of a stack.
 #[derive(Default)]
 struct Layers {
+    dedupe: Option<DedupeLayer>,
     refresh: Option<RefreshLayer>,
     retry: Option<RetryLayer>,
     auth: Option<AuthLayer>,
@@ -262,6 +275,7 @@ fn canonical_stack(
     layers: Layers,
 ) -> BoxService {
     let service = ServiceBuilder::new()
+        .option_layer(layers.dedupe)
         .layer(DeadlineLayer::new(timeouts.total))
         .option_layer(layers.refresh)
         .option_layer(layers.retry)
@@ -314,6 +328,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     deadline: Duration,
     retry: Option<RetryPolicy>,
+    dedupe: Option<DedupeLayer>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -348,6 +363,7 @@ impl ClientBuilder {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             deadline: DEFAULT_DEADLINE,
             retry: Some(RetryPolicy::default()),
+            dedupe: Some(DedupeLayer::new()),
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -467,6 +483,20 @@ impl ClientBuilder {
         self
     }
 
+    /// The dedupe layer (default `DedupeLayer::new()`: identical concurrent GET and HEAD
+    /// requests share one trip; other methods are left alone unless a request says otherwise
+    /// with `DedupeOverride`).
+    pub fn dedupe(mut self, layer: DedupeLayer) -> Self {
+        self.dedupe = Some(layer);
+        self
+    }
+
+    /// No deduplication at all.
+    pub fn no_dedupe(mut self) -> Self {
+        self.dedupe = None;
+        self
+    }
+
     /// The largest response body held in memory; default 16 MiB. A request may set its own
     /// with [`RequestBuilder::body_limit`].
     pub fn body_limit(mut self, bytes: u64) -> Self {
@@ -523,7 +553,9 @@ impl ClientBuilder {
             }
             None => None,
         };
+        let dedupe = self.dedupe;
         let mut layers = Layers {
+            dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
             ..Layers::default()
         };
@@ -555,6 +587,7 @@ impl ClientBuilder {
         );
         Ok(Client {
             inner: Arc::new(ClientInner {
+                dedupe,
                 base,
                 default_headers: self.default_headers,
                 service,

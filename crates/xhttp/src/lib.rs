@@ -22,6 +22,7 @@
 //! The stack today, outermost first (later layers join in the order of `ARCHITECTURE.md`):
 //!
 //! ```text
+//! dedupe             identical concurrent GET/HEAD share one trip (other policies per request)
 //! deadline         total time of the call (default 30 s), backoff and refresh included
 //!   refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
 //!     retry        idempotency-aware, full-jitter backoff, capped Retry-After, shared budget
@@ -52,6 +53,11 @@ pub mod auth {
 /// Refresh on rejection (`xhttp-refresh`).
 pub mod refresh {
     pub use xhttp_refresh::*;
+}
+
+/// Coalesce, cancel-previous, reject-duplicate and cancel scopes (`xhttp-dedupe`).
+pub mod dedupe {
+    pub use xhttp_dedupe::*;
 }
 
 /// Retry, backoff, `Retry-After`, budget and the total deadline (`xhttp-retry`).
