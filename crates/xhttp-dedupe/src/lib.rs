@@ -537,39 +537,44 @@ where
                 trip: trip.clone(),
             },
         );
-        // Spawned with the map locked, so that the last caller leaving cannot look for the
-        // task before it is recorded.
-        let shared = self.clone();
-        let task_key = key.clone();
-        let task_trip = trip.clone();
-        let task = tokio::spawn(async move {
-            let result: Outcome<T> = match AssertUnwindSafe(inner.oneshot(request))
-                .catch_unwind()
-                .await
-            {
-                Ok(result) => result.map_err(|e| Error::from_boxed(e.into())),
-                Err(_panic) => {
-                    Err(Error::new(ErrorKind::Internal).with_message("the shared request panicked"))
-                }
-            };
-            shared.finish(&task_key, id, &result);
-            task_trip.outcome.send_replace(Some(result));
-        });
-        *lock(&trip.task) = Some(task.abort_handle());
         drop(map);
-        let interest = Interest {
+        // The leader drives the trip in its own future: no task unless it leaves early while
+        // others wait (see `Lead`'s `Drop`). A panic below becomes `Internal` for everyone.
+        let future: BoxFuture<'static, Outcome<T>> = Box::pin(
+            AssertUnwindSafe(inner.oneshot(request))
+                .catch_unwind()
+                .map(|result| match result {
+                    Ok(result) => result.map_err(|e| Error::from_boxed(e.into())),
+                    Err(_panic) => Err(Error::new(ErrorKind::Internal)
+                        .with_message("the shared request panicked")),
+                }),
+        );
+        Box::pin(Lead {
             shared: self.clone(),
-            key,
+            key: Some(key),
             id,
             trip,
-        };
-        Box::pin(interest.wait())
+            future: Some(future),
+        })
     }
 
-    /// The trip is over: its entry goes (or, for a success with a window, stays until the
-    /// window ends). Errors are never kept.
-    fn finish(&self, key: &Key, id: u64, result: &Outcome<T>) {
+    /// The leader's trip is over: the leader stops counting as a waiter, and the entry goes
+    /// (or, for a success with a window, stays until the window ends; errors are never kept).
+    /// Returns how many followers wait for the outcome.
+    fn finish(&self, key: &Key, id: u64, trip: &Trip<T>, result: &Outcome<T>) -> usize {
         let mut map = lock(&self.map);
+        let followers = trip.waiters.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.settle(&mut map, key, id, result);
+        followers
+    }
+
+    /// A trip whose leader left is over.
+    fn finish_detached(&self, key: &Key, id: u64, result: &Outcome<T>) {
+        let mut map = lock(&self.map);
+        self.settle(&mut map, key, id, result);
+    }
+
+    fn settle(&self, map: &mut HashMap<Key, Entry<T>>, key: &Key, id: u64, result: &Outcome<T>) {
         if map.get(key).map(Entry::id) != Some(id) {
             return;
         }
@@ -649,6 +654,63 @@ where
                 result = inner.oneshot(request) => result.map_err(|e| Error::from_boxed(e.into())),
             }
         })
+    }
+}
+
+/// The caller that started a coalesced trip, driving it. If it leaves before the trip ends
+/// while others still wait, the trip moves to a task of its own and goes on for them.
+struct Lead<T: Clone + Send + Sync + 'static> {
+    shared: Arc<Shared<T>>,
+    key: Option<Key>,
+    id: u64,
+    trip: Arc<Trip<T>>,
+    future: Option<BoxFuture<'static, Outcome<T>>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> std::future::Future for Lead<T> {
+    type Output = Outcome<T>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err(lost()));
+        };
+        let result = futures_util::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        if let Some(key) = self.key.take() {
+            let followers = self.shared.finish(&key, self.id, &self.trip, &result);
+            if followers > 0 {
+                self.trip.outcome.send_replace(Some(result.clone()));
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Drop for Lead<T> {
+    fn drop(&mut self) {
+        let (Some(future), Some(key)) = (self.future.take(), self.key.take()) else {
+            return;
+        };
+        let mut map = lock(&self.shared.map);
+        if self.trip.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // Nobody else waits: dropping the future cancels the request.
+            if map.get(&key).map(Entry::id) == Some(self.id) {
+                map.remove(&key);
+            }
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, trip, id) = (self.shared.clone(), self.trip.clone(), self.id);
+        let task = runtime.spawn(async move {
+            let result = future.await;
+            shared.finish_detached(&key, id, &result);
+            trip.outcome.send_replace(Some(result));
+        });
+        // Recorded with the map locked, so the last follower to leave finds it.
+        *lock(&self.trip.task) = Some(task.abort_handle());
+        drop(map);
     }
 }
 

@@ -583,7 +583,8 @@ async fn an_attempt_timeout_is_retried_for_idempotent_methods_only() {
 
 #[tokio::test(start_paused = true)]
 async fn final_errors_are_never_retried() {
-    let finals: Vec<(&str, fn() -> Error)> = vec![
+    type MakeError = fn() -> Error;
+    let finals: [(&str, MakeError); 10] = [
         ("total timeout", || Error::timeout(TimeoutScope::Total)),
         ("decode", || Error::decode("broken JSON")),
         ("body too large", || Error::body_too_large(16)),
