@@ -81,8 +81,9 @@ pub(crate) struct Key {
     method: Method,
     uri: Uri,
     body: BodyKey,
-    /// The values of the key headers, in the layer's order (`None` when absent).
-    headers: Vec<Option<HeaderValue>>,
+    /// The key headers present on the request, by their position in the layer's list; most
+    /// requests carry none, and then this costs no allocation.
+    headers: Vec<(usize, HeaderValue)>,
     identity: Option<Identity>,
 }
 
@@ -99,14 +100,17 @@ impl Key {
             BodyKey::Unknown => return None,
             body => body,
         };
-        let mut values = Vec::with_capacity(headers.len());
-        for name in headers {
-            let mut all = request.headers().get_all(name).iter();
-            let first = all.next().cloned();
-            if all.next().is_some() {
-                return None;
+        let mut values = Vec::new();
+        if !request.headers().is_empty() {
+            for (position, name) in headers.iter().enumerate() {
+                let mut all = request.headers().get_all(name).iter();
+                if let Some(first) = all.next() {
+                    if all.next().is_some() {
+                        return None;
+                    }
+                    values.push((position, first.clone()));
+                }
             }
-            values.push(first);
         }
         Some(Key {
             method: request.method().clone(),

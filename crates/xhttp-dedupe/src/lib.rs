@@ -73,7 +73,7 @@ use http::{HeaderName, Method, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 use xhttp_core::{Error, ErrorKind};
 
 pub use key::{BodyKey, Identity, KeyBody};
@@ -426,9 +426,9 @@ where
             DedupePolicy::Off => None,
             _ => Key::of(&request, &self.shared.headers, self.shared.body_cap),
         };
-        // The ready service goes with the request; a fresh clone stays for the next call.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // The inner service is ready (poll_ready); it is called right here when a trip starts,
+        // and not at all when the caller joins another's trip or is refused.
+        let inner = &mut self.inner;
         let future = match key {
             None => direct(inner, request),
             Some(key) => match policy {
@@ -457,19 +457,14 @@ where
     }
 }
 
-fn direct<S, B, T>(inner: S, request: Request<B>) -> ResponseFuture<T>
+fn direct<S, B, T>(inner: &mut S, request: Request<B>) -> ResponseFuture<T>
 where
-    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<T>>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
-    Box::pin(async move {
-        inner
-            .oneshot(request)
-            .await
-            .map_err(|e| Error::from_boxed(e.into()))
-    })
+    let future = inner.call(request);
+    Box::pin(async move { future.await.map_err(|e| Error::from_boxed(e.into())) })
 }
 
 impl<T> Shared<T>
@@ -478,15 +473,14 @@ where
 {
     fn coalesce<S, B>(
         self: &Arc<Self>,
-        inner: S,
+        inner: &mut S,
         request: Request<B>,
         key: Key,
     ) -> ResponseFuture<T>
     where
-        S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+        S: Service<Request<B>, Response = Response<T>>,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
-        B: Send + 'static,
     {
         let mut map = lock(&self.map);
         match map.get(&key) {
@@ -540,15 +534,20 @@ where
         drop(map);
         // The leader drives the trip in its own future: no task unless it leaves early while
         // others wait (see `Lead`'s `Drop`). A panic below becomes `Internal` for everyone.
-        let future: BoxFuture<'static, Outcome<T>> = Box::pin(
-            AssertUnwindSafe(inner.oneshot(request))
-                .catch_unwind()
-                .map(|result| match result {
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
+        let future: BoxFuture<'static, Outcome<T>> = match called {
+            Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind().map(
+                |result| match result {
                     Ok(result) => result.map_err(|e| Error::from_boxed(e.into())),
-                    Err(_panic) => Err(Error::new(ErrorKind::Internal)
-                        .with_message("the shared request panicked")),
-                }),
-        );
+                    Err(_panic) => Err(
+                        Error::new(ErrorKind::Internal).with_message("the shared request panicked"),
+                    ),
+                },
+            )),
+            Err(_panic) => Box::pin(std::future::ready(Err(
+                Error::new(ErrorKind::Internal).with_message("the shared request panicked")
+            ))),
+        };
         Box::pin(Lead {
             shared: self.clone(),
             key: Some(key),
@@ -597,16 +596,15 @@ where
 
     fn exclusive<S, B>(
         self: &Arc<Self>,
-        inner: S,
+        inner: &mut S,
         request: Request<B>,
         key: Key,
         cancel_previous: bool,
     ) -> ResponseFuture<T>
     where
-        S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+        S: Service<Request<B>, Response = Response<T>>,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
-        B: Send + 'static,
     {
         let mut map = lock(&self.map);
         match map.get(&key) {
@@ -646,12 +644,13 @@ where
             key,
             id,
         };
+        let future = inner.call(request);
         Box::pin(async move {
             let _owner = owner;
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => Err(Error::new(ErrorKind::Superseded)),
-                result = inner.oneshot(request) => result.map_err(|e| Error::from_boxed(e.into())),
+                result = future => result.map_err(|e| Error::from_boxed(e.into())),
             }
         })
     }

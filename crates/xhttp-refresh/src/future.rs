@@ -17,7 +17,7 @@ use crate::{Config, Replayed};
 
 /// What a call keeps to replay its request after a refresh.
 pub(crate) struct Replay<S, B> {
-    pub(crate) service: S,
+    pub(crate) service: Arc<S>,
     /// `None` when the body cannot be replayed.
     pub(crate) request: Option<Request<B>>,
     pub(crate) slot: GenerationSlot,
@@ -26,7 +26,7 @@ pub(crate) struct Replay<S, B> {
 
 impl<S, B, T> Replay<S, B>
 where
-    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     B: Send + 'static,
@@ -52,8 +52,7 @@ where
         drop(first);
         request.extensions_mut().insert(Replayed);
         request.extensions_mut().insert(GenerationSlot::new());
-        let second = self
-            .service
+        let second = S::clone(&self.service)
             .oneshot(request)
             .await
             .map_err(|e| Error::from_boxed(e.into()));
@@ -111,7 +110,7 @@ where
 
 impl<S, B, T> Future for ResponseFuture<S, B, T>
 where
-    S: Service<Request<B>, Response = Response<T>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     B: Send + 'static,

@@ -271,11 +271,12 @@ impl fmt::Debug for RefreshLayer {
     }
 }
 
-impl<S> Layer<S> for RefreshLayer {
+impl<S: Clone> Layer<S> for RefreshLayer {
     type Service = Refresh<S>;
 
     fn layer(&self, inner: S) -> Refresh<S> {
         Refresh {
+            replay: Arc::new(inner.clone()),
             inner,
             config: self.config.clone(),
         }
@@ -286,6 +287,9 @@ impl<S> Layer<S> for RefreshLayer {
 #[derive(Clone)]
 pub struct Refresh<S> {
     inner: S,
+    /// A copy of the inner service kept for replays: a call holds this `Arc`, and clones the
+    /// service itself only when it does replay (rare), not on every call.
+    replay: Arc<S>,
     config: Arc<Config>,
 }
 
@@ -316,7 +320,7 @@ impl<S: fmt::Debug> fmt::Debug for Refresh<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Refresh<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     ReqBody: TryCloneBody + Send + 'static,
@@ -345,7 +349,7 @@ where
         ResponseFuture::first(
             future,
             future::Replay {
-                service: self.inner.clone(),
+                service: self.replay.clone(),
                 request: replay,
                 slot,
                 config: self.config.clone(),
