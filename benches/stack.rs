@@ -25,6 +25,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,12 @@ use tower::ServiceExt;
 use xhttp_testkit::TestServer;
 
 /// A protected route: every client sends the bearer token (raw hyper sets the header itself).
-const PATH: &str = "/api/items/1";
+/// Every request asks for another item, so that nothing is a duplicate: what is measured is
+/// the cost of the layers, dedupe's key included, not the savings of coalescing.
+fn next_path() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("/api/items/{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 const ROUNDS: usize = 15;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -64,16 +70,17 @@ fn setup() -> Setup {
         .enable_all()
         .build()
         .unwrap();
-    let uri: http::Uri = server.url(PATH).parse().unwrap();
+    let base = server.base_url();
     let tokens = server.login();
     let bearer = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token)).unwrap();
 
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let raw_client = HyperClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
-    let raw_uri = uri.clone();
+    let raw_base = base.clone();
     let raw: Op = Arc::new(move || {
-        let (client, uri, bearer) = (raw_client.clone(), raw_uri.clone(), bearer.clone());
+        let (client, bearer) = (raw_client.clone(), bearer.clone());
+        let uri = format!("{raw_base}{}", next_path());
         Box::pin(async move {
             let request = http::Request::get(uri)
                 .header(http::header::AUTHORIZATION, bearer)
@@ -103,8 +110,10 @@ fn setup() -> Setup {
         .build()
         .unwrap();
     let stack = client.service();
+    let service_base = base.clone();
     let service: Op = Arc::new(move || {
-        let (stack, uri) = (stack.clone(), uri.clone());
+        let stack = stack.clone();
+        let uri = format!("{service_base}{}", next_path());
         Box::pin(async move {
             let request = http::Request::get(uri).body(xhttp::Body::empty()).unwrap();
             let response = stack.oneshot(request).await.unwrap();
@@ -116,7 +125,7 @@ fn setup() -> Setup {
     let facade: Op = Arc::new(move || {
         let client = client.clone();
         Box::pin(async move {
-            let response = client.get(PATH).send().await.unwrap();
+            let response = client.get(&next_path()).send().await.unwrap();
             assert!(response.status().is_success());
             assert!(!response.body().is_empty());
         })
