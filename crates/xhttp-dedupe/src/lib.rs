@@ -61,7 +61,7 @@ mod scope;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -153,8 +153,17 @@ struct Shared<T> {
 }
 
 enum Entry<T> {
-    /// A coalesced trip in flight.
-    Trip { id: u64, trip: Arc<Trip<T>> },
+    /// A coalesced trip in flight. Everything about it lives here, changed only with the map
+    /// locked: no allocation beyond the map slot unless someone joins.
+    Trip {
+        id: u64,
+        /// Callers waiting for it, the leader included.
+        waiters: usize,
+        /// Created by the first follower; the leader sends the outcome through it.
+        outcome: Option<watch::Sender<Option<Outcome<T>>>>,
+        /// The task that drives the trip after its leader left, if it did.
+        task: Option<tokio::task::AbortHandle>,
+    },
     /// A finished success, served until `until` (the optional window).
     Done {
         id: u64,
@@ -174,13 +183,6 @@ impl<T> Entry<T> {
 }
 
 type Outcome<T> = Result<Response<T>, Error>;
-
-struct Trip<T> {
-    outcome: watch::Sender<Option<Outcome<T>>>,
-    /// Callers still waiting; changed only with the map locked.
-    waiters: AtomicUsize,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
-}
 
 fn lock<M>(mutex: &Mutex<M>) -> MutexGuard<'_, M> {
     // Every critical section is a handful of map operations that cannot panic halfway.
@@ -483,7 +485,7 @@ where
         S::Future: Send + 'static,
     {
         let mut map = lock(&self.map);
-        match map.get(&key) {
+        match map.get_mut(&key) {
             Some(Entry::Done {
                 response, until, ..
             }) if *until > Instant::now() => {
@@ -494,17 +496,24 @@ where
             Some(Entry::Done { .. }) => {
                 map.remove(&key);
             }
-            Some(Entry::Trip { id, trip }) => {
-                trip.waiters.fetch_add(1, Ordering::Relaxed);
+            Some(Entry::Trip {
+                id,
+                waiters,
+                outcome,
+                ..
+            }) => {
+                *waiters += 1;
+                let receiver = outcome
+                    .get_or_insert_with(|| watch::channel(None).0)
+                    .subscribe();
                 let interest = Interest {
                     shared: self.clone(),
                     key,
                     id: *id,
-                    trip: trip.clone(),
                 };
                 drop(map);
                 self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                return Box::pin(interest.wait());
+                return Box::pin(interest.wait(receiver));
             }
             // Another policy owns this key (a per-request override): stay out of its way.
             Some(Entry::Exclusive { .. }) => {
@@ -519,16 +528,13 @@ where
             return direct(inner, request);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let trip = Arc::new(Trip {
-            outcome: watch::channel(None).0,
-            waiters: AtomicUsize::new(1),
-            task: Mutex::new(None),
-        });
         map.insert(
             key.clone(),
             Entry::Trip {
                 id,
-                trip: trip.clone(),
+                waiters: 1,
+                outcome: None,
+                task: None,
             },
         );
         drop(map);
@@ -552,25 +558,27 @@ where
             shared: self.clone(),
             key: Some(key),
             id,
-            trip,
             future: Some(future),
         })
     }
 
-    /// The leader's trip is over: the leader stops counting as a waiter, and the entry goes
-    /// (or, for a success with a window, stays until the window ends; errors are never kept).
-    /// Returns how many followers wait for the outcome.
-    fn finish(&self, key: &Key, id: u64, trip: &Trip<T>, result: &Outcome<T>) -> usize {
-        let mut map = lock(&self.map);
-        let followers = trip.waiters.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.settle(&mut map, key, id, result);
-        followers
-    }
-
-    /// A trip whose leader left is over.
-    fn finish_detached(&self, key: &Key, id: u64, result: &Outcome<T>) {
-        let mut map = lock(&self.map);
-        self.settle(&mut map, key, id, result);
+    /// A trip is over: its entry goes (or, for a success with a window, stays until the window
+    /// ends; errors are never kept), and the outcome goes to whoever joined.
+    fn finish(&self, key: &Key, id: u64, result: &Outcome<T>) {
+        let sender = {
+            let mut map = lock(&self.map);
+            let sender = match map.get_mut(key) {
+                Some(Entry::Trip {
+                    id: held, outcome, ..
+                }) if *held == id => outcome.take(),
+                _ => None,
+            };
+            self.settle(&mut map, key, id, result);
+            sender
+        };
+        if let Some(sender) = sender {
+            sender.send_replace(Some(result.clone()));
+        }
     }
 
     fn settle(&self, map: &mut HashMap<Key, Entry<T>>, key: &Key, id: u64, result: &Outcome<T>) {
@@ -662,7 +670,6 @@ struct Lead<T: Clone + Send + Sync + 'static> {
     shared: Arc<Shared<T>>,
     key: Option<Key>,
     id: u64,
-    trip: Arc<Trip<T>>,
     future: Option<BoxFuture<'static, Outcome<T>>>,
 }
 
@@ -676,10 +683,7 @@ impl<T: Clone + Send + Sync + 'static> std::future::Future for Lead<T> {
         let result = futures_util::ready!(future.as_mut().poll(cx));
         self.future = None;
         if let Some(key) = self.key.take() {
-            let followers = self.shared.finish(&key, self.id, &self.trip, &result);
-            if followers > 0 {
-                self.trip.outcome.send_replace(Some(result.clone()));
-            }
+            self.shared.finish(&key, self.id, &result);
         }
         Poll::Ready(result)
     }
@@ -691,45 +695,48 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<T> {
             return;
         };
         let mut map = lock(&self.shared.map);
-        if self.trip.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+        let Some(Entry::Trip {
+            id, waiters, task, ..
+        }) = map.get_mut(&key)
+        else {
+            return;
+        };
+        if *id != self.id {
+            return;
+        }
+        *waiters -= 1;
+        if *waiters == 0 {
             // Nobody else waits: dropping the future cancels the request.
-            if map.get(&key).map(Entry::id) == Some(self.id) {
-                map.remove(&key);
-            }
+            map.remove(&key);
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (shared, trip, id) = (self.shared.clone(), self.trip.clone(), self.id);
-        let task = runtime.spawn(async move {
+        let (shared, id) = (self.shared.clone(), self.id);
+        let handoff = runtime.spawn(async move {
             let result = future.await;
-            shared.finish_detached(&key, id, &result);
-            trip.outcome.send_replace(Some(result));
+            shared.finish(&key, id, &result);
         });
         // Recorded with the map locked, so the last follower to leave finds it.
-        *lock(&self.trip.task) = Some(task.abort_handle());
-        drop(map);
+        *task = Some(handoff.abort_handle());
     }
 }
 
-/// A caller waiting on a coalesced trip. Dropping the last one cancels the trip.
+/// A caller waiting on a coalesced trip. When the last caller leaves before the trip ends,
+/// the trip is cancelled.
 struct Interest<T> {
     shared: Arc<Shared<T>>,
     key: Key,
     id: u64,
-    trip: Arc<Trip<T>>,
 }
 
 impl<T: Clone + Send + Sync + 'static> Interest<T> {
-    async fn wait(self) -> Outcome<T> {
-        let mut outcome = self.trip.outcome.subscribe();
-        let result = match outcome.wait_for(Option::is_some).await {
+    async fn wait(self, mut outcome: watch::Receiver<Option<Outcome<T>>>) -> Outcome<T> {
+        match outcome.wait_for(Option::is_some).await {
             Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
             Err(_) => Err(lost()),
-        };
-        drop(outcome);
-        result
+        }
     }
 }
 
@@ -740,19 +747,25 @@ fn lost() -> Error {
 impl<T> Drop for Interest<T> {
     fn drop(&mut self) {
         let mut map = lock(&self.shared.map);
-        if self.trip.waiters.fetch_sub(1, Ordering::Relaxed) != 1 {
+        let Some(Entry::Trip {
+            id, waiters, task, ..
+        }) = map.get_mut(&self.key)
+        else {
+            // The trip is over (its outcome was sent) or gone.
+            return;
+        };
+        if *id != self.id {
             return;
         }
-        if self.trip.outcome.borrow().is_some() {
+        *waiters -= 1;
+        if *waiters > 0 {
             return;
         }
         // Every caller has gone before the trip ended: cancel it, forget it.
-        if let Some(task) = lock(&self.trip.task).take() {
+        if let Some(task) = task.take() {
             task.abort();
         }
-        if map.get(&self.key).map(Entry::id) == Some(self.id) {
-            map.remove(&self.key);
-        }
+        map.remove(&self.key);
     }
 }
 
