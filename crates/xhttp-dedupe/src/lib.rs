@@ -522,7 +522,7 @@ where
             }
             None => {}
         }
-        if map.len() >= self.max_entries {
+        if self.full(&mut map) {
             drop(map);
             self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
             return direct(inner, request);
@@ -560,6 +560,17 @@ where
             id,
             future: Some(future),
         })
+    }
+
+    /// Whether the map holds `max_entries` keys, not counting successes whose window has
+    /// ended: those are otherwise removed only when their own key comes again, and would fill
+    /// the bound and turn deduplication off for every new key.
+    fn full(&self, map: &mut HashMap<Key, Entry<T>>) -> bool {
+        if map.len() >= self.max_entries && self.window.is_some() {
+            let now = Instant::now();
+            map.retain(|_, entry| !matches!(entry, Entry::Done { until, .. } if *until <= now));
+        }
+        map.len() >= self.max_entries
     }
 
     /// A trip is over: its entry goes (or, for a success with a window, stays until the window
@@ -632,7 +643,7 @@ where
                 return Box::pin(std::future::ready(Err(Error::new(ErrorKind::Duplicate))));
             }
         }
-        if !map.contains_key(&key) && map.len() >= self.max_entries {
+        if !map.contains_key(&key) && self.full(&mut map) {
             drop(map);
             self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
             return direct(inner, request);
@@ -711,6 +722,10 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<T> {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to hand the trip to (dropped on a thread of its own): it ends here.
+            // Removing the entry drops its sender, so the followers get `lost()` instead of
+            // waiting forever, and the key is free for the next call.
+            map.remove(&key);
             return;
         };
         let (shared, id) = (self.shared.clone(), self.id);

@@ -1,0 +1,715 @@
+//! DedupeLayer over in-process services (`tower::service_fn`): coalescing at scale, keys,
+//! callers that leave, shared errors and panics, the per-request policies, cancel scopes, the
+//! success window on the paused clock, the bound, and the readiness contract.
+//!
+//! Concurrency is proven by lining callers up on a gate inside the upstream and opening it
+//! only once the layer's counters show every caller registered, never by sleeping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::{poll_fn, Future};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::util::BoxCloneSyncService;
+use tower::{service_fn, Layer, ServiceExt};
+use xhttp_core::{Body, Error, ErrorKind};
+use xhttp_dedupe::{
+    CancelScope, Dedupe, DedupeLayer, DedupeOverride, DedupePolicy, Identity, ResponseFuture,
+};
+use xhttp_testkit::ReadinessProbe;
+
+type Upstream<B> = BoxCloneSyncService<Request<B>, Response<Bytes>, Error>;
+type Service<B> = Dedupe<Upstream<B>>;
+type Outcome = Result<Response<Bytes>, Error>;
+
+/// A gate for upstream calls, and what the upstream saw: calls made, and calls whose future
+/// was dropped before it answered.
+#[derive(Clone, Default)]
+struct Held {
+    open: Arc<watch::Sender<bool>>,
+    calls: Arc<AtomicUsize>,
+    abandoned: Arc<AtomicUsize>,
+}
+
+impl Held {
+    /// Lets every held call (and every later one) answer.
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Holds later calls again.
+    fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// An upstream that counts each call when it is made, holds it until `open`, then
+    /// answers `respond(request, n)` (`n`: the call's number, from 1). `respond` runs inside
+    /// the call's future, so a panic in it is a panic of the future.
+    fn service<B, F>(&self, respond: F) -> Upstream<B>
+    where
+        B: Send + 'static,
+        F: Fn(&Request<B>, usize) -> Outcome + Clone + Send + Sync + 'static,
+    {
+        let this = self.clone();
+        Upstream::new(service_fn(move |request: Request<B>| {
+            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut open = this.open.subscribe();
+            let respond = respond.clone();
+            let mut guard = Abandoned(Some(this.abandoned.clone()));
+            async move {
+                let _ = open.wait_for(|open| *open).await;
+                let outcome = respond(&request, n);
+                guard.disarm();
+                outcome
+            }
+        }))
+    }
+}
+
+/// Counts a call whose future is dropped before it answers.
+struct Abandoned(Option<Arc<AtomicUsize>>);
+
+impl Abandoned {
+    /// The call answered: it was not abandoned.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn ok(body: impl Into<Bytes>) -> Outcome {
+    Ok(Response::new(body.into()))
+}
+
+/// A body on the heap, made per call, so that equal pointers mean one shared buffer.
+fn numbered(_: &Request<()>, n: usize) -> Outcome {
+    ok(format!("response #{n}"))
+}
+
+fn get(uri: &str) -> Request<()> {
+    Request::get(uri).body(()).unwrap()
+}
+
+fn with_policy(uri: &str, policy: DedupePolicy) -> Request<()> {
+    Request::get(uri)
+        .extension(DedupeOverride(policy))
+        .body(())
+        .unwrap()
+}
+
+fn spawn_call<B>(service: &Service<B>, request: Request<B>) -> JoinHandle<Outcome>
+where
+    B: xhttp_dedupe::KeyBody + Send + 'static,
+{
+    tokio::spawn(service.clone().oneshot(request))
+}
+
+/// Waits until `condition` holds, yielding to the callers in between; fails after 10 s.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .is_err()
+    {
+        panic!("timed out waiting for {what}");
+    }
+}
+
+async fn join_all(handles: Vec<JoinHandle<Outcome>>) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outcomes.push(handle.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_identical_gets_make_one_call_and_share_one_body_buffer() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+
+    let callers: Vec<_> = (0..1000)
+        .map(|_| spawn_call(&service, get("https://api.example.com/items/7")))
+        .collect();
+    until("999 followers behind one leader", || {
+        layer.stats().coalesced == 999 && upstream.calls() == 1
+    })
+    .await;
+    assert_eq!(layer.len(), 1);
+    upstream.open();
+
+    let responses: Vec<_> = join_all(callers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(responses.len(), 1000);
+    let first = responses[0].body().clone();
+    assert_eq!(first, "response #1");
+    for response in &responses {
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body(), &first);
+        assert_eq!(
+            response.body().as_ptr(),
+            first.as_ptr(),
+            "one shared buffer"
+        );
+    }
+    assert_eq!(layer.stats().coalesced, 999);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_and_accept_language_split_the_key_and_each_caller_gets_its_own_body() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    // The body names what the upstream saw, so a caller served another's response shows.
+    let service = layer.layer(upstream.service(|request: &Request<()>, _| {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let identity = request
+            .extensions()
+            .get::<Identity>()
+            .map(|i| i.0.to_string())
+            .unwrap_or_else(|| "-".into());
+        ok(format!(
+            "{} {identity} {}",
+            header("authorization"),
+            header("accept-language")
+        ))
+    }));
+    let request = |authorization: &str, identity: Option<&str>, language: Option<&str>| {
+        let mut builder = Request::get("https://api.example.com/me")
+            .header("authorization", authorization.to_string());
+        if let Some(identity) = identity {
+            builder = builder.extension(Identity(identity.into()));
+        }
+        if let Some(language) = language {
+            builder = builder.header("accept-language", language.to_string());
+        }
+        builder.body(()).unwrap()
+    };
+    // Each variant differs from the first in one thing only, and is sent twice.
+    let variants = [
+        (("Bearer alice", None, None), "Bearer alice - -"),
+        (("Bearer bob", None, None), "Bearer bob - -"),
+        (
+            ("Bearer alice", Some("tenant-2"), None),
+            "Bearer alice tenant-2 -",
+        ),
+        (
+            ("Bearer alice", None, Some("zh-CN")),
+            "Bearer alice - zh-CN",
+        ),
+    ];
+    let callers: Vec<_> = variants
+        .iter()
+        .flat_map(|((auth, identity, language), expected)| {
+            (0..2).map(|_| {
+                (
+                    *expected,
+                    spawn_call(&service, request(auth, *identity, *language)),
+                )
+            })
+        })
+        .collect();
+    until("one leader and one follower per variant", || {
+        layer.stats().coalesced == 4 && upstream.calls() == 4
+    })
+    .await;
+    upstream.open();
+
+    for (expected, caller) in callers {
+        let response = caller.await.unwrap().unwrap();
+        assert_eq!(response.body(), expected);
+    }
+    assert_eq!(upstream.calls(), 4);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_posts_are_never_coalesced_by_default() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(|_: &Request<Body>, n| ok(format!("created #{n}"))));
+    let post = || {
+        Request::post("https://api.example.com/orders")
+            .body(Body::from("{\"item\":7}"))
+            .unwrap()
+    };
+
+    let callers = vec![spawn_call(&service, post()), spawn_call(&service, post())];
+    // Both are inside the upstream at once: neither joined the other.
+    until("both posts upstream", || upstream.calls() == 2).await;
+    upstream.open();
+
+    let mut bodies: Vec<_> = join_all(callers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().into_body())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["created #1", "created #2"]);
+    assert_eq!(layer.stats().coalesced, 0);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_get_the_response_when_the_leader_is_dropped_early() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let uri = "https://api.example.com/items/7";
+
+    let leader = spawn_call(&service, get(uri));
+    until("the leader upstream", || upstream.calls() == 1).await;
+    let followers: Vec<_> = (0..10).map(|_| spawn_call(&service, get(uri))).collect();
+    until("10 followers", || layer.stats().coalesced == 10).await;
+
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        upstream.abandoned(),
+        0,
+        "the trip goes on for the followers"
+    );
+    upstream.open();
+
+    for outcome in join_all(followers).await {
+        assert_eq!(outcome.unwrap().body(), "response #1");
+    }
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(upstream.abandoned(), 0);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_dropped_outside_any_runtime_does_not_strand_its_followers() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let uri = "https://api.example.com/items/7";
+
+    let mut leader = Box::pin(service.clone().oneshot(get(uri)));
+    poll_fn(|cx| {
+        assert!(leader.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    assert_eq!(upstream.calls(), 1);
+    let followers: Vec<_> = (0..3).map(|_| spawn_call(&service, get(uri))).collect();
+    until("3 followers", || layer.stats().coalesced == 3).await;
+
+    // A thread of its own has no tokio runtime to hand the trip to.
+    std::thread::spawn(move || drop(leader)).join().unwrap();
+    upstream.open();
+
+    // The followers get the response or an error, but they are answered.
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), join_all(followers))
+        .await
+        .expect("the followers were stranded");
+    for outcome in outcomes {
+        match outcome {
+            Ok(response) => assert_eq!(response.body(), "response #1"),
+            Err(err) => assert_eq!(err.kind(), ErrorKind::Internal),
+        }
+    }
+    assert_eq!(layer.len(), 0);
+    let next = tokio::time::timeout(Duration::from_secs(10), service.clone().oneshot(get(uri)))
+        .await
+        .expect("the key stayed taken by a dead trip");
+    assert!(next.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_call_is_dropped_when_every_caller_has_gone() {
+    // The leader leaving first (the trip moves to a task, which the last follower aborts) and
+    // the leader leaving last (it still drives the trip and drops it itself).
+    for leader_leaves_first in [true, false] {
+        let upstream = Held::default();
+        let layer = DedupeLayer::new();
+        let service = layer.layer(upstream.service(numbered));
+        let uri = "https://api.example.com/items/7";
+
+        let leader = spawn_call(&service, get(uri));
+        until("the leader upstream", || upstream.calls() == 1).await;
+        let followers: Vec<_> = (0..4).map(|_| spawn_call(&service, get(uri))).collect();
+        until("4 followers", || layer.stats().coalesced == 4).await;
+
+        let mut callers = followers;
+        if leader_leaves_first {
+            callers.insert(0, leader);
+        } else {
+            callers.push(leader);
+        }
+        for caller in callers {
+            caller.abort();
+            assert!(caller.await.unwrap_err().is_cancelled());
+        }
+
+        assert_eq!(layer.len(), 0, "leader first: {leader_leaves_first}");
+        // An aborted task drops its future on its next turn on the runtime.
+        until("the upstream future dropped", || upstream.abandoned() == 1).await;
+        assert_eq!(upstream.calls(), 1);
+
+        // The key is free: the next identical call makes its own trip.
+        upstream.open();
+        let response = service.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(response.body(), "response #2");
+        assert_eq!(layer.len(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_error_reaches_every_caller_and_is_never_kept() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer
+        .layer(upstream.service(|_: &Request<()>, _| {
+            Err(Error::from_status(StatusCode::SERVICE_UNAVAILABLE))
+        }));
+    let uri = "https://api.example.com/items/7";
+
+    let callers: Vec<_> = (0..20).map(|_| spawn_call(&service, get(uri))).collect();
+    until("19 followers behind one leader", || {
+        layer.stats().coalesced == 19 && upstream.calls() == 1
+    })
+    .await;
+    upstream.open();
+
+    for outcome in join_all(callers).await {
+        let err = outcome.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status);
+        assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(layer.len(), 0);
+
+    let err = service.clone().oneshot(get(uri)).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(upstream.calls(), 2, "an error is never served again");
+    assert_eq!(layer.stats().coalesced, 19);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_shared_call_is_internal_for_every_waiter_and_the_next_call_works() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(|_: &Request<()>, n| {
+        if n == 1 {
+            panic!("upstream bug");
+        }
+        ok(format!("response #{n}"))
+    }));
+    let uri = "https://api.example.com/items/7";
+
+    let callers: Vec<_> = (0..10).map(|_| spawn_call(&service, get(uri))).collect();
+    until("9 followers behind one leader", || {
+        layer.stats().coalesced == 9 && upstream.calls() == 1
+    })
+    .await;
+    upstream.open();
+
+    for outcome in join_all(callers).await {
+        assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Internal);
+    }
+    assert_eq!(layer.len(), 0);
+
+    let response = service.clone().oneshot(get(uri)).await.unwrap();
+    assert_eq!(response.body(), "response #2");
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_previous_supersedes_the_older_caller_and_cancels_its_call() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let uri = "https://api.example.com/search?q=ru";
+
+    let older = spawn_call(&service, with_policy(uri, DedupePolicy::CancelPrevious));
+    until("the older call upstream", || upstream.calls() == 1).await;
+    let newer = spawn_call(&service, with_policy(uri, DedupePolicy::CancelPrevious));
+
+    // The older caller is answered while the gate is still closed.
+    let err = older.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Superseded);
+    assert_eq!(upstream.abandoned(), 1, "the older call was dropped");
+    upstream.open();
+
+    let response = newer.await.unwrap().unwrap();
+    assert_eq!(response.body(), "response #2");
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(layer.stats().superseded, 1);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_duplicate_refuses_the_second_caller_at_once_and_accepts_after_the_first() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let uri = "https://api.example.com/orders/submit";
+
+    let first = spawn_call(&service, with_policy(uri, DedupePolicy::RejectDuplicate));
+    until("the first call upstream", || upstream.calls() == 1).await;
+
+    // Answered while the first is still held: nothing waits on the gate.
+    let err = service
+        .clone()
+        .oneshot(with_policy(uri, DedupePolicy::RejectDuplicate))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Duplicate);
+    assert!(!first.is_finished());
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(layer.stats().rejected, 1);
+    upstream.open();
+
+    assert_eq!(first.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(layer.len(), 0);
+    let again = service
+        .clone()
+        .oneshot(with_policy(uri, DedupePolicy::RejectDuplicate))
+        .await
+        .unwrap();
+    assert_eq!(again.body(), "response #2");
+    assert_eq!(layer.stats().rejected, 1);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_scope_cancels_its_hundred_pending_calls_and_drops_them() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let scope = CancelScope::new();
+
+    let callers: Vec<_> = (0..100)
+        .map(|i| {
+            let request = Request::get(format!("https://api.example.com/items/{i}"))
+                .extension(scope.clone())
+                .body(())
+                .unwrap();
+            spawn_call(&service, request)
+        })
+        .collect();
+    until("100 calls upstream", || upstream.calls() == 100).await;
+    assert_eq!(layer.len(), 100);
+
+    scope.cancel();
+    for outcome in join_all(callers).await {
+        assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Cancelled);
+    }
+    assert_eq!(upstream.abandoned(), 100);
+    assert_eq!(layer.len(), 0);
+    assert_eq!(layer.stats().cancelled, 100);
+
+    // A request started under a cancelled scope is cancelled too.
+    let late = Request::get("https://api.example.com/items/0")
+        .extension(scope.clone())
+        .body(())
+        .unwrap();
+    let err = service.clone().oneshot(late).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_success_window_serves_a_success_for_its_length_and_never_an_error() {
+    let upstream = Held::default();
+    upstream.open();
+    let layer = DedupeLayer::builder()
+        .success_window(Duration::from_millis(200))
+        .build();
+    let service = layer.layer(upstream.service(|request: &Request<()>, n| {
+        if request.uri().path() == "/fail" {
+            Err(Error::from_status(StatusCode::BAD_GATEWAY))
+        } else {
+            ok(format!("response #{n}"))
+        }
+    }));
+    let call = |uri: &str| service.clone().oneshot(get(uri));
+
+    let first = call("https://api.example.com/items/7").await.unwrap();
+    assert_eq!(first.body(), "response #1");
+
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let windowed = call("https://api.example.com/items/7").await.unwrap();
+    assert_eq!(windowed.body(), "response #1");
+    assert_eq!(windowed.body().as_ptr(), first.body().as_ptr());
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(layer.stats().windowed, 1);
+
+    // 300 ms after the success: the window has ended.
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let fresh = call("https://api.example.com/items/7").await.unwrap();
+    assert_eq!(fresh.body(), "response #2");
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(layer.stats().windowed, 1);
+
+    // An error is never kept, not even for a moment.
+    let err = call("https://api.example.com/fail").await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_GATEWAY));
+    let err = call("https://api.example.com/fail").await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_GATEWAY));
+    assert_eq!(upstream.calls(), 4);
+    assert_eq!(layer.stats().windowed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_window_entries_do_not_fill_the_bound() {
+    let upstream = Held::default();
+    upstream.open();
+    let layer = DedupeLayer::builder()
+        .success_window(Duration::from_millis(200))
+        .max_entries(2)
+        .build();
+    let service = layer.layer(upstream.service(numbered));
+    for path in ["a", "b"] {
+        let uri = format!("https://api.example.com/{path}");
+        service.clone().oneshot(get(&uri)).await.unwrap();
+    }
+
+    // Both windows are over: their places in the map are free again.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let uri = "https://api.example.com/c";
+    service.clone().oneshot(get(uri)).await.unwrap();
+    assert_eq!(layer.stats().overflowed, 0);
+    let windowed = service.clone().oneshot(get(uri)).await.unwrap();
+    assert_eq!(windowed.body(), "response #3");
+    assert_eq!(layer.stats().windowed, 1);
+    assert_eq!(upstream.calls(), 3);
+    assert!(layer.len() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_entries_a_new_key_passes_through_and_still_succeeds() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::builder().max_entries(2).build();
+    let service = layer
+        .layer(upstream.service(|request: &Request<()>, _| ok(request.uri().path().to_string())));
+
+    let callers: Vec<_> = ["/a", "/b", "/c"]
+        .into_iter()
+        .map(|path| spawn_call(&service, get(&format!("https://api.example.com{path}"))))
+        .collect();
+    until("3 calls upstream", || upstream.calls() == 3).await;
+    assert_eq!(layer.stats().overflowed, 1);
+    assert_eq!(layer.len(), 2);
+    upstream.open();
+
+    let mut bodies: Vec<_> = join_all(callers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().into_body())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["/a", "/b", "/c"]);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_bodies_and_bodies_over_the_cap_are_never_deduplicated() {
+    let upstream = Held::default();
+    // Coalescing on for every method, so only the body decides.
+    let layer = DedupeLayer::builder()
+        .other_methods(DedupePolicy::Coalesce)
+        .body_cap(8)
+        .build();
+    let service = layer.layer(upstream.service(|_: &Request<Body>, n| ok(format!("#{n}"))));
+    let post = |body: Body| {
+        Request::post("https://api.example.com/search")
+            .body(body)
+            .unwrap()
+    };
+    let streaming =
+        || Body::replayable(http_body_util::Full::new(Bytes::from_static(b"q=1")), 1024);
+    // What is sent twice at once, and the upstream calls it makes.
+    type Case = (&'static str, fn() -> Body, usize);
+    let cases: [Case; 3] = [
+        ("at the cap (control)", || Body::from("12345678"), 1),
+        ("over the cap", || Body::from("123456789"), 2),
+        ("streaming", streaming, 2),
+    ];
+    for (what, body, expected_calls) in cases {
+        let before = upstream.calls();
+        let coalesced = layer.stats().coalesced;
+        let callers = vec![
+            spawn_call(&service, post(body())),
+            spawn_call(&service, post(body())),
+        ];
+        until(what, || {
+            upstream.calls() - before + (layer.stats().coalesced - coalesced) as usize == 2
+        })
+        .await;
+        upstream.open();
+        for outcome in join_all(callers).await {
+            outcome.unwrap();
+        }
+        assert_eq!(upstream.calls() - before, expected_calls, "{what}");
+        assert_eq!(layer.len(), 0, "{what}");
+        upstream.close();
+    }
+}
+
+#[tokio::test]
+async fn oneshot_polls_the_inner_service_ready_before_calling_it() {
+    let probe = ReadinessProbe::new(Response::new(Bytes::from_static(b"pong")));
+    let layer = DedupeLayer::new();
+    let response = layer
+        .layer(probe.clone())
+        .oneshot(get("https://api.example.com/ping"))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "pong");
+    assert_eq!(probe.calls(), 1);
+    assert_eq!(layer.len(), 0);
+}
+
+#[test]
+fn the_service_its_future_and_the_layer_are_send_and_sync() {
+    fn assert_send<T: Send>() {}
+    fn assert_sync<T: Sync>() {}
+    assert_send::<Service<Body>>();
+    assert_sync::<Service<Body>>();
+    assert_send::<ResponseFuture<Bytes>>();
+    assert_send::<DedupeLayer>();
+    assert_sync::<DedupeLayer>();
+    assert_send::<CancelScope>();
+    assert_sync::<CancelScope>();
+}
