@@ -490,3 +490,48 @@ async fn no_token_appears_in_errors_debug_or_tracing() {
     }
     assert_not_logged(&[&login.access_token, &login.refresh_token]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_identities_never_share_a_coalesced_response() {
+    let setup = setup().await;
+    let gate = setup.server.gate();
+    // The same URL, once with the token and once without: two callers, two trips.
+    let with_token = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/gate/7").send().await }
+    });
+    let anonymous = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/gate/7").extension(SkipAuth).send().await }
+    });
+    gate.wait_for_arrivals(2).await;
+    // A new login is a new session: its identical request does not join the old one's trip.
+    let next = setup.server.login();
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(next.access_token),
+            Some(Secret::new(next.refresh_token)),
+            None,
+        )
+        .await;
+    let next_session = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/gate/7").send().await }
+    });
+    gate.wait_for_arrivals(3).await;
+    // And a caller of the same session and the same request does join.
+    let joiner = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.get("/gate/7").send().await }
+    });
+    while setup.client.dedupe_stats().coalesced < 1 {
+        tokio::task::yield_now().await;
+    }
+    gate.open();
+    for call in [with_token, anonymous, next_session, joiner] {
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(setup.server.counters().hits(Route::Gate), 3);
+    assert_eq!(setup.client.dedupe_stats().coalesced, 1);
+}

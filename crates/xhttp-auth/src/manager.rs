@@ -133,6 +133,18 @@ struct State {
     soft_attempt: Option<Instant>,
     /// The last transient failure and when its attempt started, for the cool-down.
     failed: Option<(Instant, Error)>,
+    /// Names the login session: a new one with every `set_tokens` and `clear`, the same across
+    /// refreshes. Dedupe keys on it, so that responses never cross sessions.
+    session: Option<Arc<str>>,
+}
+
+impl State {
+    fn new_session(&mut self) {
+        // One counter for the process, so that two managers never name a session alike.
+        static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.session = Some(Arc::from(format!("session-{n}")));
+    }
 }
 
 #[derive(Clone)]
@@ -317,6 +329,7 @@ impl TokenManager {
             state.expired = false;
             state.failed = None;
             state.soft_attempt = None;
+            state.new_session();
             token
         };
         self.shared.changed.notify_waiters();
@@ -334,6 +347,7 @@ impl TokenManager {
             let mut state = lock(&self.shared.state);
             state.token = None;
             state.expired = true;
+            state.new_session();
         }
         if let Err(err) = self.shared.store.clear().await {
             tracing::warn!(error = %err, "could not clear the token store");
@@ -379,6 +393,30 @@ impl TokenManager {
     /// The generation of the token held now (0: none yet).
     pub fn generation(&self) -> u64 {
         lock(&self.shared.state).generation
+    }
+
+    /// A name for the current login session, stable across refreshes and new with every
+    /// [`set_tokens`](TokenManager::set_tokens) or [`clear`](TokenManager::clear): callers of
+    /// different sessions must never share a response (dedupe keys on it). Never contains a
+    /// token.
+    ///
+    /// ```
+    /// # use xhttp_auth::{RefreshGrant, Secret, TokenManager};
+    /// # async fn run(manager: TokenManager) {
+    /// let before = manager.session_identity();
+    /// manager.set_tokens(Secret::new("a"), None, None).await;
+    /// assert_ne!(before, manager.session_identity());
+    /// # }
+    /// ```
+    pub fn session_identity(&self) -> Arc<str> {
+        let mut state = lock(&self.shared.state);
+        if state.session.is_none() {
+            state.new_session();
+        }
+        state
+            .session
+            .clone()
+            .unwrap_or_else(|| Arc::from("session"))
     }
 
     /// Whether the session has expired (the refresh credential is dead).

@@ -22,7 +22,7 @@ use crate::Error;
 /// assert_eq!(BodyLimit::of(&request), BodyLimit(1024));
 /// assert_eq!(BodyLimit::of(&http::Request::new(())), BodyLimit::default());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BodyLimit(pub u64);
 
 impl BodyLimit {

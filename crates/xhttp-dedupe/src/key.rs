@@ -85,7 +85,13 @@ pub(crate) struct Key {
     /// requests carry none, and then this costs no allocation.
     headers: Vec<(usize, HeaderValue)>,
     identity: Option<Identity>,
+    /// A caller with a smaller body limit must not get a larger body through another's trip.
+    limit: Option<xhttp_core::BodyLimit>,
 }
+
+/// Names the caller of a request from its extensions (the facade derives it from the token
+/// manager's session and `SkipAuth`).
+pub(crate) type IdentityFn = dyn Fn(&http::Extensions) -> Option<Identity> + Send + Sync;
 
 impl Key {
     /// The key of `request`; `None` when it cannot be deduplicated (a streaming body, a body
@@ -94,6 +100,7 @@ impl Key {
         request: &Request<B>,
         headers: &[HeaderName],
         body_cap: usize,
+        identity: Option<&IdentityFn>,
     ) -> Option<Key> {
         let body = match request.body().body_key() {
             BodyKey::Bytes(bytes) if bytes.len() > body_cap => return None,
@@ -117,7 +124,11 @@ impl Key {
             uri: request.uri().clone(),
             body,
             headers: values,
-            identity: request.extensions().get::<Identity>().cloned(),
+            identity: match request.extensions().get::<Identity>() {
+                Some(own) => Some(own.clone()),
+                None => identity.and_then(|name| name(request.extensions())),
+            },
+            limit: request.extensions().get::<xhttp_core::BodyLimit>().copied(),
         })
     }
 }
@@ -127,7 +138,7 @@ mod tests {
     use super::*;
 
     fn key(request: Request<xhttp_core::Body>) -> Option<Key> {
-        Key::of(&request, &DEFAULT_KEY_HEADERS, 64 * 1024)
+        Key::of(&request, &DEFAULT_KEY_HEADERS, 64 * 1024, None)
     }
 
     #[test]
@@ -150,6 +161,9 @@ mod tests {
             base().body(xhttp_core::Body::from("x")),
             base()
                 .extension(Identity("tenant-2".into()))
+                .body(xhttp_core::Body::empty()),
+            base()
+                .extension(xhttp_core::BodyLimit(8))
                 .body(xhttp_core::Body::empty()),
         ];
         for variant in variants {

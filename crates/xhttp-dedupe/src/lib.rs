@@ -79,7 +79,7 @@ use xhttp_core::{Error, ErrorKind};
 pub use key::{BodyKey, Identity, KeyBody};
 pub use scope::CancelScope;
 
-use key::{Key, DEFAULT_KEY_HEADERS};
+use key::{IdentityFn, Key, DEFAULT_KEY_HEADERS};
 
 /// What to do with a request identical to one in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +147,7 @@ struct Shared<T> {
     body_cap: usize,
     max_entries: usize,
     window: Option<Duration>,
+    identity: Option<Arc<IdentityFn>>,
     map: Mutex<HashMap<Key, Entry<T>>>,
     next_id: AtomicU64,
     counters: Counters,
@@ -229,7 +230,7 @@ impl<T> Default for DedupeLayer<T> {
 ///     .build();
 /// # drop(layer);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DedupeLayerBuilder {
     get_head: DedupePolicy,
     other: DedupePolicy,
@@ -237,9 +238,44 @@ pub struct DedupeLayerBuilder {
     body_cap: usize,
     max_entries: usize,
     window: Option<Duration>,
+    identity: Option<Arc<IdentityFn>>,
+}
+
+impl fmt::Debug for DedupeLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupeLayerBuilder")
+            .field("get_head", &self.get_head)
+            .field("other", &self.other)
+            .field("headers", &self.headers)
+            .field("body_cap", &self.body_cap)
+            .field("max_entries", &self.max_entries)
+            .field("window", &self.window)
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
 }
 
 impl DedupeLayerBuilder {
+    /// Names the caller of a request that carries no [`Identity`] of its own, from its
+    /// extensions: requests of different callers never share a response. The facade names
+    /// the token manager's session here (and `SkipAuth` requests as anonymous), because its
+    /// auth layer sits below dedupe and `Authorization` is not on the request yet.
+    ///
+    /// ```
+    /// use xhttp_dedupe::{DedupeLayer, Identity};
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .identity(|_extensions| Some(Identity("service-account".into())))
+    ///     .build();
+    /// # drop(layer);
+    /// ```
+    pub fn identity(
+        mut self,
+        name: impl Fn(&http::Extensions) -> Option<Identity> + Send + Sync + 'static,
+    ) -> Self {
+        self.identity = Some(Arc::new(name));
+        self
+    }
+
     /// The policy for GET and HEAD (default `Coalesce`).
     pub fn safe_methods(mut self, policy: DedupePolicy) -> Self {
         self.get_head = policy;
@@ -291,6 +327,7 @@ impl DedupeLayerBuilder {
                 body_cap: self.body_cap,
                 max_entries: self.max_entries,
                 window: self.window,
+                identity: self.identity,
                 map: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
@@ -308,6 +345,7 @@ impl Default for DedupeLayerBuilder {
             body_cap: 64 * 1024,
             max_entries: 10_000,
             window: None,
+            identity: None,
         }
     }
 }
@@ -426,7 +464,12 @@ where
         };
         let key = match policy {
             DedupePolicy::Off => None,
-            _ => Key::of(&request, &self.shared.headers, self.shared.body_cap),
+            _ => Key::of(
+                &request,
+                &self.shared.headers,
+                self.shared.body_cap,
+                self.shared.identity.as_deref(),
+            ),
         };
         // The inner service is ready (poll_ready); it is called right here when a trip starts,
         // and not at all when the caller joins another's trip or is refused.

@@ -9,10 +9,11 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
+use xhttp_auth::SkipAuth;
 use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
 use xhttp_core::{Body, BodyLimit, Error};
-use xhttp_dedupe::{DedupeLayer, DedupeStats};
+use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats, Identity};
 use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
 
@@ -328,7 +329,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     deadline: Duration,
     retry: Option<RetryPolicy>,
-    dedupe: Option<DedupeLayer>,
+    dedupe: Option<DedupeLayerBuilder>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -363,7 +364,7 @@ impl ClientBuilder {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             deadline: DEFAULT_DEADLINE,
             retry: Some(RetryPolicy::default()),
-            dedupe: Some(DedupeLayer::new()),
+            dedupe: Some(DedupeLayer::builder()),
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -483,11 +484,13 @@ impl ClientBuilder {
         self
     }
 
-    /// The dedupe layer (default `DedupeLayer::new()`: identical concurrent GET and HEAD
+    /// The dedupe options (default `DedupeLayer::builder()`: identical concurrent GET and HEAD
     /// requests share one trip; other methods are left alone unless a request says otherwise
-    /// with `DedupeOverride`).
-    pub fn dedupe(mut self, layer: DedupeLayer) -> Self {
-        self.dedupe = Some(layer);
+    /// with `DedupeOverride`). With `auth`, the client names each request's caller from the
+    /// token manager's session (and `SkipAuth` requests as anonymous), so that responses never
+    /// cross identities.
+    pub fn dedupe(mut self, options: DedupeLayerBuilder) -> Self {
+        self.dedupe = Some(options);
         self
     }
 
@@ -553,7 +556,21 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let dedupe = self.dedupe;
+        let dedupe = self.dedupe.map(|options| match &self.auth {
+            Some(auth) => {
+                let manager = auth.manager.clone();
+                let anonymous = Identity("anonymous".into());
+                options
+                    .identity(move |extensions| {
+                        Some(match extensions.get::<SkipAuth>() {
+                            Some(_) => anonymous.clone(),
+                            None => Identity(manager.session_identity()),
+                        })
+                    })
+                    .build()
+            }
+            None => options.build(),
+        });
         let mut layers = Layers {
             dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
