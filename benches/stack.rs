@@ -19,6 +19,9 @@
 //! clients share one current-thread runtime, so that what is compared is the clients' own
 //! work, not where tokio happened to place their connection tasks across workers.
 //!
+//! A third part measures a fan-out: 32 identical concurrent GETs, which raw hyper sends 32
+//! times and xhttp's dedupe layer once.
+//!
 //! Run: `cargo bench --bench stack` (add `-- --quick` for a shorter criterion part; set
 //! `XHTTP_BENCH_INTERLEAVED_ONLY=1` to run only the interleaved rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -57,6 +60,8 @@ struct Setup {
     server: TestServer,
     _server_runtime: Runtime,
     variants: Vec<(&'static str, Op)>,
+    /// The same 32 concurrent identical GETs (one item): raw hyper sends 32, xhttp one.
+    fan_out: Vec<(&'static str, Op)>,
 }
 
 fn setup() -> Setup {
@@ -122,6 +127,7 @@ fn setup() -> Setup {
         })
     });
 
+    let facade_client = client.clone();
     let facade: Op = Arc::new(move || {
         let client = client.clone();
         Box::pin(async move {
@@ -131,7 +137,22 @@ fn setup() -> Setup {
         })
     });
 
+    let fan_raw = raw_fan_out(&base, &tokens.access_token);
+    let fan_client = facade_client.clone();
+    let fan_xhttp: Op = Arc::new(move || {
+        let client = fan_client.clone();
+        Box::pin(async move {
+            let calls: Vec<_> = (0..FAN_OUT)
+                .map(|_| client.get("/api/items/0"))
+                .map(|b| b.send())
+                .collect();
+            for response in futures_join(calls).await {
+                assert!(response.unwrap().status().is_success());
+            }
+        })
+    });
     Setup {
+        fan_out: vec![("raw_hyper", fan_raw), ("xhttp", fan_xhttp)],
         runtime,
         server,
         _server_runtime: server_runtime,
@@ -228,6 +249,81 @@ fn interleaved_part(setup: &Setup) {
     assert_eq!(counters.token_calls(), 0, "no refresh during the run");
 }
 
+const FAN_OUT: usize = 32;
+
+/// Awaits every future, in order (a tiny `join_all`).
+async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    let mut pinned: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    // Poll all of them before waiting on any, so they are in flight together.
+    std::future::poll_fn(|cx| {
+        for future in &mut pinned {
+            let _ = future.as_mut().poll(cx);
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    for future in pinned {
+        out.push(future.await);
+    }
+    out
+}
+
+fn raw_fan_out(base: &str, token: &str) -> Op {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client = HyperClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
+    let uri: http::Uri = format!("{base}/api/items/0").parse().unwrap();
+    let bearer = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
+    Arc::new(move || {
+        let (client, uri, bearer) = (client.clone(), uri.clone(), bearer.clone());
+        Box::pin(async move {
+            let calls: Vec<_> = (0..FAN_OUT)
+                .map(|_| {
+                    let request = http::Request::get(uri.clone())
+                        .header(http::header::AUTHORIZATION, bearer.clone())
+                        .body(Empty::new())
+                        .unwrap();
+                    let client = client.clone();
+                    async move {
+                        let response = client.request(request).await.unwrap();
+                        response.into_body().collect().await.unwrap().to_bytes()
+                    }
+                })
+                .collect();
+            for body in futures_join(calls).await {
+                assert!(!body.is_empty());
+            }
+        })
+    })
+}
+
+/// 32 identical concurrent GETs per operation: what coalescing saves.
+fn fan_out_part(setup: &Setup) {
+    let rounds = 2_000 / FAN_OUT;
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    for (_, op) in &setup.fan_out {
+        setup.runtime.block_on(run(op.clone(), rounds / 4, 1));
+    }
+    for round in 0..ROUNDS {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut times = [Duration::ZERO; 2];
+        for i in order {
+            times[i] = setup
+                .runtime
+                .block_on(run(setup.fan_out[i].1.clone(), rounds, 1));
+        }
+        ratios.push(times[0].as_secs_f64() / times[1].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "fan-out ({FAN_OUT} identical concurrent GETs)  xhttp median {:.3}  min {:.3}  max {:.3}  ({ROUNDS} rounds of {rounds} fan-outs)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}
+
 fn main() {
     let setup = setup();
     if std::env::var_os("XHTTP_BENCH_INTERLEAVED_ONLY").is_none() {
@@ -240,4 +336,5 @@ fn main() {
         criterion.final_summary();
     }
     interleaved_part(&setup);
+    fan_out_part(&setup);
 }
