@@ -19,6 +19,10 @@
 //! `Bytes` body's `code` field when no envelope layer runs), and gRPC `grpc-status: 16`
 //! (UNAUTHENTICATED). Never 403: `insufficient_scope` is not cured by a new token.
 //!
+//! The inner service must be `Clone + Send + Sync` (a tonic `Channel`, a hyper client and every
+//! xhttp layer are): the layer keeps one shared copy of it for replays, so that a call that
+//! does not replay never clones it.
+//!
 //! Requests marked [`SkipRefresh`] pass untouched. A request whose body cannot be replayed
 //! (a boxed stream) still triggers the refresh, so that the next request succeeds, but its
 //! own first outcome is returned.
@@ -31,7 +35,8 @@
 //! fn stack<S>(manager: TokenManager, origins: Vec<xhttp_core::Origin>, transport: S)
 //!     -> impl tower::Service<http::Request<xhttp_core::Body>>
 //! where
-//!     S: tower::Service<http::Request<xhttp_core::Body>, Response = http::Response<bytes::Bytes>> + Clone + Send + 'static,
+//!     S: tower::Service<http::Request<xhttp_core::Body>, Response = http::Response<bytes::Bytes>>
+//!         + Clone + Send + Sync + 'static,
 //!     S::Error: Into<tower::BoxError>,
 //!     S::Future: Send + 'static,
 //! {
