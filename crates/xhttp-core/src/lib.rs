@@ -35,6 +35,7 @@ pub mod collect;
 pub mod error;
 pub mod origin;
 pub mod redact;
+pub mod timeout;
 
 pub use body::Body;
 pub use clock::{Clock, SharedClock, TokioClock};

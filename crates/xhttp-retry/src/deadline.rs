@@ -1,13 +1,9 @@
 //! [`DeadlineLayer`]: the total time a logical call may take, retries and backoff included.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Request;
-use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower::{BoxError, Layer, Service};
 use xhttp_core::{Deadline, Error, TimeoutScope};
 
@@ -99,38 +95,9 @@ where
             _ => ours,
         };
         request.extensions_mut().insert(deadline);
-        DeadlineFuture {
-            inner: self.inner.call(request),
-            sleep: tokio::time::sleep_until(deadline.0),
-        }
+        DeadlineFuture::new(self.inner.call(request), deadline.0, TimeoutScope::Total)
     }
 }
 
-pin_project! {
-    /// The response future of [`DeadlineService`].
-    pub struct DeadlineFuture<F> {
-        #[pin]
-        inner: F,
-        #[pin]
-        sleep: Sleep,
-    }
-}
-
-impl<F, T, E> Future for DeadlineFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(|e| Error::from_boxed(e.into())));
-        }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Error::timeout(TimeoutScope::Total))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
+/// The response future of [`DeadlineService`].
+pub type DeadlineFuture<F> = xhttp_core::timeout::TimeoutFuture<F>;

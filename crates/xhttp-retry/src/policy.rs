@@ -318,6 +318,16 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    fn header_retry_after<T>(&self, response: &Response<T>) -> Option<Duration> {
+        response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, self.settings.clock.system_now()))
+    }
+}
+
 /// A decision about one outcome.
 enum Verdict {
     Stop,
@@ -350,7 +360,10 @@ impl RetryPolicy {
             };
             match predicate(&outcome) {
                 Some(true) => {
-                    let retry_after = result.as_ref().err().and_then(Error::retry_after);
+                    let retry_after = match result {
+                        Ok(response) => self.header_retry_after(response),
+                        Err(err) => err.retry_after(),
+                    };
                     return Verdict::Retry(RetryReason::Predicate, retry_after);
                 }
                 Some(false) => return Verdict::Stop,
@@ -359,14 +372,7 @@ impl RetryPolicy {
         }
         let repeatable = is_idempotent(method) || request.headers().contains_key(&IDEMPOTENCY_KEY);
         let (status, retry_after) = match result {
-            Ok(response) => {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, self.settings.clock.system_now()));
-                (response.status(), retry_after)
-            }
+            Ok(response) => (response.status(), self.header_retry_after(response)),
             Err(err) => match err.kind() {
                 ErrorKind::Transport if err.is_never_sent() => {
                     return Verdict::Retry(RetryReason::NeverSent, None)

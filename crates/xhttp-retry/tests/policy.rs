@@ -968,3 +968,29 @@ fn services_are_send_and_sync_and_futures_send() {
     assert_send::<tower::retry::future::ResponseFuture<Attempt, Boxed, Request<Body>>>();
     assert_send::<DeadlineFuture<<Retry<Boxed> as Service<Request<Body>>>::Future>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_predicate_retry_of_a_response_honours_its_retry_after() {
+    // A backend that answers 200 with a "busy" marker header and a Retry-After.
+    let policy = max_jitter()
+        .retry_if(|outcome| (outcome.status == Some(StatusCode::ACCEPTED)).then_some(true))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let start = Instant::now();
+    let (result, _) = send(
+        policy,
+        DEADLINE,
+        upstream(&log, |n| {
+            if n == 0 {
+                status_with_retry_after(202, "2")
+            } else {
+                status(200)
+            }
+        }),
+        get(),
+    )
+    .await;
+    assert_eq!(result.unwrap().status(), StatusCode::OK);
+    assert_eq!(log.offsets(start), vec![Duration::ZERO, 2000 * MS]);
+}

@@ -35,7 +35,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower::{BoxError, Layer, Service};
 use xhttp_core::collect::Collector;
 use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
@@ -447,41 +446,13 @@ where
             }
             _ => (self.timeout, TimeoutScope::Attempt),
         };
-        AttemptTimeoutFuture {
-            inner: self.inner.call(request),
-            sleep: tokio::time::sleep(timeout),
-            scope,
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        AttemptTimeoutFuture::new(self.inner.call(request), deadline, scope)
     }
 }
 
-pin_project! {
-    /// The response future of [`AttemptTimeout`].
-    pub struct AttemptTimeoutFuture<F> {
-        #[pin]
-        inner: F,
-        #[pin]
-        sleep: Sleep,
-        scope: TimeoutScope,
-    }
-}
-
-impl<F, T, E> Future for AttemptTimeoutFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(|e| Error::from_boxed(e.into())));
-        }
-        ready!(this.sleep.poll(cx));
-        Poll::Ready(Err(Error::timeout(*this.scope)))
-    }
-}
+/// The response future of [`AttemptTimeout`].
+pub type AttemptTimeoutFuture<F> = xhttp_core::timeout::TimeoutFuture<F>;
 
 #[cfg(test)]
 mod tests {

@@ -78,44 +78,54 @@ impl OAuth2Refresh {
             client: OAuthClient::new(transport, token_url)?,
         })
     }
-
-    /// The client's identifier (RFC 6749 section 2.2).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client.client_id = Some(client_id.into());
-        self
-    }
-
-    /// The client's secret; never printed.
-    pub fn client_secret(mut self, client_secret: Secret) -> Self {
-        self.client.client_secret = Some(client_secret);
-        self
-    }
-
-    /// Whether the client id and secret go in an HTTP Basic `Authorization` header (`true`,
-    /// the default) or in the form body (`false`).
-    pub fn basic_auth(mut self, basic: bool) -> Self {
-        self.client.basic_auth = basic;
-        self
-    }
-
-    /// The `scope` parameter (space-separated scopes, section 3.3).
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.client.scope = Some(scope.into());
-        self
-    }
-
-    /// An extra form parameter (`audience`, `resource`, ...). Its value is never printed.
-    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.client.params.push((name.into(), value.into()));
-        self
-    }
-
-    /// Where the fields of the answer sit; default [`TokenResponseFields::oauth2`].
-    pub fn response_fields(mut self, fields: TokenResponseFields) -> Self {
-        self.client.fields = fields;
-        self
-    }
 }
+
+/// The client options both OAuth grants share, written once.
+macro_rules! client_options {
+    ($grant:ty) => {
+        impl $grant {
+            /// The client's identifier (RFC 6749 section 2.2).
+            pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+                self.client.client_id = Some(client_id.into());
+                self
+            }
+
+            /// The client's secret; never printed.
+            pub fn client_secret(mut self, client_secret: Secret) -> Self {
+                self.client.client_secret = Some(client_secret);
+                self
+            }
+
+            /// Whether the client id and secret go in an HTTP Basic `Authorization` header (`true`,
+            /// the default) or in the form body (`false`).
+            pub fn basic_auth(mut self, basic: bool) -> Self {
+                self.client.basic_auth = basic;
+                self
+            }
+
+            /// The `scope` parameter (space-separated scopes, section 3.3).
+            pub fn scope(mut self, scope: impl Into<String>) -> Self {
+                self.client.scope = Some(scope.into());
+                self
+            }
+
+            /// An extra form parameter (`audience`, `resource`, ...). Its value is never printed.
+            pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+                self.client.params.push((name.into(), value.into()));
+                self
+            }
+
+            /// Where the fields of the answer sit; default [`TokenResponseFields::oauth2`].
+            pub fn response_fields(mut self, fields: TokenResponseFields) -> Self {
+                self.client.fields = fields;
+                self
+            }
+        }
+    };
+}
+
+client_options!(OAuth2Refresh);
+client_options!(ClientCredentials);
 
 impl RefreshGrant for OAuth2Refresh {
     fn request<'a>(
@@ -196,43 +206,6 @@ impl ClientCredentials {
         Ok(ClientCredentials {
             client: OAuthClient::new(transport, token_url)?,
         })
-    }
-
-    /// The client's identifier (RFC 6749 section 2.2).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client.client_id = Some(client_id.into());
-        self
-    }
-
-    /// The client's secret; never printed.
-    pub fn client_secret(mut self, client_secret: Secret) -> Self {
-        self.client.client_secret = Some(client_secret);
-        self
-    }
-
-    /// Whether the client id and secret go in an HTTP Basic `Authorization` header (`true`,
-    /// the default) or in the form body (`false`).
-    pub fn basic_auth(mut self, basic: bool) -> Self {
-        self.client.basic_auth = basic;
-        self
-    }
-
-    /// The `scope` parameter (space-separated scopes, section 3.3).
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.client.scope = Some(scope.into());
-        self
-    }
-
-    /// An extra form parameter (`audience`, `resource`, ...). Its value is never printed.
-    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.client.params.push((name.into(), value.into()));
-        self
-    }
-
-    /// Where the fields of the answer sit; default [`TokenResponseFields::oauth2`].
-    pub fn response_fields(mut self, fields: TokenResponseFields) -> Self {
-        self.client.fields = fields;
-        self
     }
 }
 
