@@ -23,7 +23,8 @@
 //! times and xhttp's dedupe layer once.
 //!
 //! Run: `cargo bench --bench stack` (add `-- --quick` for a shorter criterion part; set
-//! `XHTTP_BENCH_INTERLEAVED_ONLY=1` to run only the interleaved rounds).
+//! `XHTTP_BENCH_INTERLEAVED_ONLY=1` to run only the interleaved rounds, or
+//! `XHTTP_BENCH_PROFILE=<client>` to run one client alone under a profiler).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::future::Future;
@@ -326,6 +327,17 @@ fn fan_out_part(setup: &Setup) {
 
 fn main() {
     let setup = setup();
+    // For profilers: one client alone at concurrency 32 (`XHTTP_BENCH_PROFILE=xhttp perf record ...`).
+    if let Ok(name) = std::env::var("XHTTP_BENCH_PROFILE") {
+        let (_, op) = setup
+            .variants
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("XHTTP_BENCH_PROFILE names raw_hyper, xhttp_service or xhttp");
+        let took = setup.runtime.block_on(run(op.clone(), 200_000, 32));
+        println!("{name}: 200000 requests at concurrency 32 in {took:?}");
+        return;
+    }
     if std::env::var_os("XHTTP_BENCH_INTERLEAVED_ONLY").is_none() {
         let mut criterion = Criterion::default()
             .warm_up_time(Duration::from_secs(1))
