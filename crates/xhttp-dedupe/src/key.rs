@@ -1,5 +1,7 @@
 //! What makes two requests "the same": compared by value, never by a hash alone.
 
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
@@ -75,9 +77,17 @@ pub(crate) const DEFAULT_KEY_HEADERS: [HeaderName; 5] = [
     COOKIE,
 ];
 
-/// Two requests with equal keys are the same request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Two requests with equal keys are the same request. Compared field by field; the hash
+/// (SipHash with the layer's random keys) is computed once, when the key is made, and the map
+/// reuses it for its lookup, insert and remove.
+#[derive(Debug, Clone)]
 pub(crate) struct Key {
+    hash: u64,
+    parts: Parts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Parts {
     method: Method,
     uri: Uri,
     body: BodyKey,
@@ -88,6 +98,44 @@ pub(crate) struct Key {
     /// A caller with a smaller body limit must not get a larger body through another's trip.
     limit: Option<xhttp_core::BodyLimit>,
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.parts == other.parts
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The map's hasher: the key already carries its SipHash, so this passes it through.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Key`; fold anything else in, to stay a valid hasher.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// The map type: keys hashed once, with the layer's random SipHash keys.
+pub(crate) type KeyMap<V> = std::collections::HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 /// Names the caller of a request from its extensions (the facade derives it from the token
 /// manager's session and `SkipAuth`).
@@ -101,6 +149,7 @@ impl Key {
         headers: &[HeaderName],
         body_cap: usize,
         identity: Option<&IdentityFn>,
+        random: &RandomState,
     ) -> Option<Key> {
         let body = match request.body().body_key() {
             BodyKey::Bytes(bytes) if bytes.len() > body_cap => return None,
@@ -119,7 +168,7 @@ impl Key {
                 }
             }
         }
-        Some(Key {
+        let parts = Parts {
             method: request.method().clone(),
             uri: request.uri().clone(),
             body,
@@ -129,6 +178,10 @@ impl Key {
                 None => identity.and_then(|name| name(request.extensions())),
             },
             limit: request.extensions().get::<xhttp_core::BodyLimit>().copied(),
+        };
+        Some(Key {
+            hash: random.hash_one(&parts),
+            parts,
         })
     }
 }
@@ -137,8 +190,10 @@ impl Key {
 mod tests {
     use super::*;
 
+    static RANDOM: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::new);
+
     fn key(request: Request<xhttp_core::Body>) -> Option<Key> {
-        Key::of(&request, &DEFAULT_KEY_HEADERS, 64 * 1024, None)
+        Key::of(&request, &DEFAULT_KEY_HEADERS, 64 * 1024, None, &RANDOM)
     }
 
     #[test]

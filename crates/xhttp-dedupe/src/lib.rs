@@ -58,7 +58,6 @@
 mod key;
 mod scope;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +78,7 @@ use xhttp_core::{Error, ErrorKind};
 pub use key::{BodyKey, Identity, KeyBody};
 pub use scope::CancelScope;
 
-use key::{IdentityFn, Key, DEFAULT_KEY_HEADERS};
+use key::{IdentityFn, Key, KeyMap, DEFAULT_KEY_HEADERS};
 
 /// What to do with a request identical to one in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +147,8 @@ struct Shared<T> {
     max_entries: usize,
     window: Option<Duration>,
     identity: Option<Arc<IdentityFn>>,
-    map: Mutex<HashMap<Key, Entry<T>>>,
+    map: Mutex<KeyMap<Entry<T>>>,
+    random: std::hash::RandomState,
     next_id: AtomicU64,
     counters: Counters,
 }
@@ -328,7 +328,8 @@ impl DedupeLayerBuilder {
                 max_entries: self.max_entries,
                 window: self.window,
                 identity: self.identity,
-                map: Mutex::new(HashMap::new()),
+                map: Mutex::new(KeyMap::default()),
+                random: std::hash::RandomState::new(),
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
             }),
@@ -469,6 +470,7 @@ where
                 &self.shared.headers,
                 self.shared.body_cap,
                 self.shared.identity.as_deref(),
+                &self.shared.random,
             ),
         };
         // The inner service is ready (poll_ready); it is called right here when a trip starts,
@@ -608,7 +610,7 @@ where
     /// Whether the map holds `max_entries` keys, not counting successes whose window has
     /// ended: those are otherwise removed only when their own key comes again, and would fill
     /// the bound and turn deduplication off for every new key.
-    fn full(&self, map: &mut HashMap<Key, Entry<T>>) -> bool {
+    fn full(&self, map: &mut KeyMap<Entry<T>>) -> bool {
         if map.len() >= self.max_entries && self.window.is_some() {
             let now = Instant::now();
             map.retain(|_, entry| !matches!(entry, Entry::Done { until, .. } if *until <= now));
@@ -635,7 +637,7 @@ where
         }
     }
 
-    fn settle(&self, map: &mut HashMap<Key, Entry<T>>, key: &Key, id: u64, result: &Outcome<T>) {
+    fn settle(&self, map: &mut KeyMap<Entry<T>>, key: &Key, id: u64, result: &Outcome<T>) {
         if map.get(key).map(Entry::id) != Some(id) {
             return;
         }
