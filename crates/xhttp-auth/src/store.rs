@@ -117,3 +117,39 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 }
+
+/// The contract every store keeps, run against each store's own tests.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
+        StoredTokens {
+            access_token: Secret::new(access),
+            refresh_token: refresh.map(Secret::new),
+            expires_at: None,
+        }
+    }
+
+    /// `swap` stores only over the expected refresh token, and a loser learns what is stored.
+    pub(crate) async fn swap_is_a_compare_and_swap(store: &dyn TokenStore) {
+        let r1 = Secret::new("r1");
+        // Empty store: expecting a token conflicts with "nothing stored".
+        let new = tokens("a2", Some("r2"));
+        assert_eq!(
+            store.swap(Some(&r1), &new).await.unwrap(),
+            Swap::Conflict(None)
+        );
+        // Empty store, expecting nothing: the first tokens go in.
+        let first = tokens("a1", Some("r1"));
+        assert_eq!(store.swap(None, &first).await.unwrap(), Swap::Saved);
+        assert_eq!(store.swap(Some(&r1), &new).await.unwrap(), Swap::Saved);
+        // A replica still holding r1 loses, and is told what is stored.
+        let late = tokens("a3", Some("r3"));
+        assert_eq!(
+            store.swap(Some(&r1), &late).await.unwrap(),
+            Swap::Conflict(Some(new.clone()))
+        );
+        assert_eq!(store.load().await.unwrap(), Some(new));
+    }
+}

@@ -465,34 +465,10 @@ mod tests {
     #[tokio::test]
     async fn swap_is_a_compare_and_swap_on_the_refresh_token() {
         let dir = TempDir::new("swap");
-        let store = FileStore::new(dir.0.join("tokens.json"));
-        let r1 = Secret::new("r1");
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a2", Some("r2")))
-                .await
-                .unwrap(),
-            Swap::Conflict(None)
-        );
-        assert_eq!(
-            store.swap(None, &tokens("a1", Some("r1"))).await.unwrap(),
-            Swap::Saved
-        );
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a2", Some("r2")))
-                .await
-                .unwrap(),
-            Swap::Saved
-        );
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a3", Some("r3")))
-                .await
-                .unwrap(),
-            Swap::Conflict(Some(tokens("a2", Some("r2"))))
-        );
-        assert_eq!(store.load().await.unwrap(), Some(tokens("a2", Some("r2"))));
+        crate::store::contract::swap_is_a_compare_and_swap(&FileStore::new(
+            dir.0.join("tokens.json"),
+        ))
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,37 +105,7 @@ mod tests {
 
     #[tokio::test]
     async fn swap_stores_only_over_the_expected_refresh_token() {
-        let store = MemoryStore::new();
-        let r1 = Secret::new("r1");
-        // Empty store: expecting a token conflicts with "nothing stored".
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a2", Some("r2")))
-                .await
-                .unwrap(),
-            Swap::Conflict(None)
-        );
-        // Empty store, expecting nothing: the first tokens go in.
-        assert_eq!(
-            store.swap(None, &tokens("a1", Some("r1"))).await.unwrap(),
-            Swap::Saved
-        );
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a2", Some("r2")))
-                .await
-                .unwrap(),
-            Swap::Saved
-        );
-        // A replica still holding r1 loses, and is told what is stored.
-        assert_eq!(
-            store
-                .swap(Some(&r1), &tokens("a3", Some("r3")))
-                .await
-                .unwrap(),
-            Swap::Conflict(Some(tokens("a2", Some("r2"))))
-        );
-        assert_eq!(store.load().await.unwrap(), Some(tokens("a2", Some("r2"))));
+        crate::store::contract::swap_is_a_compare_and_swap(&MemoryStore::new()).await;
     }
 
     #[tokio::test]
