@@ -18,8 +18,9 @@ use crate::{Config, Replayed};
 /// What a call keeps to replay its request after a refresh.
 pub(crate) struct Replay<S, B> {
     pub(crate) service: Arc<S>,
-    /// `None` when the body cannot be replayed.
-    pub(crate) request: Option<Request<B>>,
+    /// `None` when the body cannot be replayed. Boxed: a request is 272 bytes, and every
+    /// layer above moves this future while the chain is built.
+    pub(crate) request: Option<Box<Request<B>>>,
     pub(crate) slot: GenerationSlot,
     pub(crate) config: Arc<Config>,
 }
@@ -45,11 +46,12 @@ where
             .manager
             .refresh_after_rejection(generation)
             .await?;
-        let Some(mut request) = self.request else {
+        let Some(request) = self.request else {
             tracing::debug!("request body cannot be replayed: returning the first outcome");
             return first;
         };
         drop(first);
+        let mut request = *request;
         request.extensions_mut().insert(Replayed);
         request.extensions_mut().insert(GenerationSlot::new());
         let second = S::clone(&self.service)

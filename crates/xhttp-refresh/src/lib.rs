@@ -347,7 +347,7 @@ where
         }
         // Cloned before the slot goes in: a request with no extensions of its own clones
         // without allocating a map; the replay gets a slot of its own anyway.
-        let replay = try_clone_request(&request);
+        let replay = try_clone_request(&request).map(Box::new);
         let slot = GenerationSlot::new();
         request.extensions_mut().insert(slot.clone());
         let future = self.inner.call(request);
