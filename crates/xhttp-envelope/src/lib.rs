@@ -1,0 +1,548 @@
+//! Unwrapping `{code, message, result}` envelopes.
+//!
+//! The seeds' backends answer HTTP 200 with an envelope: `{"code":0,"message":"ok","result":
+//! {...}}` (vue-vben-admin), `{"Code":200,"Msg":"..","Data":{..}}` (seed 000's
+//! `formatResponse`), `{"code":200,"msg":"..","data":{..}}`. Every front end unwraps it in an
+//! interceptor; [`EnvelopeLayer`] does it once, below retry and refresh, so that they see a
+//! business failure as a typed [`Error::business`](xhttp_core::Error::business):
+//!
+//! - **success** (the code is one of the success codes): the response body becomes the data,
+//!   sliced out of the original bytes (`serde_json::value::RawValue` + `Bytes::slice_ref`):
+//!   no re-serialising, no copy, and the payload is never altered (vben's `formatDate` trims
+//!   every string it sees; this does not touch a byte). Code and message stay readable as an
+//!   [`EnvelopeMeta`] response extension;
+//! - **failure**: `Err(Error::business(code, message))` with the HTTP status;
+//! - **not an envelope**: a response that is not 2xx, or not JSON by its content type, or JSON
+//!   without the code field, passes through untouched; a body that claims JSON and is broken
+//!   is a `Decode` error with the status, the content type and the first 4 KiB, redacted.
+//!
+//! [`RawResponse`] skips the layer for one request (vben's `isReturnNativeResponse`).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use xhttp_core::{Error, ErrorKind};
+//! use xhttp_envelope::{Envelope, EnvelopeLayer, EnvelopeMeta};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let api = service_fn(|request: http::Request<()>| async move {
+//!     let body: &'static [u8] = if request.uri().path() == "/ok" {
+//!         br#"{"code":0,"message":"ok","result":{"id":7}}"#
+//!     } else {
+//!         br#"{"code":1003,"message":"system busy","result":null}"#
+//!     };
+//!     let mut response = http::Response::new(Bytes::from_static(body));
+//!     response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+//!     Ok::<_, Error>(response)
+//! });
+//! let service = EnvelopeLayer::new(Envelope::vben()).layer(api);
+//!
+//! let ok = service.clone().oneshot(http::Request::get("/ok").body(()).unwrap()).await.unwrap();
+//! assert_eq!(ok.body(), r#"{"id":7}"#);
+//! assert_eq!(ok.extensions().get::<EnvelopeMeta>().unwrap().message.as_deref(), Some("ok"));
+//!
+//! let busy = service.oneshot(http::Request::get("/busy").body(()).unwrap()).await.unwrap_err();
+//! assert_eq!(busy.kind(), ErrorKind::Business);
+//! assert_eq!(busy.message(), Some("system busy"));
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+mod excerpt;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use pin_project_lite::pin_project;
+use serde_json::value::RawValue;
+use tower::{BoxError, Layer, Service};
+use xhttp_core::{BusinessCode, Error};
+
+/// Per-request option: return the whole response, envelope and all (vben's
+/// `isReturnNativeResponse`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawResponse;
+
+/// The envelope's code and message, kept on a successful response whose body is now the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeMeta {
+    /// The success code.
+    pub code: BusinessCode,
+    /// The message, when the envelope had one.
+    pub message: Option<String>,
+}
+
+type SuccessPredicate = Arc<dyn Fn(&BusinessCode) -> bool + Send + Sync>;
+
+/// Where an envelope keeps its code, message and data, and which codes mean success.
+///
+/// Locations are field names (`"code"`) or JSON pointers (`"/meta/code"`).
+///
+/// ```
+/// use xhttp_envelope::Envelope;
+/// let dialect = Envelope::new("/status/code", "/status/text", "/payload").success_codes(["OK"]);
+/// # drop(dialect);
+/// ```
+#[derive(Clone)]
+pub struct Envelope {
+    code: Vec<String>,
+    message: Vec<String>,
+    data: Vec<String>,
+    success: Success,
+}
+
+#[derive(Clone)]
+enum Success {
+    Codes(Vec<BusinessCode>),
+    Predicate(SuccessPredicate),
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Envelope");
+        d.field("code", &self.code)
+            .field("message", &self.message)
+            .field("data", &self.data);
+        match &self.success {
+            Success::Codes(codes) => d.field("success", codes),
+            Success::Predicate(_) => d.field("success", &"<predicate>"),
+        };
+        d.finish()
+    }
+}
+
+impl Envelope {
+    /// An envelope with its code, message and data at these locations; success code `0`.
+    pub fn new(code: &str, message: &str, data: &str) -> Envelope {
+        Envelope {
+            code: pointer(code),
+            message: pointer(message),
+            data: pointer(data),
+            success: Success::Codes(vec![BusinessCode::Int(0)]),
+        }
+    }
+
+    /// vue-vben-admin's `{"code":0,"message":"..","result":..}`, success code 0.
+    pub fn vben() -> Envelope {
+        Envelope::new("code", "message", "result")
+    }
+
+    /// Seed 000's `formatResponse` shape: `{"Code":200,"Msg":"..","Data":..}`, success 200.
+    pub fn pascal() -> Envelope {
+        Envelope::new("Code", "Msg", "Data").success_codes([200])
+    }
+
+    /// `{"code":200,"msg":"..","data":..}`, success 200.
+    pub fn msg_data() -> Envelope {
+        Envelope::new("code", "msg", "data").success_codes([200])
+    }
+
+    /// The codes that mean success (numbers and strings; `"0"` and `0` are the same code).
+    pub fn success_codes<C: Into<BusinessCode>>(
+        mut self,
+        codes: impl IntoIterator<Item = C>,
+    ) -> Self {
+        self.success = Success::Codes(codes.into_iter().map(|c| normalize(c.into())).collect());
+        self
+    }
+
+    /// A predicate over the code instead of a set.
+    pub fn success_if(
+        mut self,
+        predicate: impl Fn(&BusinessCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.success = Success::Predicate(Arc::new(predicate));
+        self
+    }
+
+    fn is_success(&self, code: &BusinessCode) -> bool {
+        match &self.success {
+            Success::Codes(codes) => codes.contains(code),
+            Success::Predicate(predicate) => predicate(code),
+        }
+    }
+}
+
+/// A field name or JSON pointer (RFC 6901) as the tokens to walk.
+fn pointer(location: &str) -> Vec<String> {
+    match location.strip_prefix('/') {
+        Some(rest) => rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => vec![location.to_string()],
+    }
+}
+
+/// `"0"` and `0` are one code: backends are not consistent about it.
+fn normalize(code: BusinessCode) -> BusinessCode {
+    match code {
+        BusinessCode::Str(text) => match text.parse::<i64>() {
+            Ok(n) if n.to_string() == *text => BusinessCode::Int(n),
+            _ => BusinessCode::Str(text),
+        },
+        int => int,
+    }
+}
+
+/// Unwraps envelopes; see the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct EnvelopeLayer {
+    envelope: Arc<Envelope>,
+}
+
+impl EnvelopeLayer {
+    /// A layer for this envelope dialect.
+    pub fn new(envelope: Envelope) -> Self {
+        EnvelopeLayer {
+            envelope: Arc::new(envelope),
+        }
+    }
+}
+
+impl<S> Layer<S> for EnvelopeLayer {
+    type Service = EnvelopeService<S>;
+
+    fn layer(&self, inner: S) -> EnvelopeService<S> {
+        EnvelopeService {
+            inner,
+            envelope: self.envelope.clone(),
+        }
+    }
+}
+
+/// The service of [`EnvelopeLayer`].
+#[derive(Debug, Clone)]
+pub struct EnvelopeService<S> {
+    inner: S,
+    envelope: Arc<Envelope>,
+}
+
+impl<S> EnvelopeService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for EnvelopeService<S>
+where
+    S: Service<Request<B>, Response = Response<Bytes>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Bytes>;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let unwrap = request
+            .extensions()
+            .get::<RawResponse>()
+            .is_none()
+            .then(|| Target {
+                envelope: self.envelope.clone(),
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+            });
+        ResponseFuture {
+            inner: self.inner.call(request),
+            unwrap,
+        }
+    }
+}
+
+/// What a call needs to unwrap its response and to name itself in an error.
+struct Target {
+    envelope: Arc<Envelope>,
+    method: Method,
+    uri: Uri,
+}
+
+pin_project! {
+    /// The response future of [`EnvelopeService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        unwrap: Option<Target>,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Bytes>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<Bytes>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
+        Poll::Ready(match this.unwrap.take() {
+            Some(target) => unwrap(response, &target.envelope)
+                .map_err(|err| err.with_method_uri(&target.method, &target.uri)),
+            None => Ok(response),
+        })
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// Unwraps one response as the envelope says.
+///
+/// ```
+/// use bytes::Bytes;
+/// use xhttp_envelope::{unwrap, Envelope};
+/// let mut response = http::Response::new(Bytes::from_static(br#"{"Code":200,"Msg":"ok","Data":[1,2]}"#));
+/// response.headers_mut().insert("content-type", "application/json; charset=utf-8".parse().unwrap());
+/// let data = unwrap(response, &Envelope::pascal()).unwrap();
+/// assert_eq!(data.body(), "[1,2]");
+/// ```
+pub fn unwrap(response: Response<Bytes>, envelope: &Envelope) -> Result<Response<Bytes>, Error> {
+    if !response.status().is_success() || !is_json(response.headers()) {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    // One pass over the top-level object; deeper fields are parsed only along their path.
+    let fields = match std::str::from_utf8(&body).map(serde_json::from_str::<Fields<'_>>) {
+        Ok(Ok(fields)) => fields,
+        Ok(Err(err)) => {
+            // Valid JSON that is not an object is not an envelope; broken JSON is an error.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+                return Ok(Response::from_parts(parts, body));
+            }
+            return Err(broken(&parts, &body, &err.to_string()));
+        }
+        Err(_) => return Err(broken(&parts, &body, "not UTF-8")),
+    };
+    let lookup = |pointer: &[String]| -> Option<&RawValue> {
+        let (first, rest) = pointer.split_first()?;
+        let value = fields.0.iter().find(|(name, _)| name == first)?.1;
+        find(value, rest)
+    };
+    let code = match lookup(&envelope.code).and_then(code_of) {
+        Some(code) => code,
+        // JSON, but not an envelope: nothing to unwrap.
+        None => return Ok(Response::from_parts(parts, body)),
+    };
+    let message =
+        lookup(&envelope.message).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    if !envelope.is_success(&code) {
+        let err = Error::business(code, message.unwrap_or_default()).with_status(parts.status);
+        return Err(err);
+    }
+    let data = match lookup(&envelope.data) {
+        Some(raw) => body.slice_ref(raw.get().as_bytes()),
+        None => Bytes::from_static(b"null"),
+    };
+    parts.extensions.insert(EnvelopeMeta { code, message });
+    Ok(Response::from_parts(parts, data))
+}
+
+/// The value at `pointer` in `root`, borrowed from the original bytes.
+fn find<'a>(root: &'a RawValue, pointer: &[String]) -> Option<&'a RawValue> {
+    let mut current = root;
+    for token in pointer {
+        let text = current.get();
+        current = match text.as_bytes().first() {
+            Some(b'{') => {
+                let fields: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)> =
+                    serde_json::from_str::<Fields<'a>>(text).ok()?.0;
+                fields.into_iter().find(|(name, _)| name == token)?.1
+            }
+            Some(b'[') => {
+                let index: usize = token.parse().ok()?;
+                let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+                items.get(index).copied()?
+            }
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// An object's fields in order, names borrowed when they have no escapes.
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Fields<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(name) = map.next_key::<CowStr<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((name.0, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the input when possible.
+struct CowStr<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CowStr<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(value)))
+            }
+
+            fn visit_str<E>(self, value: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(value.to_string())))
+            }
+        }
+
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A code as a number or a string; anything else is no code.
+fn code_of(raw: &RawValue) -> Option<BusinessCode> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text)
+            .ok()
+            .map(|s| normalize(BusinessCode::from(s.as_str()))),
+        b'-' | b'0'..=b'9' => text.parse::<i64>().ok().map(BusinessCode::Int),
+        _ => None,
+    }
+}
+
+/// A body that claims JSON and is not: status, content type, where it broke, and the first
+/// 4 KiB with anything that looks like a secret masked.
+fn broken(parts: &http::response::Parts, body: &Bytes, why: &str) -> Error {
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // serde's message names a position and a category, never the content.
+    let why = why.split(" at line").next().unwrap_or(why);
+    Error::decode(format!(
+        "{content_type} body is not valid JSON ({why}); it begins: {}",
+        excerpt::redacted(body, 4096)
+    ))
+    .with_status(parts.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: &'static str) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, "application/json".parse().unwrap());
+        response
+    }
+
+    #[test]
+    fn data_is_a_slice_of_the_original_buffer() {
+        let response = json(r#"{"code":0,"message":"ok","result":{"items":[1,2,3]}}"#);
+        let start = response.body().as_ptr() as usize;
+        let data = unwrap(response, &Envelope::vben()).unwrap();
+        assert_eq!(data.body(), r#"{"items":[1,2,3]}"#);
+        let offset = data.body().as_ptr() as usize - start;
+        assert_eq!(offset, r#"{"code":0,"message":"ok","result":"#.len());
+    }
+
+    #[test]
+    fn pointers_reach_nested_fields_and_array_items() {
+        let response = json(r#"{"meta":{"code":"OK","info":["first","second"]},"payload":"x"}"#);
+        let envelope =
+            Envelope::new("/meta/code", "/meta/info/1", "/payload").success_codes(["OK"]);
+        let data = unwrap(response, &envelope).unwrap();
+        assert_eq!(data.body(), r#""x""#);
+        let meta = data.extensions().get::<EnvelopeMeta>().unwrap();
+        assert_eq!(meta.message.as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn string_and_number_codes_are_one_code() {
+        let envelope = Envelope::vben();
+        assert!(unwrap(json(r#"{"code":"0","result":1}"#), &envelope).is_ok());
+        let err = unwrap(
+            json(r#"{"code":"40009","message":"token expired"}"#),
+            &envelope,
+        )
+        .unwrap_err();
+        assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
+    }
+
+    #[test]
+    fn escaped_field_names_are_found() {
+        let response = json(r#"{"co\u0064e":0,"result":true}"#);
+        assert_eq!(unwrap(response, &Envelope::vben()).unwrap().body(), "true");
+    }
+
+    #[test]
+    fn the_payload_is_never_altered() {
+        let body =
+            r#"{"code":0,"result":{"name":"  spaced  ","when":"2024-01-01 00:00:00","n":1.50}}"#;
+        let data = unwrap(json(body), &Envelope::vben()).unwrap();
+        assert_eq!(
+            data.body(),
+            r#"{"name":"  spaced  ","when":"2024-01-01 00:00:00","n":1.50}"#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let mut response = Response::new(Bytes::from(body));
+            response.headers_mut().insert(CONTENT_TYPE, "application/json".parse().unwrap());
+            let _ = unwrap(response, &Envelope::vben());
+        }
+    }
+}
