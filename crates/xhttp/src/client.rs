@@ -14,6 +14,7 @@ use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
 use xhttp_core::{Body, BodyLimit, Error};
 use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats, Identity};
+use xhttp_envelope::{Envelope, EnvelopeLayer};
 use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
 
@@ -257,6 +258,7 @@ struct Layers {
     dedupe: Option<DedupeLayer>,
     refresh: Option<RefreshLayer>,
     retry: Option<RetryLayer>,
+    envelope: Option<EnvelopeLayer>,
     auth: Option<AuthLayer>,
 }
 
@@ -280,6 +282,7 @@ fn canonical_stack(
         .layer(DeadlineLayer::new(timeouts.total))
         .option_layer(layers.refresh)
         .option_layer(layers.retry)
+        .option_layer(layers.envelope)
         .option_layer(layers.auth)
         .layer(AttemptTimeoutLayer::new(timeouts.attempt))
         .layer(CollectLayer::with_limit(limit))
@@ -330,6 +333,7 @@ pub struct ClientBuilder {
     deadline: Duration,
     retry: Option<RetryPolicy>,
     dedupe: Option<DedupeLayerBuilder>,
+    envelope: Option<Envelope>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -365,6 +369,7 @@ impl ClientBuilder {
             deadline: DEFAULT_DEADLINE,
             retry: Some(RetryPolicy::default()),
             dedupe: Some(DedupeLayer::builder()),
+            envelope: None,
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -500,6 +505,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Unwraps this envelope dialect from every 2xx JSON response (off by default): the body
+    /// becomes the data, a failure code becomes `ErrorKind::Business` (which retry, refresh and
+    /// the caller see as a typed error), and `Response::envelope` keeps code and message.
+    /// `RawResponse` on a request skips it.
+    pub fn envelope(mut self, envelope: Envelope) -> Self {
+        self.envelope = Some(envelope);
+        self
+    }
+
     /// The largest response body held in memory; default 16 MiB. A request may set its own
     /// with [`RequestBuilder::body_limit`].
     pub fn body_limit(mut self, bytes: u64) -> Self {
@@ -574,6 +588,7 @@ impl ClientBuilder {
         let mut layers = Layers {
             dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
+            envelope: self.envelope.map(EnvelopeLayer::new),
             ..Layers::default()
         };
         if let Some(mut options) = self.auth {

@@ -26,6 +26,7 @@
 //! deadline         total time of the call (default 30 s), backoff and refresh included
 //!   refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
 //!     retry        idempotency-aware, full-jitter backoff, capped Retry-After, shared budget
+//!      envelope    {code,message,result} -> the data, or Error::Business (opt-in)
 //!       auth       the TokenManager's token, to the configured origins only, sensitive header
 //!         attempt  per-trip timeout (default 10 s, at most the time left) covering head and body
 //!           collect    Response<Incoming> -> Response<Bytes> under a cap (default 16 MiB)
@@ -58,6 +59,11 @@ pub mod refresh {
 /// Coalesce, cancel-previous, reject-duplicate and cancel scopes (`xhttp-dedupe`).
 pub mod dedupe {
     pub use xhttp_dedupe::*;
+}
+
+/// Envelope unwrapping (`xhttp-envelope`).
+pub mod envelope {
+    pub use xhttp_envelope::*;
 }
 
 /// Retry, backoff, `Retry-After`, budget and the total deadline (`xhttp-retry`).

@@ -39,6 +39,12 @@ impl Response {
         self.inner.extensions()
     }
 
+    /// The envelope's code and message, when the client unwrapped one (the body is then the
+    /// envelope's data).
+    pub fn envelope(&self) -> Option<&xhttp_envelope::EnvelopeMeta> {
+        self.inner.extensions().get()
+    }
+
     /// The body.
     pub fn body(&self) -> &Bytes {
         self.inner.body()
