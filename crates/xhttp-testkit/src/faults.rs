@@ -37,7 +37,8 @@ pub enum Route {
     CloseMidBody,
     /// `GET /gate/{id}`.
     Gate,
-    /// `/status/{code}`, any method.
+    /// `/status/{code}` (any method), `GET /problem/{code}`, `GET /html-error/{code}` and
+    /// `GET /envelope-error/{code}`.
     Status,
     /// `GET /slow/{ms}` and `GET /slow-body/{ms}`.
     Slow,

@@ -79,6 +79,9 @@
 //! | `GET /gate/{id}` | waits for [`Gate::open`], then the envelope with `{"id":<id>}` |
 //! | `GET /api/gate/{id}` | waits for [`Gate::open`], *then* checks the bearer token, then answers as `/api/items/{id}`: many requests with one token line up before any is answered |
 //! | `ANY /status/{code}` | that status with `{"error":{"message":"status <code>"}}`; `?retry_after=` adds `Retry-After` |
+//! | `GET /problem/{code}` | that status, `content-type: application/problem+json`, `{"type":"https://example.com/probs/x","title":"Unprocessable","status":400,"detail":"name must not be empty"}` (the `status` member deliberately disagrees with the HTTP status) |
+//! | `GET /html-error/{code}` | that status with `content-type: text/html` and an nginx-style HTML error page |
+//! | `GET /envelope-error/{code}` | that status with `{"code":<code>,"message":"envelope says <code>","result":null}` |
 //! | `GET /slow/{ms}` | answers after `ms` milliseconds |
 //! | `GET /slow-body/{ms}` | sends half the body at once and the rest after `ms` milliseconds |
 //! | `ANY /redirect?to=<url>&status=<3xx>` | a redirect (default 302) to any URL |

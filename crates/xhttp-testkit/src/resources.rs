@@ -168,19 +168,77 @@ pub(crate) struct StatusQuery {
     retry_after: Option<String>,
 }
 
-/// `/status/{code}`: that status, with `Retry-After` when `?retry_after=` is given.
-pub(crate) async fn status(Path(code): Path<u16>, Query(query): Query<StatusQuery>) -> Response {
-    let Some(status) = StatusCode::from_u16(code)
+/// The final status `code` names, if it names one.
+fn final_status(code: u16) -> Option<StatusCode> {
+    StatusCode::from_u16(code)
         .ok()
         .filter(|status| (200..600).contains(&status.as_u16()))
-    else {
-        return responses::error(StatusCode::BAD_REQUEST, "the status must be in 200..=599");
+}
+
+fn not_a_final_status() -> Response {
+    responses::error(StatusCode::BAD_REQUEST, "the status must be in 200..=599")
+}
+
+/// `/status/{code}`: that status, with `Retry-After` when `?retry_after=` is given.
+pub(crate) async fn status(Path(code): Path<u16>, Query(query): Query<StatusQuery>) -> Response {
+    let Some(status) = final_status(code) else {
+        return not_a_final_status();
     };
     responses::error_with_retry_after(
         status,
         &format!("status {code}"),
         query.retry_after.as_deref(),
     )
+}
+
+/// `GET /problem/{code}`: that status with an RFC 9457 problem whose `status` member says 400
+/// whatever the HTTP status, so that a client can show that the HTTP status wins.
+pub(crate) async fn problem(Path(code): Path<u16>) -> Response {
+    let Some(status) = final_status(code) else {
+        return not_a_final_status();
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
+        r#"{"type":"https://example.com/probs/x","title":"Unprocessable","status":400,"detail":"name must not be empty"}"#,
+    )
+        .into_response()
+}
+
+/// `GET /html-error/{code}`: that status with an HTML error page, as a proxy or a web server
+/// in front of an API answers.
+pub(crate) async fn html_error(Path(code): Path<u16>) -> Response {
+    let Some(status) = final_status(code) else {
+        return not_a_final_status();
+    };
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><title>{status}</title></head>\n\
+         <body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>\n"
+    );
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        page,
+    )
+        .into_response()
+}
+
+/// `GET /envelope-error/{code}`: that status with the envelope
+/// `{"code":<code>,"message":"envelope says <code>","result":null}`.
+pub(crate) async fn envelope_error(Path(code): Path<u16>) -> Response {
+    let Some(status) = final_status(code) else {
+        return not_a_final_status();
+    };
+    let mut response =
+        responses::business_failure(i64::from(code), &format!("envelope says {code}"));
+    *response.status_mut() = status;
+    response
 }
 
 #[derive(Debug, Serialize)]

@@ -244,6 +244,18 @@ fn router(shared: Arc<Shared>) -> Router {
             ),
         )
         .route("/status/{code}", on(Route::Status, any(resources::status)))
+        .route(
+            "/problem/{code}",
+            on(Route::Status, get(resources::problem)),
+        )
+        .route(
+            "/html-error/{code}",
+            on(Route::Status, get(resources::html_error)),
+        )
+        .route(
+            "/envelope-error/{code}",
+            on(Route::Status, get(resources::envelope_error)),
+        )
         .route("/slow/{ms}", on(Route::Slow, get(resources::slow)))
         .route(
             "/slow-body/{ms}",

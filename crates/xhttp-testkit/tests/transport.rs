@@ -182,6 +182,47 @@ async fn status_route_answers_any_status_with_a_message() {
     assert_eq!(client.get(&server.url("/status/99")).await.status, 400);
 }
 
+#[tokio::test]
+async fn error_body_routes_answer_problem_html_and_envelope_shapes() {
+    let server = TestServer::start().await;
+    let client = TestClient::http1();
+    let problem = client.get(&server.url("/problem/422")).await;
+    assert_eq!(problem.status, 422);
+    assert_eq!(
+        problem.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        problem.json(),
+        json!({
+            "type": "https://example.com/probs/x",
+            "title": "Unprocessable",
+            "status": 400,
+            "detail": "name must not be empty",
+        })
+    );
+
+    let html = client.get(&server.url("/html-error/500")).await;
+    assert_eq!(html.status, 500);
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(html.body.starts_with(b"<!DOCTYPE html>"), "{:?}", html.body);
+
+    let envelope = client.get(&server.url("/envelope-error/503")).await;
+    assert_eq!(envelope.status, 503);
+    assert_eq!(
+        envelope.json(),
+        json!({"code": 503, "message": "envelope says 503", "result": null})
+    );
+
+    for path in ["/problem/99", "/html-error/600", "/envelope-error/100"] {
+        assert_eq!(client.get(&server.url(path)).await.status, 400, "{path}");
+    }
+    assert_eq!(server.counters().hits(Route::Status), 6);
+}
+
 #[tokio::test(start_paused = true)]
 async fn slow_routes_wait_on_tokios_clock() {
     let server = TestServer::start().await;

@@ -1,0 +1,125 @@
+//! Failure statuses as typed errors with a message a person can read.
+//!
+//! Every admin front end that the seeds of this project come from has a `checkStatus(status,
+//! msg)`: a 4xx or 5xx becomes a message, the server's own when its body has one, else a
+//! sentence per status (vue-vben-admin keys its messages by status, in Chinese and English).
+//! [`StatusLayer`] is that function as a tower layer, so that every layer above it (retry,
+//! refresh, report) sees a typed [`Error`](xhttp_core::Error) of kind
+//! [`Status`](xhttp_core::ErrorKind::Status) instead of re-reading response bodies:
+//!
+//! - which statuses fail is a predicate ([`StatusLayerBuilder::success_if`]); by default
+//!   4xx and 5xx do and everything else passes (see [`default_success`] for why 1xx and 3xx
+//!   are not failures);
+//! - the message comes from the body, first match wins: an RFC 9457 problem's `detail`, else
+//!   `title` (under `application/problem+json`; the HTTP status wins over the problem's
+//!   `status` member), the envelope's `message`, `msg` or `Msg` (or the JSON pointers you
+//!   configure), `error.message`, `error_description`, a string `error`;
+//! - a body without one (an HTML page from a proxy, an empty body) gets the default message
+//!   of the status in the configured [`Language`];
+//! - the message is flattened to one line, stripped of control characters, capped at
+//!   [`MAX_MESSAGE_CHARS`] characters, and anything in it that looks like a credential is
+//!   masked ([`mask_tokens`]): the error is logged and shown, the server's text is not vetted;
+//! - `Retry-After` (delay-seconds or an HTTP-date, measured on the injectable
+//!   [`Clock`](xhttp_core::Clock)'s wall time) and `WWW-Authenticate` are kept on the error
+//!   for retry and refresh above;
+//! - the error records the request's method and redacted URI, but not the body: errors are
+//!   cloned to every caller of a shared outcome and stay small.
+//!
+//! A request carrying [`StatusPassthrough`] gets failure responses back as responses, for a
+//! caller that reads a 404 itself. Errors of the inner service pass through as they are (an
+//! inner [`Error`](xhttp_core::Error) is not wrapped again).
+//!
+//! The layer works on collected responses (`Response<Bytes>`), as the facade's stack hands
+//! them up. Readiness is the inner service's: `poll_ready` passes through (mapping its error
+//! into an `Error`), and `call` calls the inner service that `poll_ready` made ready, never a
+//! clone of it. [`Status`] is `Send + Sync` when its inner
+//! service is, and [`ResponseFuture`] `Send` when the inner future is.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use xhttp_core::ErrorKind;
+//! use xhttp_status::StatusLayer;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let upstream = service_fn(|_request: Request<()>| async {
+//!     let body = r#"{"code":503,"message":"system busy","result":null}"#;
+//!     let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+//!     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+//!     response.headers_mut().insert("retry-after", "3".parse().unwrap());
+//!     Ok::<_, std::convert::Infallible>(response)
+//! });
+//! let service = StatusLayer::new().layer(upstream);
+//!
+//! let err = service
+//!     .oneshot(Request::get("https://api.example.com/items?token=secret").body(()).unwrap())
+//!     .await
+//!     .unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Status);
+//! assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+//! assert_eq!(err.message(), Some("system busy"));
+//! assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(3)));
+//! assert_eq!(
+//!     err.to_string(),
+//!     "server answered 503 Service Unavailable: system busy \
+//!      (GET https://api.example.com/items?token=REDACTED)"
+//! );
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+mod future;
+mod language;
+mod layer;
+mod message;
+mod redact;
+mod retry_after;
+mod service;
+
+pub use future::ResponseFuture;
+pub use language::{Language, STATUSES_WITH_DEFAULTS};
+pub use layer::{default_success, StatusLayer, StatusLayerBuilder};
+pub use message::{MAX_MESSAGE_CHARS, MAX_SEARCHED_BODY};
+pub use redact::mask_tokens;
+pub use service::Status;
+
+/// Per-request option: return failure responses as responses, for a caller that wants to
+/// read a 404 (or any failure) itself. Errors of the inner service still come back as
+/// errors.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use xhttp_status::{StatusLayer, StatusPassthrough};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let upstream = service_fn(|_request: Request<()>| async {
+///     let mut response = Response::new(Bytes::new());
+///     *response.status_mut() = StatusCode::NOT_FOUND;
+///     Ok::<_, std::convert::Infallible>(response)
+/// });
+/// let service = StatusLayer::new().layer(upstream);
+///
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(StatusPassthrough);
+/// let response = service.clone().oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+/// assert!(service.oneshot(Request::new(())).await.is_err());
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusPassthrough;
+
+// Compile-time: the layer, the service and the future can cross threads.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    assert_send_sync::<StatusLayer>();
+    assert_send_sync::<StatusLayerBuilder>();
+    assert_send_sync::<Status<()>>();
+    assert_send::<
+        ResponseFuture<std::future::Ready<Result<http::Response<bytes::Bytes>, xhttp_core::Error>>>,
+    >();
+};
