@@ -72,6 +72,7 @@
 //! |---|---|
 //! | `ANY /echo`, `/echo/{*rest}` | `{"method","path","query","headers":{lowercase name: value},"body":<UTF-8>}` |
 //! | `GET /public/items/{id}` | as `/api/items/{id}`, without a token |
+//! | `POST /reflect` | 200 with the request's body as it is, under the content type in `x-reflect-content-type` (default `application/json`): any envelope dialect, any broken body (counts under `Route::Echo`) |
 //! | `POST /upload` | reads the body without keeping it: `{"code":0,…,"result":{"bytes":<length>}}` |
 //! | `GET /bytes/{n}` | `n` bytes of `x` with `content-length`, streamed in 64 KiB frames as the client reads |
 //! | `GET /bytes-chunked/{n}` | the same without `content-length` |

@@ -219,6 +219,7 @@ fn router(shared: Arc<Shared>) -> Router {
             on(Route::Public, get(resources::item)),
         )
         .route("/echo", on(Route::Echo, echo()))
+        .route("/reflect", on(Route::Echo, post(resources::reflect)))
         .route("/echo/{*rest}", on(Route::Echo, echo()))
         .route("/upload", on(Route::Upload, post(resources::upload)))
         .route("/bytes/{n}", on(Route::Bytes, get(resources::bytes_sized)))

@@ -17,6 +17,7 @@ use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats, Identity};
 use xhttp_envelope::{Envelope, EnvelopeLayer};
 use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
+use xhttp_status::StatusLayer;
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
@@ -258,6 +259,7 @@ struct Layers {
     dedupe: Option<DedupeLayer>,
     refresh: Option<RefreshLayer>,
     retry: Option<RetryLayer>,
+    status: Option<StatusLayer>,
     envelope: Option<EnvelopeLayer>,
     auth: Option<AuthLayer>,
 }
@@ -282,6 +284,7 @@ fn canonical_stack(
         .layer(DeadlineLayer::new(timeouts.total))
         .option_layer(layers.refresh)
         .option_layer(layers.retry)
+        .option_layer(layers.status)
         .option_layer(layers.envelope)
         .option_layer(layers.auth)
         .layer(AttemptTimeoutLayer::new(timeouts.attempt))
@@ -334,6 +337,7 @@ pub struct ClientBuilder {
     retry: Option<RetryPolicy>,
     dedupe: Option<DedupeLayerBuilder>,
     envelope: Option<Envelope>,
+    status: Option<StatusLayer>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -370,6 +374,7 @@ impl ClientBuilder {
             retry: Some(RetryPolicy::default()),
             dedupe: Some(DedupeLayer::builder()),
             envelope: None,
+            status: None,
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -514,6 +519,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Turns 4xx and 5xx responses into `ErrorKind::Status` errors with the server's message
+    /// (problem details, the envelope's message, `error.message`) or a default one, keeping
+    /// `Retry-After` and `WWW-Authenticate` (off by default for now: responses of any status
+    /// come back as responses). It sits below retry and refresh, which see the typed errors.
+    pub fn status(mut self, layer: StatusLayer) -> Self {
+        self.status = Some(layer);
+        self
+    }
+
     /// The largest response body held in memory; default 16 MiB. A request may set its own
     /// with [`RequestBuilder::body_limit`].
     pub fn body_limit(mut self, bytes: u64) -> Self {
@@ -589,6 +603,7 @@ impl ClientBuilder {
             dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
             envelope: self.envelope.map(EnvelopeLayer::new),
+            status: self.status,
             ..Layers::default()
         };
         if let Some(mut options) = self.auth {

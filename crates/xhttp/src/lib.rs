@@ -26,6 +26,7 @@
 //! deadline         total time of the call (default 30 s), backoff and refresh included
 //!   refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
 //!     retry        idempotency-aware, full-jitter backoff, capped Retry-After, shared budget
+//!      status      4xx/5xx -> Error::Status with the server's or a default message (opt-in)
 //!      envelope    {code,message,result} -> the data, or Error::Business (opt-in)
 //!       auth       the TokenManager's token, to the configured origins only, sensitive header
 //!         attempt  per-trip timeout (default 10 s, at most the time left) covering head and body
@@ -59,6 +60,11 @@ pub mod refresh {
 /// Coalesce, cancel-previous, reject-duplicate and cancel scopes (`xhttp-dedupe`).
 pub mod dedupe {
     pub use xhttp_dedupe::*;
+}
+
+/// Failure statuses as typed errors with readable messages (`xhttp-status`).
+pub mod status {
+    pub use xhttp_status::*;
 }
 
 /// Envelope unwrapping (`xhttp-envelope`).
