@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use xhttp::auth::{OAuth2Refresh, Secret, SkipAuth, TokenManager};
-use xhttp::retry::{Attempts, RetryPolicy};
+use xhttp::envelope::Envelope;
+use xhttp::retry::RetryPolicy;
+use xhttp::status::StatusLayer;
 use xhttp::{Client, Error};
 use xhttp_testkit::{Config, Faults, Route, TestServer};
 
@@ -64,8 +66,8 @@ struct Login {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    code: i64,
+struct Item {
+    id: u64,
 }
 
 pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
@@ -107,6 +109,8 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         })
         .build()?;
     let client = builder()
+        .status(StatusLayer::new())
+        .envelope(Envelope::vben())
         .retry(policy)
         .auth(manager.clone())
         .allow_insecure_loopback()
@@ -187,20 +191,16 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
     })
 }
 
-/// One logical request; the error when it failed.
+/// One logical request; the error when it failed. The status and envelope layers turn a
+/// failure status or a business code into a typed error with the attempt count; a success's
+/// body is the envelope's data.
 async fn call(client: &Client, id: u64) -> Result<(), Error> {
     let response = client.get(&format!("/api/items/{id}")).send().await?;
-    // The status and envelope layers (issue 6) will turn these into errors; until then the
-    // demo does it, with the attempt count the retry layer put on the response. (A 401 never
-    // gets here: the refresh layer replays it, or returns `Unauthorized`.)
-    if !response.status().is_success() {
-        let attempts = response.extensions().get::<Attempts>().map_or(1, |a| a.0);
-        return Err(Error::from_status(response.status()).with_attempts(attempts));
-    }
-    match response.json::<Envelope>() {
-        Ok(envelope) if envelope.code == 0 => Ok(()),
-        Ok(envelope) => Err(Error::business(envelope.code, "business failure")),
-        Err(err) => Err(err),
+    let item: Item = response.json()?;
+    if item.id == id {
+        Ok(())
+    } else {
+        Err(Error::decode(format!("asked for item {id}, got item {}", item.id)))
     }
 }
 
