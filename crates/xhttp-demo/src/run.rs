@@ -200,7 +200,10 @@ async fn call(client: &Client, id: u64) -> Result<(), Error> {
     if item.id == id {
         Ok(())
     } else {
-        Err(Error::decode(format!("asked for item {id}, got item {}", item.id)))
+        Err(Error::decode(format!(
+            "asked for item {id}, got item {}",
+            item.id
+        )))
     }
 }
 
