@@ -35,6 +35,10 @@
 //! clone of it. [`Status`] is `Send + Sync` when its inner
 //! service is, and [`ResponseFuture`] `Send` when the inner future is.
 //!
+//! The crate also holds [`ReportLayer`] ([`report`]), the outermost layer, which turns the
+//! final error of each caller into a notice, an error log record and a tracing event, and
+//! [`hooks`], which shows where each hook of the seeds' axios wrapper goes in a tower stack.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
@@ -70,10 +74,12 @@
 #![deny(unsafe_code)]
 
 mod future;
+pub mod hooks;
 mod language;
 mod layer;
 mod message;
 mod redact;
+pub mod report;
 mod retry_after;
 mod service;
 
@@ -82,6 +88,10 @@ pub use language::{Language, STATUSES_WITH_DEFAULTS};
 pub use layer::{default_success, StatusLayer, StatusLayerBuilder};
 pub use message::{MAX_MESSAGE_CHARS, MAX_SEARCHED_BODY};
 pub use redact::mask_tokens;
+pub use report::{
+    ErrorLog, ErrorNotice, ErrorRecord, Notice, Notifier, Report, ReportLayer, ReportLayerBuilder,
+    RingLog, SuccessNotice, TracingNotifier,
+};
 pub use service::Status;
 
 /// Per-request option: return failure responses as responses, for a caller that wants to
