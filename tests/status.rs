@@ -65,3 +65,55 @@ async fn success_still_unwraps_the_envelope() {
     let response = client(&server).get("/public/items/5").send().await.unwrap();
     assert_eq!(response.body(), r#"{"id":5,"name":"item 5"}"#);
 }
+
+#[tokio::test]
+async fn a_call_retried_four_times_gives_one_notice_and_one_error_log_record() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use xhttp::status::{ErrorNotice, Notice, ReportLayer};
+
+    let server = TestServer::start().await;
+    let notices = Arc::new(AtomicUsize::new(0));
+    let counter = notices.clone();
+    let report = ReportLayer::builder()
+        .notifier(move |_: &Notice| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .report(report.clone())
+        .status(StatusLayer::new())
+        .retry(RetryPolicy::builder().jitter(|| 0.0).build().unwrap())
+        .build()
+        .unwrap();
+
+    let err = client
+        .get("/status/503?access_token=SECRET-XYZ")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), 4);
+    assert_eq!(server.counters().hits(Route::Status), 4);
+    assert_eq!(
+        notices.load(Ordering::SeqCst),
+        1,
+        "one notice for four attempts"
+    );
+    let log = report.error_log().unwrap();
+    assert_eq!(log.len(), 1, "one record for four attempts");
+    let record = &log.records()[0];
+    assert_eq!(record.attempts, 4);
+    assert!(!record.url.contains("SECRET-XYZ"), "{}", record.url);
+
+    // A request that asks for no notice still gets its record.
+    let err = client
+        .get("/status/500")
+        .extension(ErrorNotice::None)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), 4);
+    assert_eq!(notices.load(Ordering::SeqCst), 1);
+    assert_eq!(log.len(), 2);
+}

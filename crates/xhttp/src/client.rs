@@ -17,7 +17,7 @@ use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats, Identity};
 use xhttp_envelope::{Envelope, EnvelopeLayer};
 use xhttp_refresh::{RefreshLayer, Triggers};
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
-use xhttp_status::StatusLayer;
+use xhttp_status::{ReportLayer, StatusLayer};
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
@@ -256,6 +256,7 @@ fn default_stack(
 /// The optional layers of a stack.
 #[derive(Default)]
 struct Layers {
+    report: Option<ReportLayer>,
     dedupe: Option<DedupeLayer>,
     refresh: Option<RefreshLayer>,
     retry: Option<RetryLayer>,
@@ -280,6 +281,7 @@ fn canonical_stack(
     layers: Layers,
 ) -> BoxService {
     let service = ServiceBuilder::new()
+        .option_layer(layers.report)
         .option_layer(layers.dedupe)
         .layer(DeadlineLayer::new(timeouts.total))
         .option_layer(layers.refresh)
@@ -338,6 +340,7 @@ pub struct ClientBuilder {
     dedupe: Option<DedupeLayerBuilder>,
     envelope: Option<Envelope>,
     status: Option<StatusLayer>,
+    report: Option<ReportLayer>,
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
@@ -375,6 +378,7 @@ impl ClientBuilder {
             dedupe: Some(DedupeLayer::builder()),
             envelope: None,
             status: None,
+            report: None,
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
@@ -528,6 +532,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Reports every failed call once, at the top of the stack, however many attempts and
+    /// layers it went through: an error notice (`ErrorNotice` per request), an error log
+    /// record (a bounded ring by default: keep the layer to read it), `on_unauthorized`
+    /// (off by default for now).
+    pub fn report(mut self, layer: ReportLayer) -> Self {
+        self.report = Some(layer);
+        self
+    }
+
     /// The largest response body held in memory; default 16 MiB. A request may set its own
     /// with [`RequestBuilder::body_limit`].
     pub fn body_limit(mut self, bytes: u64) -> Self {
@@ -604,6 +617,7 @@ impl ClientBuilder {
             retry: self.retry.map(RetryLayer::new),
             envelope: self.envelope.map(EnvelopeLayer::new),
             status: self.status,
+            report: self.report,
             ..Layers::default()
         };
         if let Some(mut options) = self.auth {

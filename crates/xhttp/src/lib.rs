@@ -22,6 +22,7 @@
 //! The stack today, outermost first (later layers join in the order of `ARCHITECTURE.md`):
 //!
 //! ```text
+//! report               once per caller: error notice, error log record, on_unauthorized (opt-in)
 //! dedupe             identical concurrent GET/HEAD share one trip (other policies per request)
 //! deadline         total time of the call (default 30 s), backoff and refresh included
 //!   refresh        401 / invalid_token / business code / grpc-status 16 -> refresh once, replay once
@@ -62,7 +63,8 @@ pub mod dedupe {
     pub use xhttp_dedupe::*;
 }
 
-/// Failure statuses as typed errors with readable messages (`xhttp-status`).
+/// Failure statuses as typed errors with readable messages, and the report layer: notices
+/// and the error log, once per caller (`xhttp-status`).
 pub mod status {
     pub use xhttp_status::*;
 }
