@@ -33,7 +33,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Tokens in a JSON file: `{"access_token": …, "refresh_token": …, "expires_at_unix_ms": …}`.
 ///
-/// `save` and `swap` replace the file atomically (see the [module docs](self)); loading a
+/// `save` and `swap` replace the file atomically (a temporary file, then a rename); loading a
 /// missing file gives `None`; a file that is not a token file is an error of kind
 /// [`Decode`](ErrorKind::Decode) naming the path. Other I/O failures are
 /// [`Internal`](ErrorKind::Internal) errors with the `io::Error` as their cause.
