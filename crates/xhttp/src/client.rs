@@ -62,20 +62,11 @@ impl Client {
     /// # drop(client);
     /// ```
     pub fn new() -> Client {
-        // The default builder has no base URL and no header to validate, so it cannot fail;
-        // should it ever, a client without defaults is still correct.
-        ClientBuilder::new().build().unwrap_or_else(|_| Client {
-            inner: Arc::new(ClientInner {
-                dedupe: None,
-                base: None,
-                default_headers: HeaderMap::new(),
-                service: BoxService::new(default_stack(
-                    HttpTransport::default(),
-                    DEFAULT_ATTEMPT_TIMEOUT,
-                    BodyLimit::DEFAULT,
-                )),
-            }),
-        })
+        // Invariant: the default builder has no base URL, no header and no timeout to
+        // validate, so `build` cannot fail (a test below holds it to that).
+        ClientBuilder::new()
+            .build()
+            .expect("the default client options are valid")
     }
 
     /// Options for a client.
@@ -236,22 +227,6 @@ fn check_http_uri(parsed: Result<Uri, http::uri::InvalidUri>) -> Result<Uri, Err
 
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-
-fn default_stack(
-    transport: HttpTransport,
-    attempt_timeout: Duration,
-    limit: BodyLimit,
-) -> BoxService {
-    canonical_stack(
-        transport,
-        Timeouts {
-            attempt: attempt_timeout,
-            total: DEFAULT_DEADLINE,
-        },
-        limit,
-        Layers::default(),
-    )
-}
 
 /// The optional layers of a stack.
 #[derive(Default)]

@@ -82,6 +82,11 @@ pub mod retry {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_default_client_builds() {
+        assert!(crate::ClientBuilder::new().build().is_ok());
+    }
+
+    #[test]
     fn public_types_are_send_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<super::Client>();
