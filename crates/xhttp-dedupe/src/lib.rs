@@ -148,6 +148,10 @@ struct Shared<T> {
     window: Option<Duration>,
     identity: Option<Arc<IdentityFn>>,
     map: Mutex<KeyMap<Entry<T>>>,
+    /// Successes kept by the window, oldest first (the window is fixed, so expiry order is
+    /// insertion order): swept on every coalesced call, so kept responses never outlive their
+    /// window by more than one call. Locked after `map`, never before.
+    kept: Mutex<std::collections::VecDeque<(Instant, Key, u64)>>,
     random: std::hash::RandomState,
     next_id: AtomicU64,
     counters: Counters,
@@ -329,6 +333,7 @@ impl DedupeLayerBuilder {
                 window: self.window,
                 identity: self.identity,
                 map: Mutex::new(KeyMap::default()),
+                kept: Mutex::new(std::collections::VecDeque::new()),
                 random: std::hash::RandomState::new(),
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
@@ -530,6 +535,7 @@ where
         S::Future: Send + 'static,
     {
         let mut map = lock(&self.map);
+        self.sweep(&mut map);
         match map.get_mut(&key) {
             Some(Entry::Done {
                 response, until, ..
@@ -610,6 +616,23 @@ where
     /// Whether the map holds `max_entries` keys, not counting successes whose window has
     /// ended: those are otherwise removed only when their own key comes again, and would fill
     /// the bound and turn deduplication off for every new key.
+    /// Drops the window's expired successes, oldest first.
+    fn sweep(&self, map: &mut KeyMap<Entry<T>>) {
+        if self.window.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut kept = lock(&self.kept);
+        while kept.front().is_some_and(|(until, _, _)| *until <= now) {
+            let Some((_, key, id)) = kept.pop_front() else {
+                break;
+            };
+            if matches!(map.get(&key), Some(Entry::Done { id: held, .. }) if *held == id) {
+                map.remove(&key);
+            }
+        }
+    }
+
     fn full(&self, map: &mut KeyMap<Entry<T>>) -> bool {
         if map.len() >= self.max_entries && self.window.is_some() {
             let now = Instant::now();
@@ -643,14 +666,16 @@ where
         }
         match (result, self.window) {
             (Ok(response), Some(window)) => {
+                let until = Instant::now() + window;
                 map.insert(
                     key.clone(),
                     Entry::Done {
                         id,
                         response: response.clone(),
-                        until: Instant::now() + window,
+                        until,
                     },
                 );
+                lock(&self.kept).push_back((until, key.clone(), id));
             }
             _ => {
                 map.remove(key);

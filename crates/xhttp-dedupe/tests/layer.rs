@@ -713,3 +713,27 @@ fn the_service_its_future_and_the_layer_are_send_and_sync() {
     assert_send::<CancelScope>();
     assert_sync::<CancelScope>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn expired_window_entries_are_swept_below_the_bound() {
+    use tower::{Layer, ServiceExt};
+    let layer: xhttp_dedupe::DedupeLayer = xhttp_dedupe::DedupeLayer::builder()
+        .success_window(std::time::Duration::from_millis(200))
+        .build();
+    let service = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, xhttp_core::Error>(http::Response::new(bytes::Bytes::from_static(b"ok")))
+    }));
+    for i in 0..100 {
+        let request = http::Request::get(format!("https://api.example.com/items/{i}"))
+            .body(())
+            .unwrap();
+        service.clone().oneshot(request).await.unwrap();
+    }
+    assert_eq!(layer.len(), 100, "each success is kept for its window");
+    tokio::time::advance(std::time::Duration::from_millis(300)).await;
+    let request = http::Request::get("https://api.example.com/items/new")
+        .body(())
+        .unwrap();
+    service.oneshot(request).await.unwrap();
+    assert_eq!(layer.len(), 1, "the expired ones went with the next call");
+}
