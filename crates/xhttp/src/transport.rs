@@ -474,6 +474,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_attempt_gets_no_more_than_the_time_left_before_the_deadline() {
+        let never = service_fn(|_: Request<()>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(Response::new(()))
+        });
+        let service = AttemptTimeoutLayer::new(Duration::from_secs(10)).layer(never);
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(xhttp_core::Deadline::after(Duration::from_secs(2)));
+        let start = tokio::time::Instant::now();
+        let err = service.clone().oneshot(request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Total));
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // A deadline further away than the attempt timeout leaves the attempt timeout in charge.
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(xhttp_core::Deadline::after(Duration::from_secs(60)));
+        let err = service.oneshot(request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Attempt));
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn attempt_timeout_covers_the_body() {
         // The head comes at once; the body stalls past the timeout.
         let stalled_body = service_fn(|_: Request<()>| async {
