@@ -133,6 +133,17 @@ fn scrub(err: Error, secrets: &[&str]) -> Error {
     clean
 }
 
+/// The refresh token a refresh grant needs: none (or `""`) means the session is over, and no
+/// call is made.
+pub(super) fn require_refresh_token(
+    refresh_token: Option<&crate::Secret>,
+) -> Result<&crate::Secret, Error> {
+    refresh_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        Error::new(xhttp_core::ErrorKind::SessionExpired)
+            .with_message("there is no refresh token: log in first")
+    })
+}
+
 /// Parses a token endpoint URL: absolute, `https`, or plain `http` to a loopback host only
 /// (RFC 6749 section 3.2: the token endpoint carries credentials and requires TLS).
 pub(super) fn token_url(url: &str) -> Result<Uri, Error> {

@@ -244,10 +244,7 @@ impl RefreshGrant for JsonGrant {
         refresh_token: Option<&'a Secret>,
     ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
         Box::pin(async move {
-            let Some(refresh_token) = refresh_token.filter(|t| !t.is_empty()) else {
-                return Err(Error::new(ErrorKind::SessionExpired)
-                    .with_message("there is no refresh token: log in first"));
-            };
+            let refresh_token = super::exchange::require_refresh_token(refresh_token)?;
             exchange(
                 &self.transport,
                 || self.build(refresh_token),

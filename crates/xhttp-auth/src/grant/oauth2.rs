@@ -12,7 +12,7 @@ use std::fmt;
 use futures_util::future::BoxFuture;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Request, Uri};
-use xhttp_core::{Body, Error, ErrorKind};
+use xhttp_core::{Body, Error};
 
 use super::base64;
 use super::exchange::{exchange, token_url, RetryPolicy};
@@ -62,7 +62,7 @@ pub struct OAuth2Refresh {
 impl OAuth2Refresh {
     /// A refresh grant against `token_url`, sending through `transport`.
     ///
-    /// Fails with [`ErrorKind::InvalidRequest`] when `token_url` is not an absolute `http` or
+    /// Fails with [`ErrorKind::InvalidRequest`](xhttp_core::ErrorKind::InvalidRequest) when `token_url` is not an absolute `http` or
     /// `https` URL.
     ///
     /// ```
@@ -133,10 +133,7 @@ impl RefreshGrant for OAuth2Refresh {
         refresh_token: Option<&'a Secret>,
     ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
         Box::pin(async move {
-            let Some(refresh_token) = refresh_token.filter(|t| !t.is_empty()) else {
-                return Err(Error::new(ErrorKind::SessionExpired)
-                    .with_message("there is no refresh token: log in first"));
-            };
+            let refresh_token = super::exchange::require_refresh_token(refresh_token)?;
             let form = [
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose()),
@@ -191,7 +188,7 @@ pub struct ClientCredentials {
 impl ClientCredentials {
     /// A client credentials grant against `token_url`, sending through `transport`.
     ///
-    /// Fails with [`ErrorKind::InvalidRequest`] when `token_url` is not an absolute `http` or
+    /// Fails with [`ErrorKind::InvalidRequest`](xhttp_core::ErrorKind::InvalidRequest) when `token_url` is not an absolute `http` or
     /// `https` URL.
     ///
     /// ```
@@ -360,6 +357,7 @@ mod tests {
     use super::super::fake::{answer, endpoint, refused};
     use super::*;
     use crate::grant::exchange::TOKEN_RESPONSE_LIMIT;
+    use xhttp_core::ErrorKind;
 
     const SECRET_RT: &str = "SECRET-RT-123";
     const SECRET_CS: &str = "SECRET-CS-456";
