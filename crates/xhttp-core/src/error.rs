@@ -58,6 +58,10 @@ pub enum ErrorKind {
     SessionExpired,
     /// The request was still rejected after one refresh and replay.
     Unauthorized,
+    /// The request was rejected with the credentials of a session that has since been replaced
+    /// (a new login, an account switch). It is never replayed with the new session's
+    /// credentials: it was meant for the old identity.
+    SessionChanged,
     /// A credential would have been sent over plain `http` to a host that is not allowed.
     InsecureTransport,
     /// A newer identical request replaced this one (dedupe's cancel-previous policy).
@@ -394,6 +398,9 @@ impl Error {
             ErrorKind::RefreshFailed => f.write_str("token refresh failed"),
             ErrorKind::SessionExpired => f.write_str("session expired, log in again"),
             ErrorKind::Unauthorized => f.write_str("still unauthorized after refreshing the token"),
+            ErrorKind::SessionChanged => {
+                f.write_str("rejected with the credentials of a session that has since changed")
+            }
             ErrorKind::InsecureTransport => {
                 f.write_str("refused to send a credential over plain http")
             }
@@ -491,6 +498,7 @@ mod tests {
             ErrorKind::RefreshFailed,
             ErrorKind::SessionExpired,
             ErrorKind::Unauthorized,
+            ErrorKind::SessionChanged,
             ErrorKind::InsecureTransport,
             ErrorKind::Superseded,
             ErrorKind::Duplicate,

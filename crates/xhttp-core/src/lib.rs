@@ -33,8 +33,11 @@ pub mod body;
 pub mod clock;
 pub mod collect;
 pub mod error;
+pub mod json;
+pub mod mask;
 pub mod origin;
 pub mod redact;
+pub mod retry_after;
 pub mod timeout;
 
 pub use body::Body;

@@ -47,7 +47,6 @@
 
 mod deadline;
 mod policy;
-mod retry_after;
 
 use tower::Layer;
 
@@ -56,7 +55,7 @@ pub use policy::{
     Attempt, Attempts, Outcome, RetryOverride, RetryPolicy, RetryPolicyBuilder, RetryReason,
     IDEMPOTENCY_KEY,
 };
-pub use retry_after::parse_retry_after;
+pub use xhttp_core::retry_after::parse_retry_after;
 
 /// The retrying service: tower's `Retry` with the per-call state of a [`RetryPolicy`].
 pub type Retry<S> = tower::retry::Retry<Attempt, S>;

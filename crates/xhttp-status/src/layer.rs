@@ -9,7 +9,7 @@ use tower::Layer;
 use xhttp_core::{Error, SharedClock, TokioClock};
 
 use crate::message::{self, ENVELOPE_POINTERS};
-use crate::{retry_after, Language, Status};
+use crate::{Language, Status};
 
 type Predicate = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
@@ -207,7 +207,7 @@ impl Config {
         let retry_after = headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry_after::parse(v, self.clock.system_now()));
+            .and_then(|v| xhttp_core::retry_after::parse_retry_after(v, self.clock.system_now()));
         if let Some(wait) = retry_after {
             err = err.with_retry_after(wait);
         }

@@ -80,7 +80,6 @@ mod layer;
 mod message;
 mod redact;
 pub mod report;
-mod retry_after;
 mod service;
 
 pub use future::ResponseFuture;

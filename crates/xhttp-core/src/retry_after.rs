@@ -1,5 +1,8 @@
 //! `Retry-After` (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date in any of its three
 //! forms (IMF-fixdate, RFC 850, asctime).
+//!
+//! The one parser of the stack: retry and the status layer both read the header through it, so
+//! they never disagree about a value.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,7 +11,7 @@ use std::time::{Duration, SystemTime};
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use xhttp_retry::parse_retry_after;
+/// use xhttp_core::retry_after::parse_retry_after;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(784_111_772); // Sun, 06 Nov 1994 08:49:32 GMT
 /// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
