@@ -1,12 +1,19 @@
-//! A 1 GiB streaming response never makes the client hold more than its body limit.
+//! A 1 GiB streaming response never makes the client hold more than its body limit, and a
+//! declared `Content-Length` is never trusted with a reservation of its own size.
 //!
 //! This test binary counts every allocation of the process (client and in-process server) and
-//! records the peak, so "does not allocate more than the limit" is measured, not assumed.
+//! records the peak, so "does not allocate more than the limit" is measured, not assumed. The
+//! tests take turns ([`MEASURING`]): one test's allocations would count in another's peak.
 #![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use xhttp::{Client, ErrorKind};
 use xhttp_testkit::TestServer;
 
@@ -53,6 +60,9 @@ static ALLOCATOR: Counting = Counting;
 const GIB: u64 = 1 << 30;
 const LIMIT: u64 = 4 << 20;
 
+/// One measuring test at a time.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs one request and returns the peak growth of the heap while it ran.
 async fn peak_growth_of(client: &Client, path: &str) -> (usize, xhttp::Error) {
     let baseline = CURRENT.load(Ordering::SeqCst);
@@ -70,6 +80,7 @@ async fn peak_growth_of(client: &Client, path: &str) -> (usize, xhttp::Error) {
 
 #[tokio::test]
 async fn a_1_gib_streaming_response_stays_within_the_limit() {
+    let _turn = MEASURING.lock().await;
     let server = TestServer::start().await;
     let client = Client::builder()
         .base_url(server.base_url())
@@ -98,5 +109,85 @@ async fn a_1_gib_streaming_response_stays_within_the_limit() {
     assert!(
         server.counters().bytes_streamed() < GIB / 4,
         "the server stopped streaming once the client gave up"
+    );
+}
+
+/// A server that lies: every response head declares `content-length: {declared}`, then 4 KB
+/// of body arrive in two writes (so the client sees two frames) and the connection closes.
+async fn lying_server(declared: u64) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\n\r\n");
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.write_all(&[b'x'; 2048]).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = stream.write_all(&[b'y'; 2048]).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_declared_length_of_10_pow_18_under_an_unlimited_limit_is_a_transport_error() {
+    // Reserving what the head declares was an allocation failure: the process aborted.
+    let _turn = MEASURING.lock().await;
+    let addr = lying_server(1_000_000_000_000_000_000).await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .body_limit(u64::MAX)
+        .build()
+        .unwrap();
+    let err = client
+        .get("/")
+        .send()
+        .await
+        .expect_err("the body ends 10^18 - 4096 bytes early");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(
+        err.to_string().contains("before the body was complete"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_gib_with_4_kb_received_reserves_little() {
+    let _turn = MEASURING.lock().await;
+    let addr = lying_server(GIB).await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .body_limit(GIB)
+        .no_retry()
+        .build()
+        .unwrap();
+    // Warm the runtime, the pool's types and the connector outside the measurement.
+    let _ = client.get("/warm").send().await;
+
+    let baseline = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(baseline, Ordering::SeqCst);
+    let err = client
+        .get("/")
+        .send()
+        .await
+        .expect_err("the body ends early");
+    let growth = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
+    eprintln!("declared 1 GiB, 4 KB sent: peak heap growth {growth} bytes ({err})");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(
+        growth < (1 << 20),
+        "declared 1 GiB, 4 KB received: peak growth {growth} bytes"
     );
 }

@@ -6,6 +6,13 @@
 //! request [`BodyLimit`]). A `Content-Length` above the limit fails before a byte is read; a
 //! body without one fails as soon as the bytes read pass the limit, so memory never grows past
 //! the limit plus one frame.
+//!
+//! A declared length below the limit is a claim, not a promise: a server may announce
+//! `content-length: 1000000000000000000` and send 4 KB. So the buffer is sized from what
+//! arrives, not from what was announced: the first reservation is at most
+//! [`Collector::FIRST_RESERVATION`] (64 KiB), and it doubles as bytes arrive, never past the
+//! limit. An honest large body costs a few reallocations (amortised O(n)); a lying one costs
+//! no more than the bytes it really sent.
 
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
@@ -94,7 +101,7 @@ where
 #[derive(Debug)]
 pub struct Collector {
     limit: u64,
-    /// What the body announced, to size the buffer once.
+    /// What the body announced, capped by the limit: a hint for the first reservation only.
     expected: u64,
     len: u64,
     first: Option<Bytes>,
@@ -104,6 +111,10 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// The most reserved before bytes arrive, whatever the body declares: 64 KiB, a few
+    /// network reads. Past it the buffer doubles with what arrives.
+    pub const FIRST_RESERVATION: usize = 64 * 1024;
+
     /// Starts collecting a body with the given size hint; fails at once when the body's
     /// declared length is over the limit.
     pub fn new(limit: BodyLimit, hint: &http_body::SizeHint) -> Result<Collector, Error> {
@@ -133,13 +144,19 @@ impl Collector {
                 return Ok(());
             }
             (Some(head), rest) => rest.get_or_insert_with(|| {
-                let mut buf = Vec::with_capacity((self.expected as usize).max(head.len()));
+                // The declared length is only trusted up to one bounded reservation; what
+                // really arrives (the head and this frame) is always reserved.
+                let declared = usize::try_from(self.expected).unwrap_or(usize::MAX);
+                let first = declared.min(Self::FIRST_RESERVATION);
+                let mut buf = Vec::with_capacity(first.max(head.len() + n));
                 buf.extend_from_slice(head);
                 buf
             }),
         };
         let needed = buf.len() + n;
         if needed > buf.capacity() {
+            // Amortised doubling, capped at the limit: `len <= limit` was checked above, so
+            // `needed <= limit` and the cap never cuts below what is needed.
             let grown = needed.max(buf.capacity().saturating_mul(2));
             let capped = grown.min(usize::try_from(self.limit).unwrap_or(usize::MAX));
             buf.reserve_exact(capped.max(needed) - buf.len());
@@ -201,6 +218,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.as_ptr(), ptr);
+    }
+
+    fn capacity(collector: &Collector) -> usize {
+        collector.rest.as_ref().map_or(0, Vec::capacity)
+    }
+
+    #[test]
+    fn a_huge_declared_length_reserves_one_bounded_chunk() {
+        // `content-length: 10^18` under an unlimited limit used to reserve 10^18 bytes on the
+        // second frame: an allocation failure, which aborts the process.
+        let hint = http_body::SizeHint::with_exact(1_000_000_000_000_000_000);
+        let mut c = Collector::new(BodyLimit(u64::MAX), &hint).unwrap();
+        c.push(Bytes::from(vec![1u8; 2048])).unwrap();
+        c.push(Bytes::from(vec![2u8; 2048])).unwrap();
+        assert!(
+            capacity(&c) <= Collector::FIRST_RESERVATION,
+            "{}",
+            capacity(&c)
+        );
+        assert_eq!(c.finish().len(), 4096);
+    }
+
+    #[test]
+    fn the_buffer_doubles_with_what_arrives_and_never_passes_the_limit() {
+        let limit = 1_000_000u64;
+        let hint = http_body::SizeHint::with_exact(limit);
+        let mut c = Collector::new(BodyLimit(limit), &hint).unwrap();
+        let mut capacities = Vec::new();
+        for _ in 0..(limit / 10_000) {
+            c.push(Bytes::from(vec![7u8; 10_000])).unwrap();
+            if capacities.last() != Some(&capacity(&c)) {
+                capacities.push(capacity(&c));
+            }
+        }
+        assert!(capacities[0] <= Collector::FIRST_RESERVATION);
+        assert_eq!(*capacities.last().unwrap(), limit as usize);
+        // Doubling: a handful of reallocations for a megabyte, not one per frame.
+        assert!(capacities.len() <= 6, "{capacities:?}");
+        assert!(c.push(Bytes::from_static(b"!")).is_err());
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_first_reservation_is_reserved_whole() {
+        let mut c = Collector::new(BodyLimit::DEFAULT, &http_body::SizeHint::default()).unwrap();
+        c.push(Bytes::from_static(b"a")).unwrap();
+        c.push(Bytes::from(vec![0u8; 200_000])).unwrap();
+        assert!(capacity(&c) >= 200_001);
+        assert_eq!(c.finish().len(), 200_001);
     }
 
     #[tokio::test]

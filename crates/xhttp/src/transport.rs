@@ -358,10 +358,13 @@ fn body_error(err: BoxError) -> Error {
     let err = Error::from_boxed(err);
     if err.kind() == xhttp_core::ErrorKind::Transport {
         // Name the usual cause plainly instead of hyper's internal wording only.
-        let incomplete = err
-            .source()
-            .and_then(|s| s.downcast_ref::<hyper::Error>())
-            .is_some_and(|e| e.is_incomplete_message());
+        let hyper_error = err.source().and_then(|s| s.downcast_ref::<hyper::Error>());
+        let incomplete = hyper_error.is_some_and(|e| e.is_incomplete_message())
+            // A body shorter than its `Content-Length`: hyper reports an `UnexpectedEof`.
+            || hyper_error
+                .and_then(StdError::source)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof);
         if incomplete {
             return err.with_message("connection closed before the body was complete");
         }
