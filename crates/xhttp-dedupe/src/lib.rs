@@ -18,12 +18,40 @@
 //! - **`RejectDuplicate`** (a form submitted twice): a new identical request gets `Duplicate` at
 //!   once; the first proceeds.
 //!
-//! The key ([`KeyBody`], [`Identity`]): method, full URI, body bytes (up to a cap, 64 KiB by
-//! default; larger or streaming bodies are never deduplicated), the headers that change the
-//! response (`Accept`, `Accept-Encoding`, `Accept-Language`, plus configured ones) and those
-//! that name the caller (`Authorization`, `Cookie`, an [`Identity`] extension): two identities
-//! never share a response. The map is bounded (10,000 keys by default): past the bound new keys
-//! pass through undeduplicated.
+//! # The key
+//!
+//! Two requests are the same request when their keys are equal, compared by value (the hash,
+//! SipHash with the layer's random keys, is only the map's shortcut). The key holds:
+//!
+//! - the method and the full URI, query included;
+//! - the body bytes ([`KeyBody`]), up to a cap (64 KiB by default); a larger or streaming body
+//!   has no key, and its request is sent on its own;
+//! - **every request header, by value**, except the few that never change a response
+//!   ([`DEFAULT_IGNORED_HEADERS`]: request ids and trace context such as `traceparent`,
+//!   `x-request-id`, `b3`), to which a layer may add its own
+//!   ([`ignore_header`](DedupeLayerBuilder::ignore_header)). The order of header *names* does
+//!   not matter; the order of several values of one name does. Credential headers
+//!   ([`CREDENTIAL_HEADERS`]: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`,
+//!   ...) and any value marked sensitive can never be ignored: the builder refuses them;
+//! - the caller's [`Identity`]: the request's own, or the one the layer names from the
+//!   request's extensions ([`identity`](DedupeLayerBuilder::identity)). The facade names the
+//!   token manager's session there, because its auth layer sits below dedupe and the header it
+//!   writes is not on the request yet. Two identities never share a response;
+//! - the per-request options that change the outcome: [`xhttp_core::BodyLimit`], and every
+//!   extension declared with [`key_extension`](DedupeLayerBuilder::key_extension) (the facade
+//!   declares `StatusPassthrough`, `RawResponse` and `SkipAuth`).
+//!
+//! **Extensions.** A request extension can change what a layer below does with the request,
+//! and this layer cannot know what an extension type it has never heard of means. So a
+//! request is deduplicated only if *every* extension it carries is accounted for: its own
+//! ([`Identity`], [`DedupeOverride`], [`CancelScope`]), core's ([`xhttp_core::BodyLimit`],
+//! keyed; [`xhttp_core::Deadline`], neutral: a follower stops waiting at its own deadline), and
+//! those declared on the builder, keyed ([`key_extension`](DedupeLayerBuilder::key_extension))
+//! or neutral ([`neutral_extension`](DedupeLayerBuilder::neutral_extension)). A request with
+//! any other extension is sent on its own and counted in [`DedupeStats::bypassed`].
+//!
+//! The map is bounded (10,000 keys by default): past the bound new keys pass through
+//! undeduplicated.
 //!
 //! [`CancelScope`] cancels every pending request started under it (vben's `removeAllPending`
 //! on a route change); those callers get `Cancelled`.
@@ -69,16 +97,17 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use http::{HeaderName, Method, Request, Response};
+use key::{ExtensionRule, KeyRules, NoKey};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, Layer, Service};
 use xhttp_core::{Error, ErrorKind};
 
-pub use key::{BodyKey, Identity, KeyBody};
+pub use key::{BodyKey, Identity, KeyBody, CREDENTIAL_HEADERS, DEFAULT_IGNORED_HEADERS};
 pub use scope::CancelScope;
 
-use key::{IdentityFn, Key, KeyMap, DEFAULT_KEY_HEADERS};
+use key::{IdentityFn, Key, KeyMap};
 
 /// What to do with a request identical to one in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +150,10 @@ pub struct DedupeStats {
     pub cancelled: u64,
     /// Calls passed through because the map was full.
     pub overflowed: u64,
+    /// Calls sent on their own although their policy would deduplicate them, because they
+    /// have no key: a streaming body, a body over the cap, or a request extension the layer
+    /// does not account for (see the [crate docs](crate#the-key)).
+    pub bypassed: u64,
 }
 
 #[derive(Default)]
@@ -131,6 +164,7 @@ struct Counters {
     rejected: AtomicU64,
     cancelled: AtomicU64,
     overflowed: AtomicU64,
+    bypassed: AtomicU64,
 }
 
 /// Deduplicates identical requests; see the [crate docs](crate). Generic over the response
@@ -142,8 +176,7 @@ pub struct DedupeLayer<T = Bytes> {
 struct Shared<T> {
     get_head: DedupePolicy,
     other: DedupePolicy,
-    headers: Vec<HeaderName>,
-    body_cap: usize,
+    rules: KeyRules,
     max_entries: usize,
     window: Option<Duration>,
     identity: Option<Arc<IdentityFn>>,
@@ -204,11 +237,13 @@ impl<T> Clone for DedupeLayer<T> {
 
 impl<T> fmt::Debug for DedupeLayer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules = &self.shared.rules;
         f.debug_struct("DedupeLayer")
             .field("get_head", &self.shared.get_head)
             .field("other", &self.shared.other)
-            .field("headers", &self.shared.headers)
-            .field("body_cap", &self.shared.body_cap)
+            .field("ignored_headers", &rules.ignored)
+            .field("extensions", &ExtensionNames(&rules.extensions))
+            .field("body_cap", &rules.body_cap)
             .field("max_entries", &self.shared.max_entries)
             .field("window", &self.shared.window)
             .finish()
@@ -221,28 +256,57 @@ impl<T> Default for DedupeLayer<T> {
     }
 }
 
-/// Options of a [`DedupeLayer`].
+/// The longest success window: a window covers the burst of identical calls one page load or
+/// one fan-out makes; anything longer is a cache, which belongs to an HTTP cache that honours
+/// `Cache-Control`. It also keeps `Instant + window` far from overflowing.
+pub const MAX_SUCCESS_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Options of a [`DedupeLayer`]. Every option is checked by [`build`](Self::build), which
+/// returns the first mistake as an `ErrorKind::Config` error.
 ///
 /// ```
 /// use std::time::Duration;
 /// use xhttp_dedupe::{DedupeLayer, DedupePolicy};
 ///
+/// #[derive(Clone, PartialEq, Eq, Hash)]
+/// struct Region(&'static str); // a per-request option of one of your layers
+///
 /// let layer: DedupeLayer = DedupeLayer::builder()
 ///     .other_methods(DedupePolicy::RejectDuplicate) // a double-submitted form gets Duplicate
-///     .key_header(http::HeaderName::from_static("x-tenant"))
+///     .ignore_header(http::HeaderName::from_static("x-client-sent-at"))
+///     .key_extension::<Region>()
 ///     .success_window(Duration::from_millis(200))
-///     .build();
+///     .build()?;
 /// # drop(layer);
+/// # Ok::<(), xhttp_core::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct DedupeLayerBuilder {
     get_head: DedupePolicy,
     other: DedupePolicy,
-    headers: Vec<HeaderName>,
-    body_cap: usize,
+    rules: KeyRules,
     max_entries: usize,
     window: Option<Duration>,
     identity: Option<Arc<IdentityFn>>,
+    /// The first mistake, returned by `build`.
+    error: Option<Error>,
+}
+
+/// Prints the declared extension types by name.
+struct ExtensionNames<'a>(&'a [ExtensionRule]);
+
+impl fmt::Debug for ExtensionNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|rule| {
+                let kind = match rule.kind {
+                    key::RuleKind::Neutral(_) => "neutral",
+                    key::RuleKind::Keyed(_) => "keyed",
+                };
+                (rule.type_name, kind)
+            }))
+            .finish()
+    }
 }
 
 impl fmt::Debug for DedupeLayerBuilder {
@@ -250,11 +314,13 @@ impl fmt::Debug for DedupeLayerBuilder {
         f.debug_struct("DedupeLayerBuilder")
             .field("get_head", &self.get_head)
             .field("other", &self.other)
-            .field("headers", &self.headers)
-            .field("body_cap", &self.body_cap)
+            .field("ignored_headers", &self.rules.ignored)
+            .field("extensions", &ExtensionNames(&self.rules.extensions))
+            .field("body_cap", &self.rules.body_cap)
             .field("max_entries", &self.max_entries)
             .field("window", &self.window)
             .field("identity", &self.identity.is_some())
+            .field("error", &self.error)
             .finish()
     }
 }
@@ -269,8 +335,9 @@ impl DedupeLayerBuilder {
     /// use xhttp_dedupe::{DedupeLayer, Identity};
     /// let layer: DedupeLayer = DedupeLayer::builder()
     ///     .identity(|_extensions| Some(Identity("service-account".into())))
-    ///     .build();
+    ///     .build()?;
     /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
     /// ```
     pub fn identity(
         mut self,
@@ -281,6 +348,15 @@ impl DedupeLayerBuilder {
     }
 
     /// The policy for GET and HEAD (default `Coalesce`).
+    ///
+    /// ```
+    /// use xhttp_dedupe::{DedupeLayer, DedupePolicy};
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .safe_methods(DedupePolicy::CancelPrevious)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
     pub fn safe_methods(mut self, policy: DedupePolicy) -> Self {
         self.get_head = policy;
         self
@@ -288,49 +364,233 @@ impl DedupeLayerBuilder {
 
     /// The policy for every other method (default `Off`: a POST is never coalesced, its side
     /// effect belongs to its caller).
+    ///
+    /// ```
+    /// use xhttp_dedupe::{DedupeLayer, DedupePolicy};
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .other_methods(DedupePolicy::RejectDuplicate)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
     pub fn other_methods(mut self, policy: DedupePolicy) -> Self {
         self.other = policy;
         self
     }
 
-    /// Another header that changes the response and so belongs in the key.
-    pub fn key_header(mut self, name: HeaderName) -> Self {
-        if !self.headers.contains(&name) {
-            self.headers.push(name);
+    /// Leaves `name` out of the key: a header that differs from call to call without changing
+    /// the response (a client timestamp, a request id of your own). Added to
+    /// [`DEFAULT_IGNORED_HEADERS`]. A credential header ([`CREDENTIAL_HEADERS`]) cannot be
+    /// ignored: [`build`](Self::build) fails with `ErrorKind::Config`.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// let layer = DedupeLayer::builder()
+    ///     .ignore_header(HeaderName::from_static("x-client-sent-at"))
+    ///     .build::<bytes::Bytes>();
+    /// assert!(layer.is_ok());
+    ///
+    /// let refused = DedupeLayer::builder()
+    ///     .ignore_header(HeaderName::from_static("x-api-key"))
+    ///     .build::<bytes::Bytes>();
+    /// assert_eq!(refused.unwrap_err().kind(), xhttp_core::ErrorKind::Config);
+    /// ```
+    pub fn ignore_header(mut self, name: HeaderName) -> Self {
+        if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            self.fail(Error::config(format!(
+                "the `{name}` header carries credentials and is always part of the dedupe key; \
+                 it cannot be ignored"
+            )));
+        } else if !self.rules.ignored.contains(&name) {
+            self.rules.ignored.push(name);
         }
         self
     }
 
+    /// Keeps `name` in the key. Every header is in the key already unless ignored, so this
+    /// only matters for a name on the ignore list: a trace header your upstream does answer
+    /// by, say.
+    ///
+    /// ```
+    /// use xhttp_dedupe::DedupeLayer;
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .key_header(http::HeaderName::from_static("x-request-id"))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        self.rules.ignored.retain(|ignored| *ignored != name);
+        self
+    }
+
+    /// Declares the request extension type `T` neutral: it never changes a response (a
+    /// per-caller notice read above this layer, a label for logs), so requests carrying it
+    /// still coalesce, whatever its value. Without a declaration, a request with an extension
+    /// the layer does not know is never deduplicated.
+    ///
+    /// ```
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// #[derive(Clone)]
+    /// struct LogLabel(&'static str);
+    ///
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .neutral_extension::<LogLabel>()
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn neutral_extension<T: Send + Sync + 'static>(self) -> Self {
+        self.declare(ExtensionRule::neutral::<T>())
+    }
+
+    /// Declares the request extension type `T` part of the key by value: requests carrying
+    /// equal values (or none) may share a trip; different values never do.
+    ///
+    /// ```
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// #[derive(Clone, PartialEq, Eq, Hash)]
+    /// struct Region(&'static str);
+    ///
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .key_extension::<Region>()
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn key_extension<T>(self) -> Self
+    where
+        T: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+    {
+        self.declare(ExtensionRule::keyed(|value: &T| value.clone()))
+    }
+
+    /// Declares the request extension type `T` part of the key through `project`: what of it
+    /// changes the response. A marker type without `Hash` is keyed on its presence with
+    /// `|_: &T| ()`.
+    ///
+    /// ```
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// #[derive(Clone)]
+    /// struct Passthrough; // a marker of one of your layers, without `Hash`
+    ///
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .key_extension_with(|_: &Passthrough| ())
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn key_extension_with<T, K>(self, project: impl Fn(&T) -> K + Send + Sync + 'static) -> Self
+    where
+        T: Send + Sync + 'static,
+        K: Eq + std::hash::Hash + Send + Sync + 'static,
+    {
+        self.declare(ExtensionRule::keyed(project))
+    }
+
+    /// Records `rule`, replacing an earlier declaration of its type; the layer's own types
+    /// cannot be redeclared.
+    fn declare(mut self, rule: ExtensionRule) -> Self {
+        if key::is_built_in(rule.type_id) {
+            self.fail(Error::config(format!(
+                "`{}` is accounted for by the dedupe layer itself and cannot be redeclared",
+                rule.type_name
+            )));
+            return self;
+        }
+        let rules = &mut self.rules.extensions;
+        match rules.iter_mut().find(|held| held.type_id == rule.type_id) {
+            Some(held) => *held = rule,
+            None => rules.push(rule),
+        }
+        self
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
+    }
+
     /// The largest body that takes part in the key (default 64 KiB); larger bodies are never
     /// deduplicated.
+    ///
+    /// ```
+    /// let layer: xhttp_dedupe::DedupeLayer =
+    ///     xhttp_dedupe::DedupeLayer::builder().body_cap(4096).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
     pub fn body_cap(mut self, bytes: usize) -> Self {
-        self.body_cap = bytes;
+        self.rules.body_cap = bytes;
         self
     }
 
     /// The most keys held at once (default 10,000); past it, new keys pass through.
+    ///
+    /// ```
+    /// let layer: xhttp_dedupe::DedupeLayer =
+    ///     xhttp_dedupe::DedupeLayer::builder().max_entries(100).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
     pub fn max_entries(mut self, entries: usize) -> Self {
         self.max_entries = entries;
         self
     }
 
     /// Keep a finished success for identical coalesced requests that arrive within `window`
-    /// (off by default: a response is shared only while its trip runs).
+    /// (off by default: a response is shared only while its trip runs). Zero keeps nothing;
+    /// over [`MAX_SUCCESS_WINDOW`] (one hour) [`build`](Self::build) fails with
+    /// `ErrorKind::Config`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// assert!(DedupeLayer::builder().success_window(Duration::from_millis(200)).build::<bytes::Bytes>().is_ok());
+    /// let err = DedupeLayer::builder().success_window(Duration::MAX).build::<bytes::Bytes>().unwrap_err();
+    /// assert_eq!(err.kind(), xhttp_core::ErrorKind::Config);
+    /// ```
     pub fn success_window(mut self, window: Duration) -> Self {
         self.window = Some(window);
         self
     }
 
-    /// Builds the layer; every service it makes shares one map.
-    pub fn build<T>(self) -> DedupeLayer<T> {
+    /// Checks the options and builds the layer; every service it makes shares one map. The
+    /// first mistake (an ignored credential header, a redeclared built-in extension, a
+    /// window over [`MAX_SUCCESS_WINDOW`]) is an `ErrorKind::Config` error.
+    ///
+    /// ```
+    /// let layer: xhttp_dedupe::DedupeLayer = xhttp_dedupe::DedupeLayer::builder().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn build<T>(self) -> Result<DedupeLayer<T>, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if let Some(window) = self.window.filter(|window| *window > MAX_SUCCESS_WINDOW) {
+            return Err(Error::config(format!(
+                "the dedupe success window ({window:?}) is over the most allowed ({MAX_SUCCESS_WINDOW:?}); \
+                 keeping responses longer is a cache's job"
+            )));
+        }
+        Ok(self.build_checked())
+    }
+
+    /// Builds from options known to be valid (the defaults, or checked by `build`).
+    fn build_checked<T>(self) -> DedupeLayer<T> {
         DedupeLayer {
             shared: Arc::new(Shared {
                 get_head: self.get_head,
                 other: self.other,
-                headers: self.headers,
-                body_cap: self.body_cap,
+                rules: self.rules,
                 max_entries: self.max_entries,
-                window: self.window,
+                window: self.window.filter(|window| !window.is_zero()),
                 identity: self.identity,
                 map: Mutex::new(KeyMap::default()),
                 kept: Mutex::new(std::collections::VecDeque::new()),
@@ -347,11 +607,18 @@ impl Default for DedupeLayerBuilder {
         DedupeLayerBuilder {
             get_head: DedupePolicy::Coalesce,
             other: DedupePolicy::Off,
-            headers: DEFAULT_KEY_HEADERS.to_vec(),
-            body_cap: 64 * 1024,
+            rules: KeyRules {
+                ignored: DEFAULT_IGNORED_HEADERS
+                    .iter()
+                    .map(|name| HeaderName::from_static(name))
+                    .collect(),
+                extensions: Vec::new(),
+                body_cap: 64 * 1024,
+            },
             max_entries: 10_000,
             window: None,
             identity: None,
+            error: None,
         }
     }
 }
@@ -366,7 +633,7 @@ impl DedupeLayer {
 impl<T> DedupeLayer<T> {
     /// The defaults: coalesce GET and HEAD, leave other methods alone.
     pub fn new() -> Self {
-        DedupeLayerBuilder::default().build()
+        DedupeLayerBuilder::default().build_checked()
     }
 
     /// What the layer has done so far.
@@ -379,6 +646,7 @@ impl<T> DedupeLayer<T> {
             rejected: c.rejected.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             overflowed: c.overflowed.load(Ordering::Relaxed),
+            bypassed: c.bypassed.load(Ordering::Relaxed),
         }
     }
 
@@ -470,13 +738,21 @@ where
         };
         let key = match policy {
             DedupePolicy::Off => None,
-            _ => Key::of(
+            _ => match Key::of(
                 &request,
-                &self.shared.headers,
-                self.shared.body_cap,
+                &self.shared.rules,
                 self.shared.identity.as_deref(),
                 &self.shared.random,
-            ),
+            ) {
+                Ok(key) => Some(key),
+                Err(NoKey::Body | NoKey::UnknownExtension) => {
+                    self.shared
+                        .counters
+                        .bypassed
+                        .fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            },
         };
         // The inner service is ready (poll_ready); it is called right here when a trip starts,
         // and not at all when the caller joins another's trip or is refused.
@@ -564,7 +840,8 @@ where
                 };
                 drop(map);
                 self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                return Box::pin(interest.wait(receiver));
+                let deadline = xhttp_core::Deadline::of(&request);
+                return Box::pin(interest.wait(receiver, deadline));
             }
             // Another policy owns this key (a per-request override): stay out of its way.
             Some(Entry::Exclusive { .. }) => {
@@ -666,7 +943,12 @@ where
         }
         match (result, self.window) {
             (Ok(response), Some(window)) => {
-                let until = Instant::now() + window;
+                // The window is at most an hour (checked at build), so this only fails on a
+                // clock near its end: then nothing is kept.
+                let Some(until) = Instant::now().checked_add(window) else {
+                    map.remove(key);
+                    return;
+                };
                 map.insert(
                     key.clone(),
                     Entry::Done {
@@ -817,10 +1099,24 @@ struct Interest<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Interest<T> {
-    async fn wait(self, mut outcome: watch::Receiver<Option<Outcome<T>>>) -> Outcome<T> {
-        match outcome.wait_for(Option::is_some).await {
-            Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
-            Err(_) => Err(lost()),
+    /// Waits for the shared outcome, at most until the follower's own deadline: the trip runs
+    /// under the leader's.
+    async fn wait(
+        self,
+        mut outcome: watch::Receiver<Option<Outcome<T>>>,
+        deadline: Option<xhttp_core::Deadline>,
+    ) -> Outcome<T> {
+        let shared = async {
+            match outcome.wait_for(Option::is_some).await {
+                Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
+                Err(_) => Err(lost()),
+            }
+        };
+        match deadline {
+            None => shared.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.0, shared)
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout(xhttp_core::TimeoutScope::Total))),
         }
     }
 }

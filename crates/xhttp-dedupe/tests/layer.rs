@@ -555,7 +555,8 @@ async fn the_success_window_serves_a_success_for_its_length_and_never_an_error()
     upstream.open();
     let layer = DedupeLayer::builder()
         .success_window(Duration::from_millis(200))
-        .build();
+        .build()
+        .unwrap();
     let service = layer.layer(upstream.service(|request: &Request<()>, n| {
         if request.uri().path() == "/fail" {
             Err(Error::from_status(StatusCode::BAD_GATEWAY))
@@ -598,7 +599,8 @@ async fn expired_window_entries_do_not_fill_the_bound() {
     let layer = DedupeLayer::builder()
         .success_window(Duration::from_millis(200))
         .max_entries(2)
-        .build();
+        .build()
+        .unwrap();
     let service = layer.layer(upstream.service(numbered));
     for path in ["a", "b"] {
         let uri = format!("https://api.example.com/{path}");
@@ -620,7 +622,7 @@ async fn expired_window_entries_do_not_fill_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_entries_a_new_key_passes_through_and_still_succeeds() {
     let upstream = Held::default();
-    let layer = DedupeLayer::builder().max_entries(2).build();
+    let layer = DedupeLayer::builder().max_entries(2).build().unwrap();
     let service = layer
         .layer(upstream.service(|request: &Request<()>, _| ok(request.uri().path().to_string())));
 
@@ -650,7 +652,8 @@ async fn streaming_bodies_and_bodies_over_the_cap_are_never_deduplicated() {
     let layer = DedupeLayer::builder()
         .other_methods(DedupePolicy::Coalesce)
         .body_cap(8)
-        .build();
+        .build()
+        .unwrap();
     let service = layer.layer(upstream.service(|_: &Request<Body>, n| ok(format!("#{n}"))));
     let post = |body: Body| {
         Request::post("https://api.example.com/search")
@@ -719,7 +722,8 @@ async fn expired_window_entries_are_swept_below_the_bound() {
     use tower::{Layer, ServiceExt};
     let layer: xhttp_dedupe::DedupeLayer = xhttp_dedupe::DedupeLayer::builder()
         .success_window(std::time::Duration::from_millis(200))
-        .build();
+        .build()
+        .unwrap();
     let service = layer.layer(tower::service_fn(|_: http::Request<()>| async {
         Ok::<_, xhttp_core::Error>(http::Response::new(bytes::Bytes::from_static(b"ok")))
     }));

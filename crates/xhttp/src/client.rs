@@ -572,21 +572,34 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let dedupe = self.dedupe.map(|options| match &self.auth {
-            Some(auth) => {
-                let manager = auth.manager.clone();
-                let anonymous = Identity("anonymous".into());
-                options
-                    .identity(move |extensions| {
-                        Some(match extensions.get::<SkipAuth>() {
-                            Some(_) => anonymous.clone(),
-                            None => Identity(manager.session_identity()),
-                        })
-                    })
-                    .build()
-            }
-            None => options.build(),
-        });
+        let dedupe = self
+            .dedupe
+            .map(|options| {
+                // The facade's per-request options: the notices are read by report, above
+                // dedupe, per caller; the others change the outcome, and key on presence.
+                let options = options
+                    .neutral_extension::<xhttp_status::ErrorNotice>()
+                    .neutral_extension::<xhttp_status::SuccessNotice>()
+                    .key_extension_with(|_: &xhttp_status::StatusPassthrough| ())
+                    .key_extension_with(|_: &xhttp_envelope::RawResponse| ())
+                    .key_extension_with(|_: &SkipAuth| ());
+                match &self.auth {
+                    Some(auth) => {
+                        let manager = auth.manager.clone();
+                        let anonymous = Identity("anonymous".into());
+                        options
+                            .identity(move |extensions| {
+                                Some(match extensions.get::<SkipAuth>() {
+                                    Some(_) => anonymous.clone(),
+                                    None => Identity(manager.session_identity()),
+                                })
+                            })
+                            .build()
+                    }
+                    None => options.build(),
+                }
+            })
+            .transpose()?;
         let mut layers = Layers {
             dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
