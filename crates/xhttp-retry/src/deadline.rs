@@ -31,7 +31,22 @@ pub struct DeadlineLayer {
 }
 
 impl DeadlineLayer {
-    /// A deadline `timeout` after each call starts.
+    /// A deadline `timeout` after each call starts. A timeout above a year (`Duration::MAX`
+    /// included) counts as a year, [`Deadline::after`]'s cap: no deadline worth the name, and
+    /// no overflow of the clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use xhttp_core::Error;
+    /// use xhttp_retry::DeadlineLayer;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Error>("done") });
+    /// let service = DeadlineLayer::new(Duration::MAX).layer(ok);
+    /// assert_eq!(service.oneshot(http::Request::new(())).await.unwrap(), "done");
+    /// # });
+    /// ```
     pub fn new(timeout: Duration) -> Self {
         DeadlineLayer { timeout }
     }

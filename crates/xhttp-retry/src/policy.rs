@@ -87,6 +87,15 @@ type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 ///   with the parsed value on the error;
 /// - a budget of 20% of requests plus 10 retries a second over 10 s, as tower's `TpsBudget`.
 ///
+/// Configurations that cannot work are a `Config` error from
+/// [`build`](RetryPolicyBuilder::build), never a panic later: a factor that is not a finite
+/// number >= 1 (NaN included), a base above the cap, a backoff or `Retry-After` cap above a
+/// year ([`RetryPolicy::LONGEST_WAIT`]: no wait worth the name, and `Duration::MAX` overflows
+/// every clock), a budget whose ttl is outside 1 to 60 s, whose percent is outside 0 to 1000
+/// (NaN included) or whose floor is `i32::MAX` a second or more (tower's `TpsBudget` asserts
+/// these). A jitter source that returns NaN or a value outside `[0, 1]` is clamped, never
+/// trusted.
+///
 /// ```
 /// use std::time::Duration;
 /// use xhttp_retry::RetryPolicy;
@@ -182,20 +191,23 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// Exponential backoff: `base * factor^n`, at most `cap`, before full jitter.
+    /// Exponential backoff: `base * factor^n`, at most `cap`, before full jitter. `build`
+    /// fails unless `factor` is finite and >= 1, `base <= cap` and `cap` is at most a year.
     pub fn backoff(mut self, base: Duration, factor: f64, cap: Duration) -> Self {
         (self.base, self.factor, self.cap) = (base, factor, cap);
         self
     }
 
-    /// The longest `Retry-After` honoured (default 30 s); a longer one ends the retries.
+    /// The longest `Retry-After` honoured (default 30 s, at most a year); a longer one ends
+    /// the retries.
     pub fn retry_after_cap(mut self, cap: Duration) -> Self {
         self.retry_after_cap = cap;
         self
     }
 
     /// The retry budget (tower's `TpsBudget`): over `ttl`, retries may be `retry_percent` of
-    /// requests plus `min_per_sec` a second.
+    /// requests plus `min_per_sec` a second. `ttl` must be 1 to 60 s, `retry_percent` 0 to
+    /// 1000 and `min_per_sec` below `i32::MAX`, or `build` fails.
     pub fn budget(mut self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         self.budget = (ttl, min_per_sec, retry_percent);
         self
@@ -245,13 +257,26 @@ impl RetryPolicyBuilder {
         if self.base > self.cap {
             return Err(Error::config("the backoff base must not exceed its cap"));
         }
+        if self.cap > RetryPolicy::LONGEST_WAIT || self.retry_after_cap > RetryPolicy::LONGEST_WAIT
+        {
+            return Err(Error::config(
+                "the backoff cap and the Retry-After cap must be at most a year",
+            ));
+        }
         let (ttl, min_per_sec, percent) = self.budget;
+        // `contains` is false for NaN. These are the assertions of `TpsBudget::new`.
         if !(0.0..=1000.0).contains(&percent)
             || !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl)
         {
             return Err(Error::config(
                 "the retry budget needs a ttl of 1 to 60 s and a percent of 0 to 1000",
             ));
+        }
+        if min_per_sec >= i32::MAX as u32 {
+            return Err(Error::config(format!(
+                "the retry budget's floor must be below {} retries a second",
+                i32::MAX
+            )));
         }
         Ok(RetryPolicy {
             settings: Arc::new(Settings {
@@ -271,6 +296,21 @@ impl RetryPolicyBuilder {
 }
 
 impl RetryPolicy {
+    /// The longest backoff cap and `Retry-After` cap a policy accepts: a year (365 days), the
+    /// same bound as [`Deadline::after`]'s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_retry::RetryPolicy;
+    /// let too_long = RetryPolicy::LONGEST_WAIT + Duration::from_secs(1);
+    /// let err = RetryPolicy::builder()
+    ///     .backoff(Duration::from_millis(100), 2.0, too_long)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), xhttp_core::ErrorKind::Config);
+    /// ```
+    pub const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
     /// Options for a policy, starting from the defaults.
     pub fn builder() -> RetryPolicyBuilder {
         RetryPolicyBuilder::default()
@@ -449,7 +489,7 @@ where
         request: &mut Request<B>,
         result: &mut Result<Response<T>, Error>,
     ) -> Option<Self::Future> {
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
         let settings = &self.policy.settings;
         if self.attempts == 1 {
             settings.budget.deposit();
@@ -486,6 +526,12 @@ where
                 }
                 return None;
             }
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            // tokio cannot make the backoff timer here: say so instead of panicking.
+            *result = Err(xhttp_core::timeout::no_runtime_error());
+            self.finish(result);
+            return None;
         }
         if !settings.budget.withdraw() {
             tracing::debug!("retry budget exhausted: not retrying");
@@ -557,6 +603,90 @@ mod tests {
             .budget(Duration::ZERO, 1, 0.2)
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn a_budget_floor_of_u32_max_is_a_config_error_not_a_panic() {
+        // tower's `TpsBudget::new` asserts `min_per_sec < i32::MAX`.
+        for floor in [u32::MAX, i32::MAX as u32] {
+            let err = RetryPolicy::builder()
+                .budget(Duration::from_secs(10), floor, 0.2)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+        }
+        assert!(RetryPolicy::builder()
+            .budget(Duration::from_secs(10), i32::MAX as u32 - 1, 0.2)
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn nan_or_infinite_factors_and_percents_are_config_errors() {
+        for factor in [f64::NAN, f64::INFINITY, -1.0] {
+            let err = RetryPolicy::builder()
+                .backoff(Duration::from_millis(1), factor, Duration::from_secs(1))
+                .build()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "factor {factor}");
+        }
+        for percent in [f32::NAN, f32::INFINITY, -0.1, 1000.5] {
+            let err = RetryPolicy::builder()
+                .budget(Duration::from_secs(10), 10, percent)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "percent {percent}");
+        }
+        // The smallest positive percent makes tower's withdraw amount saturate: no panic.
+        let policy = RetryPolicy::builder()
+            .budget(Duration::from_secs(10), 10, f32::MIN_POSITIVE)
+            .build()
+            .unwrap();
+        drop(policy);
+    }
+
+    #[test]
+    fn backoff_durations_of_duration_max_are_config_errors() {
+        let max = Duration::MAX;
+        for (base, cap) in [(max, max), (Duration::from_millis(1), max)] {
+            let err = RetryPolicy::builder()
+                .backoff(base, 2.0, cap)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+        }
+        let err = RetryPolicy::builder()
+            .retry_after_cap(max)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        // A year is the longest accepted, and its delays compute without a panic.
+        let year = RetryPolicy::LONGEST_WAIT;
+        let policy = RetryPolicy::builder()
+            .backoff(year, 2.0, year)
+            .retry_after_cap(year)
+            .jitter(|| 1.0)
+            .build()
+            .unwrap();
+        assert_eq!(policy.backoff(0), year);
+        assert_eq!(policy.backoff(u32::MAX), year);
+    }
+
+    #[test]
+    fn a_nan_or_out_of_range_jitter_is_clamped_not_trusted() {
+        for (random, expected) in [
+            (f64::NAN, Duration::ZERO),
+            (f64::INFINITY, Duration::ZERO),
+            (f64::NEG_INFINITY, Duration::ZERO),
+            (-3.0, Duration::ZERO),
+            (7.0, Duration::from_millis(100)),
+        ] {
+            let policy = RetryPolicy::builder()
+                .jitter(move || random)
+                .build()
+                .unwrap();
+            assert_eq!(policy.backoff(0), expected, "random {random}");
+        }
     }
 
     #[test]

@@ -994,3 +994,72 @@ async fn a_predicate_retry_of_a_response_honours_its_retry_after() {
     assert_eq!(result.unwrap().status(), StatusCode::OK);
     assert_eq!(log.offsets(start), vec![Duration::ZERO, 2000 * MS]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Impossible configurations: typed errors or documented clamps, never a panic.
+
+/// Polls `future` once with a no-op waker, outside any tokio runtime.
+fn poll_once_without_a_runtime<F: std::future::Future>(future: F) -> std::task::Poll<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.as_mut().poll(&mut cx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_counts_as_a_year_and_retries_still_work() {
+    let log = Log::default();
+    let inner = upstream(&log, |n| if n == 0 { status(503) } else { status(200) });
+    let (result, took) = send(max_jitter().build().unwrap(), Duration::MAX, inner, get()).await;
+    let response = result.unwrap();
+    assert_eq!(attempts_of(&response), Some(Attempts(2)));
+    assert_eq!(took, 100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_still_times_out_a_hung_call_after_a_year() {
+    let never = service_fn(|_: Request<()>| std::future::pending::<Reply>());
+    let service = DeadlineLayer::new(Duration::MAX).layer(never);
+    let start = Instant::now();
+    let err = service.oneshot(get()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Total));
+    assert_eq!(start.elapsed(), RetryPolicy::LONGEST_WAIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_of_u32_max_counts_attempts_as_before() {
+    let log = Log::default();
+    let inner = upstream(&log, |n| if n < 3 { status(503) } else { status(200) });
+    let policy = max_jitter().max_retries(u32::MAX).build().unwrap();
+    let (result, _) = send(policy, DEADLINE, inner, get()).await;
+    assert_eq!(attempts_of(&result.unwrap()), Some(Attempts(4)));
+    assert_eq!(log.calls(), 4);
+}
+
+#[test]
+fn outside_a_runtime_the_deadline_is_a_config_error_not_a_panic() {
+    let log = Log::default();
+    let service = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(DEADLINE))
+        .layer(RetryLayer::new(RetryPolicy::default()))
+        .service(upstream(&log, |_| status(200)));
+    let std::task::Poll::Ready(result) = poll_once_without_a_runtime(service.oneshot(get())) else {
+        panic!("a call that cannot have a timer fails at once");
+    };
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[test]
+fn outside_a_runtime_a_retry_is_a_config_error_not_a_panic() {
+    // No deadline layer: the first attempt runs, and its retry would need a tokio timer.
+    let log = Log::default();
+    let service = RetryLayer::new(RetryPolicy::default()).layer(upstream(&log, |_| status(503)));
+    let std::task::Poll::Ready(result) = poll_once_without_a_runtime(service.oneshot(get())) else {
+        panic!("the retry decision is made on the first poll");
+    };
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(log.calls(), 1);
+}
