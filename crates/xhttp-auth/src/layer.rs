@@ -32,6 +32,11 @@ pub struct SkipAuth;
 /// above it: a request extension shared between the two (the request itself moves down the
 /// stack, the slot stays readable above).
 ///
+/// A manager never reuses a generation, across sessions too, so the generation in the slot
+/// also names the session the request was sent in: the refresh layer hands it to
+/// [`TokenManager::refresh_after_rejection`], which refuses (`SessionChanged`) to replay a
+/// rejection of an older session with the current one's token.
+///
 /// ```
 /// let slot = xhttp_auth::GenerationSlot::new();
 /// assert_eq!(slot.get(), None);
@@ -65,9 +70,13 @@ impl GenerationSlot {
 /// [`TokenManager`], only to the configured origins.
 ///
 /// - A request to another origin gets no token and costs no token call.
-/// - A bearer never goes over plain `http` (RFC 6750 section 5.3), except to a loopback host
-///   when [`allow_insecure_loopback`](AuthLayer::allow_insecure_loopback) is set: such a
-///   request fails with `InsecureTransport` before anything is sent.
+/// - A bearer never goes over plain `http` (RFC 6750 section 5.3), except to a loopback
+///   **address** when [`allow_insecure_loopback`](AuthLayer::allow_insecure_loopback) is set
+///   (`127.0.0.0/8`, `[::1]`, `[::ffff:127.x.y.z]`, as
+///   [`xhttp_core::origin::is_loopback_address`] decides). A name is never loopback, not even
+///   `localhost` or `*.localhost`: it resolves to whatever DNS or a hosts file says, so write
+///   `127.0.0.1`. Any other plain-`http` request to a configured origin fails with
+///   `InsecureTransport` before anything is sent or any token is fetched.
 /// - The header is marked sensitive; the token's generation goes into the request's
 ///   [`GenerationSlot`] when there is one; [`SkipAuth`] requests pass untouched.
 /// - While a rejection-triggered refresh runs, requests wait for its new token.
@@ -128,7 +137,9 @@ impl AuthLayer {
         self
     }
 
-    /// Allows plain `http` to loopback hosts (tests, a sidecar); off by default.
+    /// Allows plain `http` to loopback addresses (tests, a sidecar); off by default. Only IP
+    /// literals count (`http://127.0.0.1:8080`, `http://[::1]:8080`): `http://localhost` and
+    /// other names are still refused with `InsecureTransport`.
     pub fn allow_insecure_loopback(mut self, allow: bool) -> Self {
         self.config_mut().allow_insecure_loopback = allow;
         self
@@ -253,7 +264,10 @@ where
             Decision::Pass => {}
             Decision::Insecure => {
                 let err = Error::new(ErrorKind::InsecureTransport)
-                    .with_message("a bearer token is only sent over https")
+                    .with_message(
+                        "a bearer token is only sent over https, or plain http to a loopback \
+                         address such as 127.0.0.1 when allowed",
+                    )
                     .with_request(&request);
                 return ResponseFuture::ready(Err(err));
             }

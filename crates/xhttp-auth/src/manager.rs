@@ -18,7 +18,16 @@
 //!
 //! - Each token carries a **generation**. A rejection names the generation its request was
 //!   sent with ([`TokenManager::refresh_after_rejection`]): if the manager already holds a
-//!   newer one, that one is returned with no call at all.
+//!   newer one of the same session, that one is returned with no call at all.
+//! - A **session** is what one login gives: [`TokenManager::set_tokens`] (a new login, an
+//!   account switch) starts one, [`TokenManager::clear`] ends one, refreshes stay in it.
+//!   Generations are never reused across sessions, and the manager remembers where the
+//!   current session began, so a generation names its session too. A rejection of a request
+//!   sent in an older session is **never replayed** with the new session's token (a `DELETE`
+//!   meant for account A must not run as user B): it gets
+//!   [`ErrorKind::SessionChanged`](xhttp_core::ErrorKind::SessionChanged) with no token call.
+//!   A refresh still running when the session changes is disowned: its result is not kept,
+//!   and its waiters get `SessionChanged` too.
 //! - At most one refresh runs at a time, as **its own task**, so a dropped caller never
 //!   cancels it; it is bounded by a timeout (default 10 s), and a panic in it becomes an
 //!   error for every waiter. Proactive refreshes (token about to expire) and reactive ones
@@ -33,7 +42,22 @@
 //! - In the soft window before expiry, callers get the still-valid token at once and one
 //!   background refresh starts (at most one a minute); if it fails the valid token stays in
 //!   service.
-
+//!
+//! # What is refused where
+//!
+//! - An access token must be visible ASCII with no space (`%x21-7E`, RFC 6750's `b64token`
+//!   goes in a header), a refresh token visible ASCII (`%x20-7E`, RFC 6749 `VSCHAR`). A token
+//!   breaking that is refused where it enters, before it can break every request:
+//!   [`set_tokens`](TokenManager::set_tokens) returns `InvalidRequest`; a grant's answer
+//!   (or your own [`RefreshGrant`]'s) is a `RefreshFailed`; a store's is not adopted (the
+//!   [`FileStore`](crate::FileStore) itself reports it as `Decode`).
+//! - An impossible configuration (a window share that is NaN, negative or above 1, a
+//!   duration over ten years, a zero refresh timeout, a timed refresh with no tokio runtime)
+//!   is a `Config` error from [`TokenManagerBuilder::try_build`], or, after
+//!   [`TokenManagerBuilder::build`], from every call. Nothing panics.
+//! - The current access and refresh tokens are registered with the core masker
+//!   ([`xhttp_core::mask::KnownSecret`]) for exactly as long as they are current, so no
+//!   error, notice or log line can print them, even quoted by a server.
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -42,11 +66,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Error, ErrorKind, SharedClock, TokioClock};
 
 use crate::grant::{GrantResponse, RefreshGrant};
 use crate::store::{MemoryStore, StoredTokens, Swap, TokenStore};
-use crate::token::{Token, Windows};
+use crate::token::{check_access_token, check_duration, check_refresh_token, Token, Windows};
 use crate::Secret;
 
 /// The outcome of a refresh, shared by every waiter.
@@ -81,7 +106,7 @@ type Outcome = Result<Arc<Token>, Error>;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let manager = TokenManager::builder(Counter(Default::default())).build();
-/// manager.set_tokens(Secret::new("access-login"), Some(Secret::new("refresh-login")), Some(Duration::from_secs(3600))).await;
+/// manager.set_tokens(Secret::new("access-login"), Some(Secret::new("refresh-login")), Some(Duration::from_secs(3600))).await.unwrap();
 /// let token = manager.current().await.unwrap();
 /// assert_eq!(token.access().expose(), "access-login");
 ///
@@ -109,6 +134,9 @@ struct Shared {
     /// handle, so that dropping the last manager ends it).
     changed: Arc<Notify>,
     timed_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Why the configuration is impossible, when `build` was given one: every call fails with
+    /// it instead of panicking.
+    broken: Option<Error>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,8 +150,14 @@ struct Config {
 #[derive(Default)]
 struct State {
     token: Option<Arc<Token>>,
-    /// The last generation handed out; tokens count up from 1.
+    /// The current tokens registered with the masker; replaced with the token, dropped with it.
+    known: Vec<KnownSecret>,
+    /// The last generation handed out; tokens count up from 1, across sessions.
     generation: u64,
+    /// The first generation of the current session: any lower one belongs to an older one.
+    session_floor: u64,
+    /// Counts sessions, so that a refresh started in one never lands in the next.
+    epoch: u64,
     flight: Option<Flight>,
     /// A rejection-triggered refresh runs: every caller waits for it.
     paused: bool,
@@ -145,6 +179,38 @@ impl State {
         let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.session = Some(Arc::from(format!("session-{n}")));
     }
+
+    /// Ends the current session: generations handed out so far belong to an older one, and
+    /// a refresh still running is disowned (its task finds the epoch changed).
+    fn end_session(&mut self) {
+        self.new_session();
+        self.epoch += 1;
+        self.session_floor = self.generation + 1;
+        self.flight = None;
+        self.paused = false;
+        self.failed = None;
+        self.soft_attempt = None;
+    }
+
+    /// Makes `token` current, with its secrets registered for exactly as long.
+    fn install(&mut self, token: Arc<Token>) {
+        self.known = token_secrets(&token);
+        self.token = Some(token);
+    }
+
+    /// Forgets the token and its registered secrets.
+    fn forget(&mut self) {
+        self.token = None;
+        self.known.clear();
+    }
+}
+
+fn token_secrets(token: &Token) -> Vec<KnownSecret> {
+    let mut known = vec![KnownSecret::register(token.access().expose())];
+    if let Some(refresh) = token.refresh() {
+        known.push(KnownSecret::register(refresh.expose()));
+    }
+    known
 }
 
 #[derive(Clone)]
@@ -216,28 +282,32 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// The soft and hard windows and the skew.
+    /// The soft and hard windows and the skew. Shares must be in `0.0..=1.0` and lengths at
+    /// most ten years ([`Windows::validate`]); others are a `Config` error.
     pub fn windows(mut self, windows: Windows) -> Self {
         self.config.windows = windows;
         self
     }
 
     /// How long one refresh may take before every waiter gets `RefreshFailed` (default 10 s:
-    /// axios-auth-refresh has none, and a hung token endpoint hangs every request).
+    /// axios-auth-refresh has none, and a hung token endpoint hangs every request). Zero or
+    /// more than ten years is a `Config` error.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.config.refresh_timeout = timeout;
         self
     }
 
     /// After a transient failure, how long from that attempt's start callers that need a
-    /// refresh get its error at once instead of a new attempt (default 1 s).
+    /// refresh get its error at once instead of a new attempt (default 1 s; at most ten
+    /// years).
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.config.cooldown = cooldown;
         self
     }
 
     /// How often a background refresh may start in the soft window (default once a minute,
-    /// so a failing token endpoint is not called on every request while the token is valid).
+    /// so a failing token endpoint is not called on every request while the token is valid;
+    /// at most ten years).
     pub fn soft_retry_interval(mut self, interval: Duration) -> Self {
         self.config.soft_interval = interval;
         self
@@ -252,14 +322,39 @@ impl TokenManagerBuilder {
 
     /// Also refresh on a timer, at the start of each token's soft window, from a background
     /// task that ends when the last handle to the manager is dropped (the seeds' timed
-    /// refresh). Off by default: refresh on use covers callers that are active.
+    /// refresh). Off by default: refresh on use covers callers that are active. Needs a tokio
+    /// runtime when the manager is built.
     pub fn timed_refresh(mut self, enabled: bool) -> Self {
         self.timed = enabled;
         self
     }
 
-    /// Builds the manager. With the timed refresh on, this must run inside a tokio runtime.
+    /// Builds the manager, or says why its configuration is impossible (an
+    /// [`ErrorKind::Config`] error): a window share that is NaN, negative or above 1, a
+    /// duration over ten years, a zero refresh timeout, or a timed refresh outside a tokio
+    /// runtime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_auth::{RefreshGrant, TokenManager, Windows};
+    ///
+    /// fn build(grant: impl RefreshGrant) {
+    ///     let windows = Windows { soft_share: f64::NAN, ..Windows::default() };
+    ///     let err = TokenManager::builder(grant).windows(windows).try_build().unwrap_err();
+    ///     assert_eq!(err.kind(), xhttp_core::ErrorKind::Config);
+    /// }
+    /// ```
+    pub fn try_build(self) -> Result<TokenManager, Error> {
+        self.check()?;
+        Ok(self.build())
+    }
+
+    /// Builds the manager. It never panics: with an impossible configuration (see
+    /// [`try_build`](Self::try_build), which reports it at once) every call of the manager
+    /// fails with that `Config` error instead.
     pub fn build(self) -> TokenManager {
+        let broken = self.check().err();
+        let timed = self.timed && broken.is_none();
         let shared = Arc::new(Shared {
             grant: self.grant,
             store: self.store,
@@ -269,16 +364,38 @@ impl TokenManagerBuilder {
             state: Mutex::new(State::default()),
             changed: Arc::new(Notify::new()),
             timed_task: Mutex::new(None),
+            broken,
         });
-        if self.timed {
-            let task = tokio::spawn(timed_refresh(
-                Arc::downgrade(&shared),
-                shared.changed.clone(),
-            ));
-            *lock(&shared.timed_task) = Some(task.abort_handle());
+        if timed {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let task = runtime.spawn(timed_refresh(
+                    Arc::downgrade(&shared),
+                    shared.changed.clone(),
+                ));
+                *lock(&shared.timed_task) = Some(task.abort_handle());
+            }
         }
         TokenManager { shared }
     }
+
+    fn check(&self) -> Result<(), Error> {
+        let config = &self.config;
+        config.windows.validate()?;
+        if config.refresh_timeout.is_zero() {
+            return Err(Error::config("the token manager's refresh timeout is zero"));
+        }
+        check_duration("refresh timeout", config.refresh_timeout)?;
+        check_duration("cool-down", config.cooldown)?;
+        check_duration("soft retry interval", config.soft_interval)?;
+        if self.timed && tokio::runtime::Handle::try_current().is_err() {
+            return Err(no_runtime());
+        }
+        Ok(())
+    }
+}
+
+fn no_runtime() -> Error {
+    Error::config("the token manager's refresh runs on tokio: call it inside a tokio runtime")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -305,17 +422,43 @@ impl TokenManager {
         }
     }
 
-    /// Sets tokens obtained elsewhere (a login), ends a session-expired state, and saves them
-    /// to the store. Returns the new token.
+    /// Sets tokens obtained elsewhere (a login, an account switch), ends a session-expired
+    /// state, and saves them to the store. Returns the new token.
+    ///
+    /// This starts a **new session**: a request sent with an older session's token that the
+    /// server rejects is never replayed with these tokens (it gets
+    /// [`ErrorKind::SessionChanged`]), and a refresh still running for the old session is
+    /// disowned.
+    ///
+    /// Errors: [`ErrorKind::InvalidRequest`] when the access token is empty or not visible
+    /// ASCII without spaces, or the refresh token is not visible ASCII (a newline, a NUL):
+    /// such a token could never be sent, and nothing changes. A failure to save to the store
+    /// is only logged: the tokens are in use.
+    ///
+    /// ```
+    /// # use xhttp_auth::{Secret, TokenManager};
+    /// # async fn run(manager: TokenManager) {
+    /// let err = manager.set_tokens(Secret::new("a\nb"), None, None).await.unwrap_err();
+    /// assert_eq!(err.kind(), xhttp_core::ErrorKind::InvalidRequest);
+    /// # }
+    /// ```
     pub async fn set_tokens(
         &self,
         access: Secret,
         refresh: Option<Secret>,
         expires_in: Option<Duration>,
-    ) -> Arc<Token> {
+    ) -> Result<Arc<Token>, Error> {
+        if let Some(err) = &self.shared.broken {
+            return Err(err.clone());
+        }
+        check_access_token(&access).map_err(Error::invalid_request)?;
+        if let Some(refresh) = &refresh {
+            check_refresh_token(refresh).map_err(Error::invalid_request)?;
+        }
         let now = self.shared.clock.now();
         let token = {
             let mut state = lock(&self.shared.state);
+            state.end_session();
             state.generation += 1;
             let token = Arc::new(Token::new(
                 access,
@@ -325,11 +468,8 @@ impl TokenManager {
                 state.generation,
                 &self.shared.config.windows,
             ));
-            state.token = Some(token.clone());
+            state.install(token.clone());
             state.expired = false;
-            state.failed = None;
-            state.soft_attempt = None;
-            state.new_session();
             token
         };
         self.shared.changed.notify_waiters();
@@ -337,17 +477,17 @@ impl TokenManager {
         if let Err(err) = self.shared.store.save(&stored).await {
             tracing::warn!(error = %err, "could not save the new tokens to the token store");
         }
-        token
+        Ok(token)
     }
 
-    /// Forgets the tokens (a logout): later calls get `SessionExpired` until new tokens are set.
-    /// Does not fire `on_session_expired` (the caller knows).
+    /// Forgets the tokens (a logout) and ends the session: later calls get `SessionExpired`
+    /// until new tokens are set. Does not fire `on_session_expired` (the caller knows).
     pub async fn clear(&self) {
         {
             let mut state = lock(&self.shared.state);
-            state.token = None;
+            state.end_session();
+            state.forget();
             state.expired = true;
-            state.new_session();
         }
         if let Err(err) = self.shared.store.clear().await {
             tracing::warn!(error = %err, "could not clear the token store");
@@ -369,7 +509,8 @@ impl TokenManager {
 
     /// The token to send now if it is at hand without waiting (`None`: call
     /// [`current`](TokenManager::current)). Layers use it to skip a boxed future on the
-    /// common path.
+    /// common path. Safe outside a tokio runtime: a refresh that cannot start there is
+    /// reported by `current`.
     pub fn current_now(&self) -> Option<Arc<Token>> {
         match self.shared.next_for_current() {
             Next::Use(token) => Some(token),
@@ -379,9 +520,13 @@ impl TokenManager {
 
     /// Called when the server rejected a request sent with the token of `generation`.
     ///
-    /// If the manager already holds a newer token (the late rejection of a request that was
-    /// in flight while another refresh ran), returns it with no call. Otherwise starts, or
-    /// joins, the single refresh, and makes new callers wait for it.
+    /// - `generation` from an older session (a `set_tokens` or `clear` came since): fails
+    ///   with [`ErrorKind::SessionChanged`] at once, with no call: the request must not be
+    ///   replayed with another session's credentials. (In the session-expired state it is
+    ///   `SessionExpired`, as for every call.)
+    /// - The manager already holds a newer token of the same session (the late rejection of
+    ///   a request that was in flight while another refresh ran): returns it with no call.
+    /// - Otherwise starts, or joins, the single refresh, and makes new callers wait for it.
     pub async fn refresh_after_rejection(&self, generation: u64) -> Outcome {
         match self.shared.next_after_rejection(generation) {
             Next::Use(token) => Ok(token),
@@ -404,7 +549,7 @@ impl TokenManager {
     /// # use xhttp_auth::{RefreshGrant, Secret, TokenManager};
     /// # async fn run(manager: TokenManager) {
     /// let before = manager.session_identity();
-    /// manager.set_tokens(Secret::new("a"), None, None).await;
+    /// manager.set_tokens(Secret::new("a"), None, None).await.unwrap();
     /// assert_ne!(before, manager.session_identity());
     /// # }
     /// ```
@@ -439,6 +584,9 @@ impl fmt::Debug for TokenManager {
 
 impl Shared {
     fn next_for_current(self: &Arc<Self>) -> Next {
+        if let Some(err) = &self.broken {
+            return Next::Fail(err.clone());
+        }
         let now = self.clock.now();
         let mut state = lock(&self.state);
         if state.expired {
@@ -460,7 +608,9 @@ impl Shared {
                 });
                 if token.in_soft_window(now) && state.flight.is_none() && soft_due {
                     state.soft_attempt = Some(now);
-                    self.start_flight(&mut state, now);
+                    // Without a runtime there is no background refresh: the valid token
+                    // serves, and the hard window reports the missing runtime.
+                    let _ = self.start_flight(&mut state, now);
                 }
                 Next::Use(token)
             }
@@ -469,10 +619,16 @@ impl Shared {
     }
 
     fn next_after_rejection(self: &Arc<Self>, generation: u64) -> Next {
+        if let Some(err) = &self.broken {
+            return Next::Fail(err.clone());
+        }
         let now = self.clock.now();
         let mut state = lock(&self.state);
         if state.expired {
             return Next::Fail(session_expired());
+        }
+        if generation < state.session_floor {
+            return Next::Fail(session_changed());
         }
         if state.flight.as_ref().is_some_and(Flight::is_lost) {
             state.flight = None;
@@ -498,17 +654,22 @@ impl Shared {
                 return Next::Fail(err.clone());
             }
         }
-        Next::Wait(self.start_flight(state, now))
+        match self.start_flight(state, now) {
+            Ok(flight) => Next::Wait(flight),
+            Err(err) => Next::Fail(err),
+        }
     }
 
     /// Starts the refresh task. Called with the state locked, so exactly one starts.
-    fn start_flight(self: &Arc<Self>, state: &mut State, now: Instant) -> Flight {
+    fn start_flight(self: &Arc<Self>, state: &mut State, now: Instant) -> Result<Flight, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
         let (tell, outcome) = watch::channel(None);
         let flight = Flight { outcome };
         state.flight = Some(flight.clone());
         let held = state.token.clone();
+        let epoch = state.epoch;
         let shared = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let run = AssertUnwindSafe(shared.refresh(held)).catch_unwind();
             let result = match tokio::time::timeout(shared.config.refresh_timeout, run).await {
                 Ok(Ok(result)) => result,
@@ -520,11 +681,11 @@ impl Shared {
                     shared.config.refresh_timeout
                 ))),
             };
-            let outcome = shared.finish(result, now).await;
+            let outcome = shared.finish(result, now, epoch).await;
             // Nobody waiting is fine: the outcome is in the state already.
             let _ = tell.send(Some(outcome));
         });
-        flight
+        Ok(flight)
     }
 
     /// One refresh, as the store's protocol says: lock, adopt what another process stored,
@@ -532,7 +693,16 @@ impl Shared {
     async fn refresh(&self, held: Option<Arc<Token>>) -> Result<TokenData, Error> {
         let _fleet_lock = self.store.lock().await.map_err(as_refresh_failed)?;
         let stored = match self.store.load().await {
-            Ok(stored) => stored,
+            Ok(stored) => stored.filter(|stored| match check_stored(stored) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(
+                        why,
+                        "the token store holds a token that cannot be sent; ignoring it"
+                    );
+                    false
+                }
+            }),
             Err(err) => {
                 tracing::warn!(error = %err, "could not read the token store; refreshing anyway");
                 None
@@ -553,14 +723,23 @@ impl Shared {
             return Err(session_expired().with_message("no refresh token: log in first"));
         }
         let response = self.grant.request(refresh_token.as_ref()).await?;
+        check_access_token(&response.access_token)
+            .and_then(|()| {
+                response
+                    .refresh_token
+                    .as_ref()
+                    .map_or(Ok(()), check_refresh_token)
+            })
+            .map_err(|why| Error::new(ErrorKind::RefreshFailed).with_message(why))?;
         let data = TokenData::from_grant(response, refresh_token.clone());
         let new = self.data_to_stored(&data);
         match self.store.swap(refresh_token.as_ref(), &new).await {
             Ok(Swap::Saved) | Ok(Swap::Conflict(None)) => Ok(data),
-            Ok(Swap::Conflict(Some(theirs))) => {
+            Ok(Swap::Conflict(Some(theirs))) if check_stored(&theirs).is_ok() => {
                 tracing::debug!("another process stored newer tokens during the refresh");
                 Ok(self.adopt_stored(theirs))
             }
+            Ok(Swap::Conflict(Some(_))) => Ok(data),
             Err(err) => {
                 tracing::warn!(error = %err, "could not save the refreshed tokens to the token store");
                 Ok(data)
@@ -568,10 +747,20 @@ impl Shared {
         }
     }
 
-    /// Publishes a refresh's result in the state before any waiter wakes.
-    async fn finish(&self, result: Result<TokenData, Error>, started: Instant) -> Outcome {
+    /// Publishes a refresh's result in the state before any waiter wakes; a result of an
+    /// older session (`epoch`) is dropped, and its waiters learn that the session changed.
+    async fn finish(
+        &self,
+        result: Result<TokenData, Error>,
+        started: Instant,
+        epoch: u64,
+    ) -> Outcome {
         let outcome = {
             let mut state = lock(&self.state);
+            if state.epoch != epoch {
+                tracing::debug!("the session changed during the refresh: its result is dropped");
+                return Err(session_changed());
+            }
             state.flight = None;
             state.paused = false;
             match result {
@@ -585,14 +774,14 @@ impl Shared {
                         state.generation,
                         &self.config.windows,
                     ));
-                    state.token = Some(token.clone());
+                    state.install(token.clone());
                     state.failed = None;
                     Ok(token)
                 }
                 Err(err) if err.kind() == ErrorKind::SessionExpired => {
                     let first = !state.expired;
                     state.expired = true;
-                    state.token = None;
+                    state.forget();
                     Err((err, first))
                 }
                 Err(err) => {
@@ -697,6 +886,19 @@ impl TokenData {
 
 fn session_expired() -> Error {
     Error::new(ErrorKind::SessionExpired)
+}
+
+fn session_changed() -> Error {
+    Error::new(ErrorKind::SessionChanged)
+}
+
+/// Whether stored tokens could be sent (a store written by hand, or by an older version).
+fn check_stored(stored: &StoredTokens) -> Result<(), &'static str> {
+    check_access_token(&stored.access_token)?;
+    stored
+        .refresh_token
+        .as_ref()
+        .map_or(Ok(()), check_refresh_token)
 }
 
 fn as_refresh_failed(err: Error) -> Error {

@@ -62,20 +62,97 @@ impl Default for Windows {
 
 impl Windows {
     /// The skew, soft window and hard window for a token the server says lives `lifetime`.
+    ///
+    /// Never panics: a share outside `0.0..=1.0` (or NaN) counts as the nearest bound, 0 for
+    /// NaN; [`TokenManagerBuilder::try_build`](crate::TokenManagerBuilder::try_build) refuses
+    /// such windows with a `Config` error before they are ever used.
     pub fn lengths(&self, lifetime: Duration) -> (Duration, Duration, Duration) {
-        let skew = self
-            .skew
-            .min(lifetime.mul_f64(self.skew_share.clamp(0.0, 1.0)));
+        let skew = self.skew.min(share_of(lifetime, self.skew_share));
         let usable = lifetime.saturating_sub(skew);
-        let hard = self
-            .hard
-            .min(usable.mul_f64(self.hard_share.clamp(0.0, 1.0)));
-        let soft = self
-            .soft
-            .min(usable.mul_f64(self.soft_share.clamp(0.0, 1.0)))
-            .max(hard);
+        let hard = self.hard.min(share_of(usable, self.hard_share));
+        let soft = self.soft.min(share_of(usable, self.soft_share)).max(hard);
         (skew, soft, hard)
     }
+
+    /// Checks that every share is a number in `0.0..=1.0` and every length at most ten
+    /// years: anything else is an [`ErrorKind::Config`](xhttp_core::ErrorKind::Config) error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_auth::Windows;
+    ///
+    /// assert!(Windows::default().validate().is_ok());
+    /// let nan = Windows { soft_share: f64::NAN, ..Windows::default() };
+    /// assert_eq!(nan.validate().unwrap_err().kind(), xhttp_core::ErrorKind::Config);
+    /// let huge = Windows { skew: Duration::MAX, ..Windows::default() };
+    /// assert!(huge.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, share) in [
+            ("skew_share", self.skew_share),
+            ("soft_share", self.soft_share),
+            ("hard_share", self.hard_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(Error::config(format!(
+                    "the token window {name} must be a number from 0.0 to 1.0"
+                )));
+            }
+        }
+        for (name, length) in [
+            ("skew", self.skew),
+            ("soft", self.soft),
+            ("hard", self.hard),
+        ] {
+            check_duration(name, length)?;
+        }
+        Ok(())
+    }
+}
+
+/// The longest duration a setting may have: ten years, the longest token lifetime the manager
+/// believes. Longer ones overflow instant arithmetic on some platforms.
+pub(crate) const MAX_SETTING: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// A `Config` error for a duration setting longer than [`MAX_SETTING`].
+pub(crate) fn check_duration(name: &str, value: Duration) -> Result<(), Error> {
+    if value > MAX_SETTING {
+        return Err(Error::config(format!(
+            "the token manager's {name} is longer than ten years"
+        )));
+    }
+    Ok(())
+}
+
+/// `share` of `duration`, saturating; a share outside `0.0..=1.0` is clamped, NaN is 0.
+fn share_of(duration: Duration, share: f64) -> Duration {
+    let share = if share.is_nan() {
+        0.0
+    } else {
+        share.clamp(0.0, 1.0)
+    };
+    Duration::try_from_secs_f64(duration.as_secs_f64() * share).unwrap_or(duration)
+}
+
+/// Whether an access token can be sent: RFC 6750's `b64token` travels after `Bearer ` in a
+/// header, so it is one or more visible ASCII characters (`%x21-7E`), no space, no control.
+pub(crate) fn check_access_token(token: &Secret) -> Result<(), &'static str> {
+    let text = token.expose();
+    if text.is_empty() {
+        return Err("the access token is empty");
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the access token has characters a header cannot carry (only visible ASCII)");
+    }
+    Ok(())
+}
+
+/// Whether a refresh token can be sent: RFC 6749 appendix A.17, `1*VSCHAR` (`%x20-7E`).
+pub(crate) fn check_refresh_token(token: &Secret) -> Result<(), &'static str> {
+    if !token.expose().bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("the refresh token has characters a request cannot carry (only visible ASCII)");
+    }
+    Ok(())
 }
 
 /// An access token as the [`TokenManager`](crate::TokenManager) hands it out.
@@ -83,6 +160,16 @@ impl Windows {
 /// Its [`generation`](Token::generation) counts the tokens the manager has held: a request
 /// records the generation it was sent with, so that a rejection that arrives after the token
 /// was already replaced replays with the new one instead of refreshing again.
+///
+/// Generations are never reused by a manager, across sessions too: the manager remembers the
+/// first generation of the current session, so a generation also names its session. A
+/// rejection of a generation from an older session (before a `set_tokens` or a `clear`) is
+/// never replayed with the new session's token: it ends in
+/// [`ErrorKind::SessionChanged`](xhttp_core::ErrorKind::SessionChanged).
+///
+/// A token whose lifetime is over on arrival (`expires_in: 0`, a JWT `exp` in the past, a
+/// lifetime the skew eats whole) counts as having no known expiry: it is used until the
+/// server rejects it, and one warning says so, instead of a refresh on every call.
 ///
 /// `Debug` never prints the token.
 #[derive(Clone)]
@@ -108,8 +195,16 @@ impl Token {
         let (mut expires_at, mut soft_at, mut hard_at) = (None, None, None);
         if let Some(lifetime) = lifetime {
             let (skew, soft, hard) = windows.lengths(lifetime);
-            // A lifetime too long for the clock (years) is treated as no expiry.
-            if let Some(at) = received_at.checked_add(lifetime.saturating_sub(skew)) {
+            let usable = lifetime.saturating_sub(skew);
+            if usable.is_zero() {
+                // Believing it would refresh on every call; the server decides instead.
+                tracing::warn!(
+                    generation,
+                    "the new token's lifetime was over on arrival (expires_in 0 or a JWT exp \
+                     in the past): it is used until the server rejects it"
+                );
+            } else if let Some(at) = received_at.checked_add(usable) {
+                // A lifetime too long for the clock (years) is treated as no expiry.
                 expires_at = Some(at);
                 soft_at = Some(at.checked_sub(soft).unwrap_or(received_at));
                 hard_at = Some(at.checked_sub(hard).unwrap_or(received_at));
@@ -142,7 +237,8 @@ impl Token {
         self.refresh.as_ref()
     }
 
-    /// Which token of the manager this is: 1 for the first, one more for every refresh.
+    /// Which token of the manager this is: 1 for the first, one more for every refresh and
+    /// every [`set_tokens`](crate::TokenManager::set_tokens), never reused.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -245,7 +341,85 @@ mod tests {
             1,
             &Windows::default(),
         );
-        assert!(token.is_expired(Instant::now()));
+        // Over on arrival: no known expiry, reactive refresh only.
+        assert_eq!(token.expires_at(), None);
+        assert!(!token.is_expired(Instant::now()));
+        assert!(!token.in_hard_window(Instant::now()));
+    }
+
+    #[test]
+    fn impossible_windows_never_panic_and_are_refused() {
+        let bad = [
+            Windows {
+                soft_share: f64::NAN,
+                ..Windows::default()
+            },
+            Windows {
+                skew_share: -0.5,
+                ..Windows::default()
+            },
+            Windows {
+                hard_share: 1.5,
+                ..Windows::default()
+            },
+            Windows {
+                soft_share: f64::INFINITY,
+                ..Windows::default()
+            },
+            Windows {
+                skew: Duration::MAX,
+                ..Windows::default()
+            },
+            Windows {
+                soft: Duration::MAX,
+                ..Windows::default()
+            },
+            Windows {
+                hard: Duration::MAX,
+                ..Windows::default()
+            },
+        ];
+        for windows in bad {
+            let err = windows.validate().unwrap_err();
+            assert_eq!(err.kind(), xhttp_core::ErrorKind::Config, "{windows:?}");
+            for lifetime in [Duration::ZERO, Duration::from_millis(300), Duration::MAX] {
+                let _ = windows.lengths(lifetime);
+                let _ = Token::new(
+                    Secret::new("a"),
+                    None,
+                    Instant::now(),
+                    Some(lifetime),
+                    1,
+                    &windows,
+                );
+            }
+        }
+        let all_of_it = Windows {
+            skew_share: 1.0,
+            soft_share: 1.0,
+            hard_share: 1.0,
+            ..Windows::default()
+        };
+        assert!(all_of_it.validate().is_ok());
+        let _ = all_of_it.lengths(Duration::MAX);
+    }
+
+    #[test]
+    fn only_visible_ascii_tokens_are_accepted() {
+        for bad in [
+            "",
+            "a b",
+            "line\nbreak",
+            "nul\0",
+            "tab\t",
+            "caf\u{e9}",
+            "del\u{7f}",
+        ] {
+            assert!(check_access_token(&Secret::new(bad)).is_err(), "{bad:?}");
+        }
+        assert!(check_access_token(&Secret::new("eyJ.a-b_c~d+e/f=")).is_ok());
+        assert!(check_refresh_token(&Secret::new("with space")).is_ok());
+        assert!(check_refresh_token(&Secret::new("line\nbreak")).is_err());
     }
 
     #[test]

@@ -127,7 +127,8 @@ async fn manager_with(endpoint: &Endpoint, lifetime: Option<Duration>) -> TokenM
             Some(Secret::new("refresh-0")),
             lifetime,
         )
-        .await;
+        .await
+        .unwrap();
     manager
 }
 
@@ -309,7 +310,8 @@ async fn invalid_grant_expires_the_session_once_and_later_calls_fail_fast() {
             Some(Secret::new("refresh-0")),
             None,
         )
-        .await;
+        .await
+        .unwrap();
     endpoint.set_mode(Mode::InvalidGrant);
     endpoint.close_gate();
     let waiters: Vec<_> = (0..50)
@@ -352,7 +354,8 @@ async fn invalid_grant_expires_the_session_once_and_later_calls_fail_fast() {
             Some(Secret::new("refresh-9")),
             None,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(
         manager.current().await.unwrap().generation(),
         token.generation()
@@ -476,7 +479,8 @@ async fn timed_refresh_runs_at_the_soft_window_and_stops_with_the_manager() {
             Some(Secret::new("refresh-0")),
             lifetime,
         )
-        .await;
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(71)).await;
     assert_eq!(endpoint.calls(), 0);
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -91,19 +91,53 @@ impl Origin {
         matches!(&*self.scheme, "https" | "wss")
     }
 
-    /// Whether the host is `localhost`, a `.localhost` name or a loopback address.
+    /// Whether the host is a loopback IP address literal, as [`is_loopback_address`] decides.
+    /// Names, `localhost` included, are not.
+    ///
+    /// ```
+    /// use xhttp_core::Origin;
+    /// assert!(Origin::parse("http://127.0.0.1:8080").unwrap().is_loopback());
+    /// assert!(!Origin::parse("http://localhost:8080").unwrap().is_loopback());
+    /// ```
     pub fn is_loopback(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        if host == "localhost" || host.ends_with(".localhost") {
-            return true;
-        }
-        host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_address(&self.host)
     }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Whether `host` (as a URI carries it: IPv6 in brackets or not) is a loopback IP address
+/// literal: `127.0.0.0/8`, `::1`, or an IPv4-mapped `::ffff:127.x.y.z`.
+///
+/// The one loopback rule of the workspace: a credential goes over plain `http` only to such
+/// an address. A name is never loopback, not even `localhost` or `*.localhost`: it resolves to
+/// whatever DNS, `/etc/hosts` or a proxy says, so write `127.0.0.1` (or `[::1]`) instead.
+///
+/// ```
+/// use xhttp_core::origin::is_loopback_address;
+/// assert!(is_loopback_address("127.0.0.1"));
+/// assert!(is_loopback_address("127.8.9.10"));
+/// assert!(is_loopback_address("[::1]"));
+/// assert!(is_loopback_address("[::ffff:127.0.0.1]"));
+/// assert!(!is_loopback_address("localhost"));
+/// assert!(!is_loopback_address("api.localhost"));
+/// assert!(!is_loopback_address("10.0.0.1"));
+/// ```
+pub fn is_loopback_address(host: &str) -> bool {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -122,17 +156,22 @@ mod tests {
     #[test]
     fn loopback_forms() {
         for url in [
-            "http://localhost",
-            "http://a.localhost:1",
             "http://127.0.0.9",
+            "http://127.255.255.254:1",
             "http://[::1]:80",
+            "http://[::ffff:127.0.0.1]:80",
         ] {
             assert!(Origin::parse(url).unwrap().is_loopback(), "{url}");
         }
+        // Names resolve to anything: never loopback, `localhost` included.
         for url in [
+            "http://localhost",
+            "http://a.localhost:1",
             "http://10.0.0.1",
             "http://localhost.example.com",
             "http://[::2]",
+            "http://[::ffff:10.0.0.1]",
+            "http://127.0.0.1.nip.io",
         ] {
             assert!(!Origin::parse(url).unwrap().is_loopback(), "{url}");
         }

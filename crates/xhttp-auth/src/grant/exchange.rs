@@ -144,8 +144,10 @@ pub(super) fn require_refresh_token(
     })
 }
 
-/// Parses a token endpoint URL: absolute, `https`, or plain `http` to a loopback host only
-/// (RFC 6749 section 3.2: the token endpoint carries credentials and requires TLS).
+/// Parses a token endpoint URL: absolute, `https`, or plain `http` to a loopback address only
+/// (RFC 6749 section 3.2: the token endpoint carries credentials and requires TLS). The
+/// loopback rule is the workspace's one ([`xhttp_core::origin::is_loopback_address`]): IP
+/// literals only, never a name such as `localhost`.
 pub(super) fn token_url(url: &str) -> Result<Uri, Error> {
     let uri: Uri = url
         .parse()
@@ -160,7 +162,10 @@ pub(super) fn token_url(url: &str) -> Result<Uri, Error> {
     let loopback = xhttp_core::Origin::from_uri(&uri).is_some_and(|o| o.is_loopback());
     if uri.scheme_str() == Some("http") && !loopback {
         return Err(Error::new(xhttp_core::ErrorKind::InsecureTransport)
-            .with_message("a token endpoint is only called over https (or http to loopback)")
+            .with_message(
+                "a token endpoint is only called over https, or plain http to a loopback \
+                 address such as 127.0.0.1",
+            )
             .with_method_uri(&Method::POST, &uri));
     }
     Ok(uri)
@@ -189,12 +194,18 @@ mod tests {
     fn token_urls_must_be_absolute_http_or_https() {
         assert!(token_url("https://auth.example.com/oauth/token").is_ok());
         assert!(token_url("http://127.0.0.1:8080/auth/token").is_ok());
-        assert_eq!(
-            token_url("http://auth.example.com/token")
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InsecureTransport
-        );
+        assert!(token_url("http://[::1]:8080/auth/token").is_ok());
+        for insecure in [
+            "http://auth.example.com/token",
+            "http://localhost:8080/auth/token",
+            "http://auth.localhost:8080/auth/token",
+        ] {
+            assert_eq!(
+                token_url(insecure).unwrap_err().kind(),
+                ErrorKind::InsecureTransport,
+                "{insecure}"
+            );
+        }
         for bad in ["/auth/token", "ftp://example.com/token", "not a url", ""] {
             let err = token_url(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{bad}");

@@ -10,11 +10,13 @@
 //! session is over.
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use serde_json::{Map, Value};
+use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Body, Error, ErrorKind};
 
 use super::exchange::{exchange, token_url, with_query, RetryPolicy};
@@ -81,6 +83,8 @@ pub struct JsonGrant {
     method: Method,
     placement: Placement,
     fields: Map<String, Value>,
+    /// Every configured field's values, registered with the masker while the grant lives.
+    known: Vec<(String, Arc<[KnownSecret]>)>,
     response: TokenResponseFields,
 }
 
@@ -99,7 +103,9 @@ impl JsonGrant {
     /// A grant against `url` with the defaults above, sending through `transport`.
     ///
     /// Fails with [`ErrorKind::InvalidRequest`] when `url` is not an absolute `http` or
-    /// `https` URL.
+    /// `https` URL, and with
+    /// [`ErrorKind::InsecureTransport`](xhttp_core::ErrorKind::InsecureTransport) for plain
+    /// `http` to anything but a loopback address (write `127.0.0.1`: `localhost` is a name).
     ///
     /// ```
     /// # let transport = xhttp_auth::GrantTransport::new(tower::service_fn(|_: http::Request<xhttp_core::Body>| async {
@@ -114,6 +120,7 @@ impl JsonGrant {
             method: Method::POST,
             placement: Placement::BodyField("refreshToken".to_owned()),
             fields: Map::new(),
+            known: Vec::new(),
             response: TokenResponseFields::envelope(),
         })
     }
@@ -152,8 +159,19 @@ impl JsonGrant {
     }
 
     /// A static field sent with every request (in the body, or the query for `GET`).
+    ///
+    /// Such fields are often credentials (`username`, `password`, a client key), so every
+    /// value in it (each string and number, nested ones included) is registered with the core
+    /// masker ([`KnownSecret`]) for as long as the grant lives: no error or log line shows it,
+    /// even quoted back by the server. `Debug` prints the field names only.
     pub fn field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.fields.insert(name.into(), value.into());
+        let name = name.into();
+        let value = value.into();
+        let mut guards = Vec::new();
+        register_values(&value, &mut guards);
+        self.known.retain(|(known, _)| *known != name);
+        self.known.push((name.clone(), Arc::from(guards)));
+        self.fields.insert(name, value);
         self
     }
 
@@ -225,6 +243,17 @@ impl JsonGrant {
             request.headers_mut().insert(name, value);
         }
         Ok(request)
+    }
+}
+
+/// Registers every string and number inside `value` with the masker.
+fn register_values(value: &Value, guards: &mut Vec<KnownSecret>) {
+    match value {
+        Value::String(text) => guards.push(KnownSecret::register(text)),
+        Value::Number(number) => guards.push(KnownSecret::register(&number.to_string())),
+        Value::Array(items) => items.iter().for_each(|item| register_values(item, guards)),
+        Value::Object(map) => map.values().for_each(|item| register_values(item, guards)),
+        Value::Null | Value::Bool(_) => {}
     }
 }
 

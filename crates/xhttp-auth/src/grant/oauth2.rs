@@ -8,10 +8,12 @@
 //! `exchange.rs` for why), while [`ClientCredentials`] also retries 5xx, 429 and timeouts.
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Request, Uri};
+use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Body, Error};
 
 use super::base64;
@@ -63,7 +65,9 @@ impl OAuth2Refresh {
     /// A refresh grant against `token_url`, sending through `transport`.
     ///
     /// Fails with [`ErrorKind::InvalidRequest`](xhttp_core::ErrorKind::InvalidRequest) when `token_url` is not an absolute `http` or
-    /// `https` URL.
+    /// `https` URL, and with
+    /// [`ErrorKind::InsecureTransport`](xhttp_core::ErrorKind::InsecureTransport) for plain
+    /// `http` to anything but a loopback address (write `127.0.0.1`: `localhost` is a name).
     ///
     /// ```
     /// # let transport = xhttp_auth::GrantTransport::new(tower::service_fn(|_: http::Request<xhttp_core::Body>| async {
@@ -90,8 +94,12 @@ macro_rules! client_options {
                 self
             }
 
-            /// The client's secret; never printed.
+            /// The client's secret; never printed, and registered with the core masker
+            /// ([`KnownSecret`](xhttp_core::mask::KnownSecret)) for as long as the grant
+            /// lives, so no error or log line shows it, even quoted by a server.
             pub fn client_secret(mut self, client_secret: Secret) -> Self {
+                self.client.secret_guard =
+                    Some(Arc::new(KnownSecret::register(client_secret.expose())));
                 self.client.client_secret = Some(client_secret);
                 self
             }
@@ -110,6 +118,8 @@ macro_rules! client_options {
             }
 
             /// An extra form parameter (`audience`, `resource`, ...). Its value is never printed.
+            /// (Not registered with the masker: extra parameters are rarely secrets, and a
+            /// value such as `api` would be masked in every message.)
             pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
                 self.client.params.push((name.into(), value.into()));
                 self
@@ -189,7 +199,9 @@ impl ClientCredentials {
     /// A client credentials grant against `token_url`, sending through `transport`.
     ///
     /// Fails with [`ErrorKind::InvalidRequest`](xhttp_core::ErrorKind::InvalidRequest) when `token_url` is not an absolute `http` or
-    /// `https` URL.
+    /// `https` URL, and with
+    /// [`ErrorKind::InsecureTransport`](xhttp_core::ErrorKind::InsecureTransport) for plain
+    /// `http` to anything but a loopback address (write `127.0.0.1`: `localhost` is a name).
     ///
     /// ```
     /// # let transport = xhttp_auth::GrantTransport::new(tower::service_fn(|_: http::Request<xhttp_core::Body>| async {
@@ -235,6 +247,8 @@ struct OAuthClient {
     token_url: Uri,
     client_id: Option<String>,
     client_secret: Option<Secret>,
+    /// Keeps the client secret registered with the masker while any clone of the grant lives.
+    secret_guard: Option<Arc<KnownSecret>>,
     basic_auth: bool,
     scope: Option<String>,
     params: Vec<(String, String)>,
@@ -248,6 +262,7 @@ impl OAuthClient {
             token_url: self::token_url(token_url)?,
             client_id: None,
             client_secret: None,
+            secret_guard: None,
             basic_auth: true,
             scope: None,
             params: Vec::new(),

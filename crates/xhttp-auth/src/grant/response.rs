@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
+use xhttp_core::json::{business_code, describe_error, normalize};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
 use super::base64;
@@ -33,7 +34,7 @@ use crate::Secret;
 /// instant arithmetic downstream can overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
-/// The longest server message copied into an error.
+/// The longest server message copied into an error, in bytes.
 const MAX_MESSAGE_CHARS: usize = 256;
 
 /// OAuth error codes that mean "this credential will never work" (RFC 6749 section 5.2).
@@ -278,13 +279,24 @@ pub fn parse_token_response(
     system_now: SystemTime,
 ) -> Result<GrantResponse, Error> {
     let status = response.status();
-    let json: Option<Value> = serde_json::from_slice(response.body()).ok();
+    // serde_json keeps the last of duplicate keys; every field below is read from this one
+    // value, so no path can disagree with another about which one counts.
+    let json: Result<Value, serde_json::Error> = serde_json::from_slice(response.body());
 
     if !status.is_success() {
-        return Err(failure_status(status, json.as_ref(), fields));
+        return Err(failure_status(status, json.as_ref().ok(), fields));
     }
-    let Some(json) = json else {
-        return Err(refresh_failed("token response is not JSON").with_status(status));
+    let json = match json {
+        Ok(json) => json,
+        // serde's message quotes the offending text, which may be a token: category and
+        // position only.
+        Err(err) => {
+            return Err(refresh_failed(&format!(
+                "token response is not JSON ({})",
+                describe_error(&err)
+            ))
+            .with_status(status))
+        }
     };
 
     if let Some(error) = oauth_error(&json, fields) {
@@ -298,12 +310,10 @@ pub fn parse_token_response(
         Some(Value::String(token)) if !token.is_empty() => token,
         _ => return Err(refresh_failed("token response has no access_token").with_status(status)),
     };
-    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+    let access_token_secret = Secret::from(access_token.as_str());
+    if let Err(why) = crate::token::check_access_token(&access_token_secret) {
         // An Authorization header could not carry it, so every request would fail.
-        return Err(
-            refresh_failed("access_token holds characters a header cannot carry")
-                .with_status(status),
-        );
+        return Err(refresh_failed(why).with_status(status));
     }
 
     let refresh_token = fields
@@ -313,6 +323,12 @@ pub fn parse_token_response(
         .and_then(Value::as_str)
         .filter(|token| !token.is_empty())
         .map(Secret::from);
+    if let Some(Err(why)) = refresh_token
+        .as_ref()
+        .map(crate::token::check_refresh_token)
+    {
+        return Err(refresh_failed(why).with_status(status));
+    }
 
     let expires_in = fields
         .expires_in
@@ -322,7 +338,7 @@ pub fn parse_token_response(
         .or_else(|| jwt_lifetime(access_token, server_now(response, system_now)));
 
     Ok(GrantResponse {
-        access_token: Secret::from(access_token.as_str()),
+        access_token: access_token_secret,
         refresh_token,
         expires_in,
         received_at,
@@ -395,39 +411,12 @@ fn refresh_failed(message: &str) -> Error {
     Error::new(ErrorKind::RefreshFailed).with_message(message)
 }
 
-/// A non-empty string at `pointer`, made safe to print: control characters dropped, length
-/// capped.
+/// A non-empty string at `pointer`, made safe to print by the core masker: known secrets
+/// and credential shapes masked, control and invisible characters cleaned, length capped.
 fn text_at(json: &Value, pointer: Option<&str>) -> Option<String> {
     let text = json.pointer(pointer?)?.as_str()?;
-    let clean: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
+    let clean = xhttp_core::mask::server_text(text, MAX_MESSAGE_CHARS);
     (!clean.trim().is_empty()).then_some(clean)
-}
-
-/// A result code as a [`BusinessCode`]; numbers and numeric strings compare equal.
-fn business_code(value: &Value) -> Option<BusinessCode> {
-    match value {
-        Value::Number(n) => Some(match n.as_i64() {
-            Some(n) => BusinessCode::Int(n),
-            None => BusinessCode::Str(n.to_string().into()),
-        }),
-        Value::String(s) => Some(normalize(BusinessCode::from(s.as_str()))),
-        _ => None,
-    }
-}
-
-/// `Str("0")` becomes `Int(0)`; `"007"` stays a string, since it is not how a number prints.
-fn normalize(code: BusinessCode) -> BusinessCode {
-    match code {
-        BusinessCode::Str(s) => match s.parse::<i64>() {
-            Ok(n) if n.to_string() == *s => BusinessCode::Int(n),
-            _ => BusinessCode::Str(s),
-        },
-        code => code,
-    }
 }
 
 /// `expires_in` as seconds: a number, a float or a numeric string. Zero, negative, non-finite
@@ -612,7 +601,10 @@ mod tests {
         let body = format!("access_token={SECRET_AT}&refresh_token={SECRET_RT}");
         let err = parse(&response(200, &body)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-        assert_eq!(err.message(), Some("token response is not JSON"));
+        assert_eq!(
+            err.message(),
+            Some("token response is not JSON (syntax error at line 1, column 1)")
+        );
         assert_no_secret(&err);
     }
 

@@ -6,6 +6,22 @@
 //! flushed to disk, then renamed over the old file. A crash or a full disk leaves either the
 //! old file or the new one, never half of one, and the file is never readable by others, not
 //! even for a moment. Errors name the path, never the contents.
+//!
+//! What the store refuses, and how:
+//!
+//! - Something other than a regular file at the path (a FIFO, a socket, a device, a
+//!   directory; a symlink counts as what it points to): a [`Config`](ErrorKind::Config)
+//!   error at once. It never opens a FIFO in a way that could block (the file type is checked
+//!   with `symlink_metadata` first, the file opened non-blocking and checked again), so a
+//!   misconfigured path cannot hang the refresh.
+//! - A file that is not a token file (not JSON, a missing or mistyped field, more than
+//!   64 KiB, a token with characters a request cannot carry such as a newline): a
+//!   [`Decode`](ErrorKind::Decode) error naming the path. The file is left as it is, and a
+//!   new login repairs it: `save` (what `TokenManager::set_tokens` calls) never reads the old
+//!   file, so it overwrites it.
+//! - Temporary files left behind by a writer that was killed mid-save
+//!   (`.<name>.<pid>.<n>.tmp` beside the file) are removed by the next save: those of a
+//!   process that no longer runs, and any older than a minute.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -13,7 +29,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -30,6 +46,10 @@ const MAX_FILE_SIZE: u64 = 64 * 1024;
 
 /// Makes temporary file names unique among the saves of this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary file older than this is a dead writer's, whatever its process id says: a
+/// save writes a few hundred bytes and renames them in milliseconds.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
 /// Tokens in a JSON file: `{"access_token": …, "refresh_token": …, "expires_at_unix_ms": …}`.
 ///
@@ -98,23 +118,27 @@ impl FileStore {
         T: Send + 'static,
         F: FnOnce(&Path) -> Result<T, Error> + Send + 'static,
     {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config("the file token store runs on tokio: call it inside a tokio runtime")
+        })?;
         let guard: Option<OwnedMutexGuard<()>> = if locked {
             Some(self.lock.clone().lock_owned().await)
         } else {
             None
         };
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = io(&path);
-            drop(guard);
-            result
-        })
-        .await
-        .map_err(|err| {
-            Error::new(ErrorKind::Internal)
-                .with_message("the token file task failed")
-                .with_source(err)
-        })?
+        runtime
+            .spawn_blocking(move || {
+                let result = io(&path);
+                drop(guard);
+                result
+            })
+            .await
+            .map_err(|err| {
+                Error::new(ErrorKind::Internal)
+                    .with_message("the token file task failed")
+                    .with_source(err)
+            })?
     }
 }
 
@@ -193,12 +217,58 @@ fn encode(tokens: &StoredTokens) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// Whether the path holds a regular file (following a symlink): `Ok(false)` when there is
+/// nothing there, a `Config` error for a FIFO, a socket, a device or a directory.
+fn check_file_type(path: &Path) -> Result<bool, Error> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => match fs::metadata(path) {
+            Ok(target) => target,
+            // A dangling symlink: nothing stored (a save replaces the link).
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_error("read", path, err)),
+        },
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(io_error("read", path, err)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(not_a_file(path));
+    }
+    Ok(true)
+}
+
+fn not_a_file(path: &Path) -> Error {
+    Error::config(format!(
+        "the token file path {} is not a regular file (a FIFO, socket, device or directory)",
+        path.display()
+    ))
+}
+
 fn read(path: &Path) -> Result<Option<StoredTokens>, Error> {
-    let file = match File::open(path) {
+    if !check_file_type(path)? {
+        return Ok(None);
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // Should the file be swapped for a FIFO after the check, opening it must not block
+        // waiting for a writer.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(io_error("read", path, err)),
     };
+    let is_file = file
+        .metadata()
+        .map_err(|err| io_error("read", path, err))?
+        .is_file();
+    if !is_file {
+        return Err(not_a_file(path));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
@@ -210,23 +280,21 @@ fn read(path: &Path) -> Result<Option<StoredTokens>, Error> {
 }
 
 fn decode(bytes: &[u8], path: &Path) -> Result<StoredTokens, Error> {
-    let file: TokenFile = serde_json::from_slice(bytes).map_err(|err| {
-        // serde's own message may quote the contents ("invalid type: string \"…\""): say
-        // only what kind of problem it is and where.
-        let what = match err.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-                "it is not valid JSON"
-            }
-            serde_json::error::Category::Eof => "it ends too early",
-            serde_json::error::Category::Data => "a field is missing or has the wrong type",
-        };
-        corrupt(
-            path,
-            &format!("{what} (line {}, column {})", err.line(), err.column()),
-        )
-    })?;
+    // serde's own message may quote the contents ("invalid type: string \"…\""): the
+    // category and position only.
+    let file: TokenFile = serde_json::from_slice(bytes)
+        .map_err(|err| corrupt(path, &xhttp_core::json::describe_error(&err)))?;
     if file.access_token.is_empty() {
         return Err(corrupt(path, "its access_token is empty"));
+    }
+    let access_token = Secret::from(file.access_token);
+    crate::token::check_access_token(&access_token).map_err(|why| corrupt(path, why))?;
+    let refresh_token = file
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .map(Secret::from);
+    if let Some(refresh_token) = &refresh_token {
+        crate::token::check_refresh_token(refresh_token).map_err(|why| corrupt(path, why))?;
     }
     let expires_at = match file.expires_at_unix_ms {
         None => None,
@@ -237,11 +305,8 @@ fn decode(bytes: &[u8], path: &Path) -> Result<StoredTokens, Error> {
         ),
     };
     Ok(StoredTokens {
-        access_token: Secret::from(file.access_token),
-        refresh_token: file
-            .refresh_token
-            .filter(|t| !t.is_empty())
-            .map(Secret::from),
+        access_token,
+        refresh_token,
         expires_at,
     })
 }
@@ -258,6 +323,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    // A FIFO or a device is a misconfigured path: report it rather than rename over it.
+    check_file_type(path)?;
+    remove_stale_temps(dir, &name.to_string_lossy());
     let temp = dir.join(format!(
         ".{}.{}.{}.tmp",
         name.to_string_lossy(),
@@ -271,6 +339,58 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// Removes the temporary files of earlier saves that never finished (a writer killed between
+/// creating and renaming). Best effort: a file that cannot be removed is left.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        // `<pid>.<n>`
+        let Some(pid) = rest
+            .split_once('.')
+            .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let age = entry
+            .metadata()
+            .ok()
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .unwrap_or(Duration::ZERO);
+        if age > STALE_TEMP_AGE || !process_runs(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` still runs, where the system says so cheaply (`/proc` on Linux);
+/// elsewhere every process is taken to run, and the age rule alone applies.
+fn process_runs(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        Path::new("/proc").join(pid.to_string()).exists()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
 }
 
 fn write_new(temp: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -423,7 +543,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_save_leaves_no_temporary_file_and_names_the_path() {
         let dir = TempDir::new("failed");
-        // The target is a directory: the rename fails after the temp file was written.
+        // The target is a directory: refused as no regular file, before any temp file.
         let target = dir.0.join("tokens.json");
         fs::create_dir(&target).unwrap();
         fs::write(target.join("keep"), "x").unwrap();
@@ -432,7 +552,7 @@ mod tests {
             .save(&tokens("SECRET-AT-123", None))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("tokens.json"), "{err}");
         assert!(!format!("{err} {err:?}").contains("SECRET-AT-123"));
         assert_eq!(dir.entries(), ["tokens.json"]);
@@ -460,6 +580,147 @@ mod tests {
         }
         fs::write(&path, vec![b' '; MAX_FILE_SIZE as usize + 1]).unwrap();
         assert_eq!(store.load().await.unwrap_err().kind(), ErrorKind::Decode);
+    }
+
+    /// Makes a FIFO with the system's `mkfifo`; `false` when the command is missing.
+    #[cfg(unix)]
+    fn mkfifo(path: &Path) -> bool {
+        match std::process::Command::new("mkfifo").arg(path).status() {
+            Ok(status) => status.success(),
+            Err(_) => false,
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fifo_at_the_path_is_a_config_error_not_a_hang() {
+        let dir = TempDir::new("fifo");
+        let path = dir.0.join("tokens.json");
+        if !mkfifo(&path) {
+            eprintln!("skipped: no mkfifo command");
+            return;
+        }
+        let store = FileStore::new(&path);
+        let bounded = Duration::from_secs(5);
+        let load = tokio::time::timeout(bounded, store.load()).await;
+        let err = load.expect("load must not hang on a FIFO").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("tokens.json"), "{err}");
+        let pair = tokens("a1", Some("r1"));
+        let swap = tokio::time::timeout(bounded, store.swap(None, &pair));
+        assert_eq!(swap.await.unwrap().unwrap_err().kind(), ErrorKind::Config);
+        let save = tokio::time::timeout(bounded, store.save(&pair));
+        assert_eq!(save.await.unwrap().unwrap_err().kind(), ErrorKind::Config);
+        // Through a symlink too: the link counts as what it points to.
+        let link = dir.0.join("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let load = tokio::time::timeout(bounded, FileStore::new(&link).load()).await;
+        assert_eq!(load.unwrap().unwrap_err().kind(), ErrorKind::Config);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_opened_after_the_check_does_not_block() {
+        // The race the type check cannot close: the read itself opens non-blocking.
+        let dir = TempDir::new("fifo-race");
+        let path = dir.0.join("tokens.json");
+        if !mkfifo(&path) {
+            return;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        assert!(!file.metadata().unwrap().is_file());
+    }
+
+    #[tokio::test]
+    async fn temp_files_of_a_killed_writer_are_removed_by_the_next_save() {
+        let dir = TempDir::new("stale-temps");
+        let path = dir.0.join("tokens.json");
+        // A writer that died mid-save (no such process), one of a live writer that is old,
+        // and one of a live writer in progress (this process, just now).
+        let dead = dir.0.join(".tokens.json.999999999.0.tmp");
+        let old = dir
+            .0
+            .join(format!(".tokens.json.{}.77.tmp", std::process::id()));
+        let fresh = dir
+            .0
+            .join(format!(".tokens.json.{}.78.tmp", std::process::id()));
+        let unrelated = dir.0.join(".other.json.999999999.0.tmp");
+        for file in [&dead, &old, &fresh, &unrelated] {
+            fs::write(file, r#"{"access_token":"SECRET-AT-half"#).unwrap();
+        }
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let store = FileStore::new(&path);
+        store.save(&tokens("a1", Some("r1"))).await.unwrap();
+        let left = dir.entries();
+        assert_eq!(
+            left,
+            [
+                ".other.json.999999999.0.tmp".to_string(),
+                format!(".tokens.json.{}.78.tmp", std::process::id()),
+                "tokens.json".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_recovered_by_a_new_login() {
+        let dir = TempDir::new("recover");
+        let path = dir.0.join("tokens.json");
+        fs::write(&path, "{\"access_token\": \"SECRET-AT-\nbroken\"}").unwrap();
+        let store = FileStore::new(&path);
+        let err = store.load().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
+        // A swap refuses to overwrite what it cannot read ...
+        assert_eq!(
+            store
+                .swap(None, &tokens("a1", Some("r1")))
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Decode
+        );
+        // ... a login (save) overwrites it, and the store works again.
+        store.save(&tokens("a2", Some("r2"))).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(tokens("a2", Some("r2"))));
+    }
+
+    #[tokio::test]
+    async fn a_stored_token_no_header_can_carry_is_a_decode_error() {
+        let dir = TempDir::new("bad-token");
+        let path = dir.0.join("tokens.json");
+        let store = FileStore::new(&path);
+        for contents in [
+            r#"{"access_token":"SECRET-AT\nX"}"#,
+            r#"{"access_token":"SECRET AT"}"#,
+            r#"{"access_token":"SECRET-AT\u0000"}"#,
+            r#"{"access_token":"ok-token","refresh_token":"SECRET-RT\r\n"}"#,
+        ] {
+            fs::write(&path, contents).unwrap();
+            let err = store.load().await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{contents}");
+            assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn calls_outside_a_tokio_runtime_are_config_errors() {
+        let store = FileStore::new("/nonexistent/tokens.json");
+        let err = futures_util::FutureExt::now_or_never(store.load())
+            .expect("fails at once")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
     }
 
     #[tokio::test]
