@@ -1,6 +1,8 @@
 //! Dedupe through the facade, over real loopback sockets against the testkit: what reaches
 //! the server when identical calls coalesce, when every caller leaves, when the shared
-//! outcome is a failure, under the per-request policies, and when a cancel scope ends.
+//! outcome is a failure, under the per-request policies, and when a cancel scope ends; and
+//! which callers never share a trip: another credential or tenant header, another
+//! per-request option (status passthrough, raw response, body limit), an unknown extension.
 //!
 //! Callers are lined up on the testkit's gate (`GET /gate/{id}`) and the dedupe counters,
 //! never by sleeping; assertions are counts, order and kinds. Exact timing (the success
@@ -122,12 +124,11 @@ async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept() 
         .unwrap();
 
     let callers: Vec<_> = (0..20).map(|_| spawn_get(&client, "/status/503")).collect();
-    until("19 followers", || client.dedupe_stats().coalesced == 19).await;
-    assert_eq!(
-        server.counters().in_flight(),
-        1,
-        "the request was answered before every caller joined"
-    );
+    // Followers can join before the leader's request has reached the server: wait for both.
+    until("19 followers behind the held request", || {
+        client.dedupe_stats().coalesced == 19 && server.counters().in_flight() == 1
+    })
+    .await;
 
     for caller in callers {
         // No status layer in the facade yet: a 503 arrives as a response.
@@ -260,4 +261,234 @@ async fn cancelling_a_scope_cancels_a_hundred_held_requests() {
     })
     .await;
     assert_eq!(server.counters().hits(Route::Gate), 100);
+}
+
+/// What the echo saw for `name`, from a `/gate-echo` response.
+fn echoed(response: Response, name: &str) -> String {
+    let seen: serde_json::Value = response.json().unwrap();
+    seen["headers"][name]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_differing_only_in_x_api_key_never_share_a_trip() {
+    let server = TestServer::start().await;
+    let client = client(&server);
+    let names = [
+        "x-api-key",
+        "proxy-authorization",
+        "x-auth-token",
+        "x-tenant",
+    ];
+    let tenants = ["SECRET-KEY-tenantA", "SECRET-KEY-tenantB"];
+
+    // Two identical callers for each header and tenant: one trip each, never one for both.
+    let mut callers = Vec::new();
+    for name in names {
+        for tenant in tenants {
+            for _ in 0..2 {
+                let call = client.get("/gate-echo/report").header(name, tenant).send();
+                callers.push((name, tenant, tokio::spawn(call)));
+            }
+        }
+    }
+    let trips = names.len() * tenants.len();
+    server.gate().wait_for_arrivals(trips).await;
+    until("a follower behind each trip", || {
+        client.dedupe_stats().coalesced == trips as u64
+    })
+    .await;
+    assert_eq!(server.gate().arrived(), trips);
+    server.gate().open();
+
+    for (name, tenant, caller) in callers {
+        let response = caller.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(echoed(response, name), tenant, "{name}");
+    }
+    assert_eq!(server.counters().hits(Route::Gate), trips as u64);
+    assert_eq!(server.counters().total(), trips as u64);
+    let stats = client.dedupe_stats();
+    assert_eq!(stats.coalesced, trips as u64);
+    assert_eq!(stats.bypassed, 0);
+    let printed = format!("{client:?} {stats:?}");
+    assert!(!printed.contains("SECRET"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_headers_do_not_split_a_coalesced_trip() {
+    let server = TestServer::start().await;
+    let client = client(&server);
+
+    let callers: Vec<_> = (0..20u32)
+        .map(|i| {
+            let call = client
+                .get("/gate-echo/report")
+                .header(
+                    "traceparent",
+                    format!("00-4bf92f3577b34da6a3ce929d0e0e{i:04}-00f067aa0ba902b7-01"),
+                )
+                .header("tracestate", format!("vendor=span{i}"))
+                .header("x-request-id", format!("req-{i}"))
+                .header("x-correlation-id", format!("corr-{i}"))
+                .header(
+                    "b3",
+                    format!("80f198ee56343ba864fe8b2a57d3{i:04}-e457b5a2e4d86bd1-1"),
+                )
+                .header(
+                    "sentry-trace",
+                    format!("771a43a4192642f0b136d5159a50{i:04}"),
+                )
+                .send();
+            tokio::spawn(call)
+        })
+        .collect();
+    server.gate().wait_for_arrivals(1).await;
+    until("19 followers", || client.dedupe_stats().coalesced == 19).await;
+    assert_eq!(server.gate().arrived(), 1);
+    server.gate().open();
+
+    let mut bodies = Vec::new();
+    for caller in callers {
+        let response = caller.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        bodies.push(response.bytes());
+    }
+    assert!(bodies.iter().all(|body| body == &bodies[0]));
+    assert_eq!(server.counters().hits(Route::Gate), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_caller_never_leads_a_plain_caller() {
+    use xhttp::status::{StatusLayer, StatusPassthrough};
+    let server = TestServer::start().await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .status(StatusLayer::new())
+        .build()
+        .unwrap();
+    let get = |passthrough: bool| {
+        let request = client.get("/gate-status/404");
+        let request = match passthrough {
+            true => request.extension(StatusPassthrough),
+            false => request,
+        };
+        tokio::spawn(request.send())
+    };
+
+    // The passthrough callers lead; the plain ones come after and must make their own trip.
+    let passthrough = [get(true), get(true)];
+    server.gate().wait_for_arrivals(1).await;
+    until("a passthrough follower", || {
+        client.dedupe_stats().coalesced == 1
+    })
+    .await;
+    let plain = [get(false), get(false)];
+    server.gate().wait_for_arrivals(2).await;
+    until("a plain follower", || client.dedupe_stats().coalesced == 2).await;
+    assert_eq!(server.gate().arrived(), 2);
+    server.gate().open();
+
+    for caller in passthrough {
+        let response = caller.await.unwrap().unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    for caller in plain {
+        let err = caller.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status, "{err}");
+        assert_eq!(err.status(), Some(http::StatusCode::NOT_FOUND));
+    }
+    assert_eq!(server.counters().hits(Route::Gate), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_response_and_body_limit_callers_never_share() {
+    use xhttp::envelope::{Envelope, RawResponse};
+    let server = TestServer::start().await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .envelope(Envelope::vben())
+        .build()
+        .unwrap();
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Caller {
+        Plain,
+        Raw,
+        Limit8,
+        Limit1024,
+    }
+    let get = |caller: Caller| {
+        let request = client.get("/gate/9");
+        let request = match caller {
+            Caller::Plain => request,
+            Caller::Raw => request.extension(RawResponse),
+            Caller::Limit8 => request.body_limit(8),
+            Caller::Limit1024 => request.body_limit(1024),
+        };
+        (caller, tokio::spawn(request.send()))
+    };
+    let kinds = [
+        Caller::Plain,
+        Caller::Raw,
+        Caller::Limit8,
+        Caller::Limit1024,
+    ];
+    let callers: Vec<_> = kinds.iter().flat_map(|&c| [get(c), get(c)]).collect();
+    server.gate().wait_for_arrivals(kinds.len()).await;
+    until("a follower for each kind", || {
+        client.dedupe_stats().coalesced == kinds.len() as u64
+    })
+    .await;
+    assert_eq!(server.gate().arrived(), kinds.len());
+    server.gate().open();
+
+    let envelope = r#"{"code":0,"message":"ok","result":{"id":9}}"#;
+    for (caller, handle) in callers {
+        let outcome = handle.await.unwrap();
+        match caller {
+            Caller::Plain | Caller::Limit1024 => {
+                assert_eq!(outcome.unwrap().body(), r#"{"id":9}"#, "{caller:?}")
+            }
+            Caller::Raw => assert_eq!(outcome.unwrap().body(), envelope),
+            Caller::Limit8 => {
+                assert_eq!(outcome.unwrap_err().kind(), ErrorKind::BodyTooLarge)
+            }
+        }
+    }
+    assert_eq!(server.counters().hits(Route::Gate), kinds.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_extension_is_never_coalesced() {
+    use xhttp::status::ErrorNotice;
+    #[derive(Clone)]
+    struct Unknown;
+    let server = TestServer::start().await;
+    let client = client(&server);
+
+    let unknown: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.get("/gate/20").extension(Unknown).send()))
+        .collect();
+    // The facade declares its own options: a notice mode does not stop coalescing.
+    let noticed: Vec<_> = (0..3)
+        .map(|_| {
+            let call = client.get("/gate/21").extension(ErrorNotice::None).send();
+            tokio::spawn(call)
+        })
+        .collect();
+    server.gate().wait_for_arrivals(4).await;
+    until("two notice followers", || {
+        client.dedupe_stats().coalesced == 2
+    })
+    .await;
+    assert_eq!(server.gate().arrived(), 4);
+    assert_eq!(client.dedupe_stats().bypassed, 3);
+    server.gate().open();
+
+    for caller in unknown.into_iter().chain(noticed) {
+        assert_eq!(caller.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(server.counters().hits(Route::Gate), 4);
 }

@@ -741,3 +741,373 @@ async fn expired_window_entries_are_swept_below_the_bound() {
     service.oneshot(request).await.unwrap();
     assert_eq!(layer.len(), 1, "the expired ones went with the next call");
 }
+
+/// Sends `a` and `b` at once through `layer`, both held upstream until each has either
+/// started a call or joined one; returns the upstream calls made and each caller's body. The
+/// upstream answers with the call's number and the headers it saw, in the order it saw them,
+/// so that a caller served another's response shows.
+async fn pair(layer: &DedupeLayer, a: Request<()>, b: Request<()>) -> (usize, [String; 2]) {
+    let upstream = Held::default();
+    let service = layer.layer(upstream.service(|request: &Request<()>, n| {
+        let mut seen = format!("#{n}");
+        for (name, value) in request.headers() {
+            seen.push_str(&format!(" {name}={}", value.to_str().unwrap()));
+        }
+        ok(seen)
+    }));
+    let coalesced = layer.stats().coalesced;
+    let callers = vec![spawn_call(&service, a), spawn_call(&service, b)];
+    until("both callers in", || {
+        upstream.calls() + (layer.stats().coalesced - coalesced) as usize == 2
+    })
+    .await;
+    upstream.open();
+    let mut bodies = join_all(callers)
+        .await
+        .into_iter()
+        .map(|outcome| String::from_utf8(outcome.unwrap().into_body().to_vec()).unwrap());
+    let bodies = [bodies.next().unwrap(), bodies.next().unwrap()];
+    assert_eq!(layer.len(), 0);
+    (upstream.calls(), bodies)
+}
+
+fn get_with(headers: &[(&str, &str)]) -> Request<()> {
+    let mut builder = Request::get("https://api.example.com/reports/7");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).unwrap()
+}
+
+/// Asserts that nothing the layer prints shows a secret.
+fn assert_no_secret(printed: &str) {
+    assert!(
+        !printed.contains("SECRET"),
+        "a secret was printed: {printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_differing_only_in_a_credential_or_tenant_header_each_make_their_own_call() {
+    let layer = DedupeLayer::new();
+    for name in [
+        "x-api-key",
+        "proxy-authorization",
+        "x-auth-token",
+        "x-tenant",
+    ] {
+        let a = get_with(&[(name, "SECRET-KEY-tenantA")]);
+        let b = get_with(&[(name, "SECRET-KEY-tenantB")]);
+        let (calls, [a, b]) = pair(&layer, a, b).await;
+        assert_eq!(calls, 2, "{name}");
+        // Each caller got the response to its own request, whichever was answered first.
+        let mut bodies = [a.split_once(' ').unwrap().1, b.split_once(' ').unwrap().1];
+        bodies.sort_unstable();
+        assert_eq!(
+            bodies,
+            [
+                format!("{name}=SECRET-KEY-tenantA"),
+                format!("{name}=SECRET-KEY-tenantB")
+            ],
+        );
+        assert!(
+            a.ends_with("tenantA") && b.ends_with("tenantB"),
+            "{a} / {b}"
+        );
+    }
+    assert_eq!(layer.stats().coalesced, 0);
+    assert_no_secret(&format!("{layer:?} {:?}", layer.stats()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_of_header_names_is_ignored_but_the_order_of_values_is_not() {
+    let layer = DedupeLayer::new();
+    let (calls, [a, b]) = pair(
+        &layer,
+        get_with(&[("x-tenant", "a"), ("accept", "application/json")]),
+        get_with(&[("accept", "application/json"), ("x-tenant", "a")]),
+    )
+    .await;
+    assert_eq!(calls, 1, "names in another order are the same request");
+    assert_eq!(a, b);
+
+    let (calls, [a, b]) = pair(
+        &layer,
+        get_with(&[("accept", "text/csv"), ("accept", "application/json")]),
+        get_with(&[("accept", "application/json"), ("accept", "text/csv")]),
+    )
+    .await;
+    assert_eq!(
+        calls, 2,
+        "values of one name in another order are another request"
+    );
+    assert!(
+        a.ends_with("accept=text/csv accept=application/json"),
+        "{a}"
+    );
+    assert!(
+        b.ends_with("accept=application/json accept=text/csv"),
+        "{b}"
+    );
+
+    let (calls, _) = pair(
+        &layer,
+        get_with(&[("accept", "text/csv"), ("accept", "application/json")]),
+        get_with(&[("accept", "text/csv"), ("accept", "application/json")]),
+    )
+    .await;
+    assert_eq!(
+        calls, 1,
+        "several values in the same order are the same request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_and_ignored_headers_do_not_split_the_key_unless_put_back() {
+    let trace = |n: u8| {
+        get_with(&[
+            (
+                "traceparent",
+                &format!("00-4bf92f3577b34da6a3ce929d0e0e473{n}-00f067aa0ba902b7-01"),
+            ),
+            ("tracestate", &format!("vendor=v{n}")),
+            ("x-request-id", &format!("req-{n}")),
+            (
+                "b3",
+                &format!("80f198ee56343ba864fe8b2a57d3eff{n}-e457b5a2e4d86bd1-1"),
+            ),
+            ("sentry-trace", &format!("771a43a4192642f0b136d5159a50{n}")),
+            ("x-client-sent-at", &format!("1700000000{n}")),
+        ])
+    };
+    let layer = DedupeLayer::builder()
+        .ignore_header(http::HeaderName::from_static("x-client-sent-at"))
+        .build()
+        .unwrap();
+    let (calls, [a, b]) = pair(&layer, trace(1), trace(2)).await;
+    assert_eq!(calls, 1);
+    assert_eq!(a, b);
+    assert_eq!(layer.stats().coalesced, 1);
+
+    // Without the layer's own ignore, its header splits the key again.
+    let (calls, _) = pair(&DedupeLayer::new(), trace(1), trace(2)).await;
+    assert_eq!(calls, 2);
+
+    // `key_header` puts a default-ignored name back.
+    let layer = DedupeLayer::builder()
+        .ignore_header(http::HeaderName::from_static("x-client-sent-at"))
+        .key_header(http::HeaderName::from_static("x-request-id"))
+        .build()
+        .unwrap();
+    let (calls, _) = pair(&layer, trace(1), trace(2)).await;
+    assert_eq!(calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_header_with_a_sensitive_value_is_still_in_the_key() {
+    let sensitive = |value: &'static str| {
+        let mut value = http::HeaderValue::from_static(value);
+        value.set_sensitive(true);
+        let mut request = get("https://api.example.com/reports/7");
+        request.headers_mut().insert("x-request-id", value);
+        request
+    };
+    let (calls, _) = pair(
+        &DedupeLayer::new(),
+        sensitive("SECRET-KEY-tenantA"),
+        sensitive("SECRET-KEY-tenantB"),
+    )
+    .await;
+    assert_eq!(calls, 2);
+}
+
+#[test]
+fn credential_headers_can_never_be_ignored() {
+    for name in xhttp_dedupe::CREDENTIAL_HEADERS {
+        let builder = DedupeLayer::builder()
+            .ignore_header(http::HeaderName::from_bytes(name.as_bytes()).unwrap());
+        assert_no_secret(&format!("{builder:?}"));
+        let err = builder.build::<Bytes>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{name}");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    // Spelled in any case: header names are case-insensitive.
+    let err = DedupeLayer::builder()
+        .ignore_header(http::HeaderName::from_static("x-api-key"))
+        .ignore_header(http::HeaderName::from_bytes(b"Authorization").unwrap())
+        .build::<Bytes>()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_extensions_split_by_value_and_neutral_extensions_do_not() {
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    struct Region(&'static str);
+    #[derive(Clone)]
+    #[allow(dead_code)] // read by no one here: what matters is that it is carried
+    struct LogLabel(&'static str);
+    #[derive(Clone)]
+    struct Marker;
+    let layer = DedupeLayer::builder()
+        .key_extension::<Region>()
+        .neutral_extension::<LogLabel>()
+        .key_extension_with(|_: &Marker| ())
+        .build()
+        .unwrap();
+    let with = |region: Option<&'static str>, label: &'static str, marker: bool| {
+        let mut request = get("https://api.example.com/reports/7");
+        if let Some(region) = region {
+            request.extensions_mut().insert(Region(region));
+        }
+        request.extensions_mut().insert(LogLabel(label));
+        if marker {
+            request.extensions_mut().insert(Marker);
+        }
+        request
+    };
+    // (a, b, upstream calls)
+    let cases = [
+        (
+            with(Some("eu"), "a", false),
+            with(Some("eu"), "b", false),
+            1,
+        ),
+        (
+            with(Some("eu"), "a", false),
+            with(Some("us"), "a", false),
+            2,
+        ),
+        (with(Some("eu"), "a", false), with(None, "a", false), 2),
+        (with(None, "a", true), with(None, "b", true), 1),
+        (with(None, "a", true), with(None, "a", false), 2),
+    ];
+    for (i, (a, b, expected)) in cases.into_iter().enumerate() {
+        let (calls, _) = pair(&layer, a, b).await;
+        assert_eq!(calls, expected, "case {i}");
+    }
+    assert_eq!(layer.stats().bypassed, 0);
+    let printed = format!("{layer:?}");
+    assert!(
+        printed.contains("Region") && printed.contains("LogLabel"),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_an_unknown_extension_is_never_coalesced_and_is_counted() {
+    #[derive(Clone)]
+    struct Unknown;
+    let layer = DedupeLayer::new();
+    let unknown = || {
+        Request::get("https://api.example.com/reports/7")
+            .extension(Unknown)
+            .body(())
+            .unwrap()
+    };
+    let (calls, [a, b]) = pair(&layer, unknown(), unknown()).await;
+    assert_eq!(calls, 2);
+    assert_ne!(a, b);
+    assert_eq!(layer.stats().bypassed, 2);
+    // The extensions the layer knows still coalesce, and are not counted.
+    let known = || {
+        Request::get("https://api.example.com/reports/7")
+            .extension(CancelScope::new())
+            .extension(DedupeOverride(DedupePolicy::Coalesce))
+            .extension(xhttp_core::BodyLimit(1024))
+            .extension(Identity("tenant-1".into()))
+            .body(())
+            .unwrap()
+    };
+    let (calls, _) = pair(&layer, known(), known()).await;
+    assert_eq!(calls, 1);
+    assert_eq!(layer.stats().bypassed, 2);
+    // A different body limit is another request.
+    let mut smaller = known();
+    smaller.extensions_mut().insert(xhttp_core::BodyLimit(8));
+    let (calls, _) = pair(&layer, known(), smaller).await;
+    assert_eq!(calls, 2);
+}
+
+#[test]
+fn the_layers_own_extensions_cannot_be_redeclared() {
+    let errors = [
+        DedupeLayer::builder()
+            .neutral_extension::<xhttp_core::BodyLimit>()
+            .build::<Bytes>(),
+        DedupeLayer::builder()
+            .key_extension::<Identity>()
+            .build::<Bytes>(),
+        DedupeLayer::builder()
+            .neutral_extension::<CancelScope>()
+            .build::<Bytes>(),
+    ];
+    for result in errors {
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Config);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_window_over_an_hour_is_a_config_error_and_an_hour_never_panics() {
+    for window in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        xhttp_dedupe::MAX_SUCCESS_WINDOW + Duration::from_nanos(1),
+    ] {
+        let err = DedupeLayer::builder()
+            .success_window(window)
+            .build::<Bytes>()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+    let layer = DedupeLayer::builder()
+        .success_window(xhttp_dedupe::MAX_SUCCESS_WINDOW)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let service = layer.layer(service_fn(move |_: Request<()>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { ok("kept") }
+    }));
+    for _ in 0..2 {
+        let response = service
+            .clone()
+            .oneshot(get("https://api.example.com/a"))
+            .await;
+        assert_eq!(response.unwrap().body(), "kept");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.stats().windowed, 1);
+    tokio::time::advance(xhttp_dedupe::MAX_SUCCESS_WINDOW).await;
+    service
+        .oneshot(get("https://api.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_waits_no_longer_than_its_own_deadline() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream.service(numbered));
+    let leader = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the leader's call", || upstream.calls() == 1).await;
+    let mut hurried = get("https://api.example.com/slow");
+    hurried
+        .extensions_mut()
+        .insert(xhttp_core::Deadline::after(Duration::from_secs(1)));
+    let follower = spawn_call(&service, hurried);
+    until("the follower", || layer.stats().coalesced == 1).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let err = follower.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(xhttp_core::TimeoutScope::Total)
+    );
+    assert!(!leader.is_finished());
+    upstream.open();
+    assert_eq!(leader.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(upstream.calls(), 1);
+}

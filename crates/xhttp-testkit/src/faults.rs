@@ -35,7 +35,8 @@ pub enum Route {
     Bytes,
     /// `GET /close-mid-body`.
     CloseMidBody,
-    /// `GET /gate/{id}`.
+    /// `GET /gate/{id}`, `GET /api/gate/{id}`, `GET /gate-echo/{*rest}` and
+    /// `GET /gate-status/{code}`: every route held at the gate.
     Gate,
     /// `/status/{code}` (any method), `GET /problem/{code}`, `GET /html-error/{code}` and
     /// `GET /envelope-error/{code}`.

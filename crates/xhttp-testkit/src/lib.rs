@@ -79,6 +79,8 @@
 //! | `GET /close-mid-body` | `content-length: 1000`, 10 bytes, then the connection breaks |
 //! | `GET /gate/{id}` | waits for [`Gate::open`], then the envelope with `{"id":<id>}` |
 //! | `GET /api/gate/{id}` | waits for [`Gate::open`], *then* checks the bearer token, then answers as `/api/items/{id}`: many requests with one token line up before any is answered |
+//! | `GET /gate-echo/{*rest}` | waits for [`Gate::open`], then answers as `/echo`: callers that differ in a header line up, and each sees what the server saw |
+//! | `GET /gate-status/{code}` | waits for [`Gate::open`], then answers as `/status/{code}` |
 //! | `ANY /status/{code}` | that status with `{"error":{"message":"status <code>"}}`; `?retry_after=` adds `Retry-After` |
 //! | `GET /problem/{code}` | that status, `content-type: application/problem+json`, `{"type":"https://example.com/probs/x","title":"Unprocessable","status":400,"detail":"name must not be empty"}` (the `status` member deliberately disagrees with the HTTP status) |
 //! | `GET /html-error/{code}` | that status with `content-type: text/html` and an nginx-style HTML error page |

@@ -244,6 +244,22 @@ fn router(shared: Arc<Shared>) -> Router {
                     .layer(middleware::from_fn_with_state(shared.clone(), hold_at_gate)),
             ),
         )
+        .route(
+            "/gate-echo/{*rest}",
+            on(
+                Route::Gate,
+                get(resources::echo)
+                    .layer(middleware::from_fn_with_state(shared.clone(), hold_at_gate)),
+            ),
+        )
+        .route(
+            "/gate-status/{code}",
+            on(
+                Route::Gate,
+                get(resources::status)
+                    .layer(middleware::from_fn_with_state(shared.clone(), hold_at_gate)),
+            ),
+        )
         .route("/status/{code}", on(Route::Status, any(resources::status)))
         .route(
             "/problem/{code}",
