@@ -1,10 +1,40 @@
-//! Reading a `WWW-Authenticate: Bearer` challenge (RFC 6750 section 3).
+//! Reading `WWW-Authenticate` challenges (RFC 9110 section 11.6.1, RFC 6750 section 3).
+//!
+//! A header value is a list of challenges, and a response may carry several header lines:
+//!
+//! ```text
+//! challenge   = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+//! auth-param  = token BWS "=" BWS ( token / quoted-string )
+//! ```
+//!
+//! The parser walks that grammar instead of searching for `Bearer` in the text, so that a
+//! `Bearer error="invalid_token"` inside *another* scheme's quoted parameter
+//! (`Basic realm="Bearer error=\"invalid_token\""`) is read as the text it is, and never
+//! triggers a refresh. Lenient where servers are sloppy (case, spaces around `=`, empty list
+//! elements, bare values), strict about quoting; it never panics.
+
+/// One challenge: its scheme and its parameters (names lowercase, values unquoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Challenge {
+    pub(crate) scheme: String,
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 /// The `error` parameter of the first `Bearer` challenge in a `WWW-Authenticate` value, if
 /// any: `invalid_token`, `insufficient_scope`, `invalid_request`.
 ///
-/// Lenient by design (servers are): scheme and parameter names are matched without case,
-/// values may be quoted or bare, other schemes before `Bearer` are skipped. Never panics.
+/// Scheme and parameter names are matched without case; values may be quoted (with `\`
+/// escapes) or bare. Only a parameter of a `Bearer` challenge counts: text inside another
+/// challenge's quoted value never does. Never panics.
 ///
 /// ```
 /// use xhttp_refresh::bearer_error;
@@ -14,68 +44,250 @@
 /// );
 /// assert_eq!(bearer_error(r#"Basic realm="x", Bearer error=insufficient_scope"#), Some("insufficient_scope".to_string()));
 /// assert_eq!(bearer_error("Bearer realm=\"api\""), None);
+/// // Inside another scheme's quoted parameter, it is only text.
+/// assert_eq!(bearer_error(r#"Basic realm="Bearer error=\"invalid_token\"""#), None);
 /// ```
 pub fn bearer_error(header: &str) -> Option<String> {
-    let start = find_bearer(header)?;
-    let mut rest = &header[start + "bearer".len()..];
-    loop {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
-        if rest.is_empty() {
-            return None;
-        }
-        let eq = rest.find('=')?;
-        let name = rest[..eq].trim();
-        if name.contains(' ') {
-            // A new challenge (`Basic realm=...`) begins: the Bearer one had no error.
-            return None;
-        }
-        let after = &rest[eq + 1..];
-        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = closing_quote(quoted)?;
-            (quoted[..end].replace("\\\"", "\""), &quoted[end + 1..])
-        } else {
-            let end = after.find([',', ' ']).unwrap_or(after.len());
-            (after[..end].to_string(), &after[end..])
-        };
-        if name.eq_ignore_ascii_case("error") {
-            return Some(value);
-        }
-        rest = tail;
-    }
+    parse(header)
+        .into_iter()
+        .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|c| c.param("error").map(str::to_owned))
 }
 
 /// Whether the header carries a Bearer challenge with `error="invalid_token"`.
+///
+/// ```
+/// use xhttp_refresh::is_invalid_token;
+/// assert!(is_invalid_token(r#"Basic realm="x", Bearer error="invalid_token""#));
+/// assert!(!is_invalid_token(r#"Digest realm="x", nonce="Bearer error=invalid_token""#));
+/// ```
 pub fn is_invalid_token(header: &str) -> bool {
-    bearer_error(header).is_some_and(|e| e.eq_ignore_ascii_case("invalid_token"))
+    parse(header).iter().any(|c| {
+        c.scheme.eq_ignore_ascii_case("bearer")
+            && c.param("error")
+                .is_some_and(|e| e.eq_ignore_ascii_case("invalid_token"))
+    })
 }
 
-fn find_bearer(header: &str) -> Option<usize> {
-    let lower = header.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find("bearer") {
-        let at = from + i;
-        let before_ok = at == 0 || matches!(lower.as_bytes()[at - 1], b' ' | b',' | b'\t');
-        let after = lower.as_bytes().get(at + "bearer".len());
-        let after_ok = matches!(after, None | Some(b' ') | Some(b'\t') | Some(b','));
-        if before_ok && after_ok {
-            return Some(at);
+/// The challenges of one header value, in order. A malformed part ends the parse: what came
+/// before it is kept, nothing after it is guessed at.
+pub(crate) fn parse(header: &str) -> Vec<Challenge> {
+    let mut cursor = Cursor {
+        bytes: header.as_bytes(),
+        at: 0,
+    };
+    let mut challenges = Vec::new();
+    loop {
+        cursor.skip_list_separators();
+        let Some(scheme) = cursor.token() else {
+            return challenges;
+        };
+        let mut challenge = Challenge {
+            scheme,
+            params: Vec::new(),
+        };
+        let spaced = cursor.skip_spaces();
+        if spaced && !cursor.at_comma() && !cursor.at_end() {
+            if !read_params(&mut cursor, &mut challenge) {
+                challenges.push(challenge);
+                return challenges;
+            }
+        } else if !cursor.at_comma() && !cursor.at_end() {
+            // `Bearer"x"` or `Bearer=`: not a challenge.
+            return challenges;
         }
-        from = at + 1;
+        challenges.push(challenge);
     }
-    None
 }
 
-fn closing_quote(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i),
-            _ => i += 1,
+/// Reads `token68` or `#auth-param` after a scheme and its space, leaving the cursor at the
+/// next challenge. `false` when the text is malformed (the parse stops there).
+fn read_params(cursor: &mut Cursor<'_>, challenge: &mut Challenge) -> bool {
+    if cursor.token68() {
+        // A credential such as `Negotiate abc123==`: no parameters.
+        return true;
+    }
+    loop {
+        let Some(name) = cursor.token() else {
+            return false;
+        };
+        cursor.skip_spaces();
+        if !cursor.eat(b'=') {
+            return false;
+        }
+        cursor.skip_spaces();
+        let value = if cursor.peek() == Some(b'"') {
+            cursor.quoted()
+        } else {
+            cursor.token()
+        };
+        let Some(value) = value else {
+            return false;
+        };
+        challenge.params.push((name.to_ascii_lowercase(), value));
+        cursor.skip_spaces();
+        if cursor.at_end() {
+            return true;
+        }
+        if !cursor.at_comma() {
+            return false;
+        }
+        cursor.skip_list_separators();
+        // After a comma: another parameter of this challenge (`name=`), or a new challenge
+        // (a scheme: a token not followed by `=`).
+        if cursor.at_end() || cursor.next_is_scheme() {
+            return true;
         }
     }
-    None
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn at_comma(&self) -> bool {
+        self.peek() == Some(b',')
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Skips spaces and tabs; whether there were any.
+    fn skip_spaces(&mut self) -> bool {
+        let start = self.at;
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.at += 1;
+        }
+        self.at > start
+    }
+
+    /// Consumes a `token68` (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`)
+    /// when one stands alone before the end or a comma; else moves nothing.
+    fn token68(&mut self) -> bool {
+        let start = self.at;
+        while self.peek().is_some_and(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        }) {
+            self.at += 1;
+        }
+        if self.at == start {
+            return false;
+        }
+        while self.eat(b'=') {}
+        self.skip_spaces();
+        if self.at_end() || self.at_comma() {
+            return true;
+        }
+        self.at = start;
+        false
+    }
+
+    /// Whether a scheme starts here: a token followed by something other than `=`.
+    fn next_is_scheme(&self) -> bool {
+        let mut probe = Cursor {
+            bytes: self.bytes,
+            at: self.at,
+        };
+        if probe.token().is_none() {
+            return false;
+        }
+        probe.skip_spaces();
+        probe.peek() != Some(b'=')
+    }
+
+    /// Skips spaces and empty list elements (`, ,`).
+    fn skip_list_separators(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
+            self.at += 1;
+        }
+    }
+
+    /// A `token` (RFC 9110 `tchar`s; token68 characters `/`, `+` too, for bare values and
+    /// credentials).
+    fn token(&mut self) -> Option<String> {
+        let start = self.at;
+        while self.peek().is_some_and(is_token_char) {
+            self.at += 1;
+        }
+        (self.at > start).then(|| String::from_utf8_lossy(&self.bytes[start..self.at]).into_owned())
+    }
+
+    /// A `quoted-string`, unescaped; `None` when it never closes.
+    fn quoted(&mut self) -> Option<String> {
+        let start = self.at;
+        if !self.eat(b'"') {
+            return None;
+        }
+        let mut value = Vec::new();
+        loop {
+            match self.peek() {
+                None => {
+                    self.at = start;
+                    return None;
+                }
+                Some(b'"') => {
+                    self.at += 1;
+                    return Some(String::from_utf8_lossy(&value).into_owned());
+                }
+                Some(b'\\') => {
+                    self.at += 1;
+                    match self.peek() {
+                        Some(escaped) => {
+                            value.push(escaped);
+                            self.at += 1;
+                        }
+                        None => {
+                            self.at = start;
+                            return None;
+                        }
+                    }
+                }
+                Some(byte) => {
+                    value.push(byte);
+                    self.at += 1;
+                }
+            }
+        }
+    }
+}
+
+/// RFC 9110 `tchar`, plus `/` (token68) so that bare values like `a/b` read whole.
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+                | b'/'
+        )
 }
 
 #[cfg(test)]
@@ -87,6 +299,7 @@ mod tests {
         assert!(is_invalid_token(r#"Bearer error="invalid_token""#));
         assert!(is_invalid_token(r#"bearer ERROR="invalid_token""#));
         assert!(is_invalid_token("Bearer error=invalid_token"));
+        assert!(is_invalid_token("Bearer error = \"invalid_token\""));
         assert!(is_invalid_token(
             r#"Bearer realm="x", error_description="a \"quoted\" word", error="invalid_token""#
         ));
@@ -98,16 +311,69 @@ mod tests {
         assert!(!is_invalid_token(r#"Bearer error="unterminated"#));
     }
 
+    #[test]
+    fn several_challenges_in_one_value() {
+        let header =
+            r#"Basic realm="a, b", Negotiate abc123==, Bearer realm="api", error="invalid_token""#;
+        let challenges = parse(header);
+        let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+        assert_eq!(schemes, ["Basic", "Negotiate", "Bearer"]);
+        assert_eq!(challenges[0].param("realm"), Some("a, b"));
+        assert!(is_invalid_token(header));
+        assert!(is_invalid_token(
+            r#"Digest realm="x", nonce="n", qop="auth", Bearer error="invalid_token""#
+        ));
+        assert!(is_invalid_token(", , Bearer error=invalid_token ,"));
+        assert!(is_invalid_token("Negotiate, Bearer error=invalid_token"));
+    }
+
+    #[test]
+    fn quoted_text_of_another_scheme_never_triggers() {
+        for header in [
+            r#"Basic realm="Bearer error=\"invalid_token\"""#,
+            r#"Digest realm="x", nonce="Bearer error=invalid_token""#,
+            r#"Digest realm="x", nonce="a, Bearer error=invalid_token, b""#,
+            r#"Basic realm="\", Bearer error=invalid_token""#,
+            r#"Custom data="Bearer error=\"invalid_token\"", other=1"#,
+            r#"Bearer realm="error=\"invalid_token\"""#,
+        ] {
+            assert!(!is_invalid_token(header), "{header}");
+        }
+    }
+
+    #[test]
+    fn escapes_are_unquoted() {
+        let challenges = parse(r#"Bearer error_description="say \"hi\" \\ bye""#);
+        assert_eq!(
+            challenges[0].param("error_description"),
+            Some(r#"say "hi" \ bye"#)
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(text in ".{0,200}") {
             let _ = bearer_error(&text);
+            let _ = is_invalid_token(&text);
         }
 
         #[test]
         fn finds_the_error_among_other_params(realm in "[a-z ]{0,12}", err in "[a-z_]{1,20}") {
             let header = format!(r#"Bearer realm="{realm}", error="{err}", scope="a b""#);
             proptest::prop_assert_eq!(bearer_error(&header), Some(err));
+        }
+
+        /// Whatever another scheme quotes, escaped as a server must, it never triggers.
+        #[test]
+        fn quoted_params_never_trigger(
+            scheme in "(Basic|Digest|Negotiate|Custom)",
+            name in "[a-z]{1,8}",
+            inner in ".{0,60}",
+        ) {
+            let inner = format!("Bearer error=\"invalid_token\" {inner}");
+            let escaped = inner.replace('\\', "\\\\").replace('"', "\\\"");
+            let header = format!(r#"{scheme} {name}="{escaped}""#);
+            proptest::prop_assert!(!is_invalid_token(&header), "{}", header);
         }
     }
 }

@@ -42,10 +42,19 @@ where
             generation,
             "token rejected: refreshing, then replaying once"
         );
-        self.config
+        // `SessionChanged` (the trip was sent in an older session) ends here too: no replay
+        // with another session's credentials.
+        if let Err(err) = self
+            .config
             .manager
             .refresh_after_rejection(generation)
-            .await?;
+            .await
+        {
+            if err.kind() == xhttp_core::ErrorKind::SessionChanged {
+                tracing::debug!("rejected in an older session: returned without a replay");
+            }
+            return Err(err);
+        }
         let Some(request) = self.request else {
             tracing::debug!("request body cannot be replayed: returning the first outcome");
             return first;

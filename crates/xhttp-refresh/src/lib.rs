@@ -13,10 +13,17 @@
 //!    `ErrorKind::Unauthorized` with the server's challenge: there is no second refresh and no
 //!    loop.
 //!
+//! A refresh is not a session switch. When the rejected trip was sent in an older session
+//! (a `set_tokens` for another login or user, or a `clear`, came while it was in flight), the
+//! manager answers `ErrorKind::SessionChanged` with no token call, and the layer returns that
+//! error without replaying: a `DELETE` meant for account A never runs with user B's token.
+//!
 //! What counts as a rejection ([`Triggers`]): status 401 (with or without a challenge),
-//! `WWW-Authenticate: Bearer error="invalid_token"`, a business code such as the seeds'
-//! 40009, 409 or 1002 (from an `Error::Business` of the envelope layer, or read from a
-//! `Bytes` body's `code` field when no envelope layer runs), and gRPC `grpc-status: 16`
+//! `WWW-Authenticate: Bearer error="invalid_token"` (in any of the response's challenges,
+//! parsed per RFC 9110: the same words inside another scheme's quoted parameter do not
+//! count), a business code such as the seeds' 40009, 409 or 1002 (from an `Error::Business`
+//! of the envelope layer, or read from a `Bytes` body's `code` field when no envelope layer
+//! runs; both normalised by the core's one rule), and gRPC `grpc-status: 16`
 //! (UNAUTHENTICATED). Never 403: `insufficient_scope` is not cured by a new token.
 //!
 //! The inner service must be `Clone + Send + Sync` (a tonic `Channel`, a hyper client and every
@@ -61,6 +68,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower::{BoxError, Layer, Service};
 use xhttp_auth::{GenerationSlot, TokenManager};
 use xhttp_core::body::{try_clone_request, TryCloneBody};
+use xhttp_core::json::{business_code, normalize};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
 pub use challenge::{bearer_error, is_invalid_token};
@@ -128,13 +136,21 @@ impl Triggers {
     }
 
     /// Business codes that mean "token expired" (the seeds' backends answer HTTP 200 with
-    /// code 40009, 409 or 1002).
+    /// code 40009, 409 or 1002). Codes compare after the core's one normalisation
+    /// ([`xhttp_core::json::business_code`]): a configured `40009` or `"40009"` matches a body's
+    /// `40009`, `"40009"` or `40009.0`, through a `Bytes` body and an envelope error alike.
+    ///
+    /// ```
+    /// use xhttp_refresh::Triggers;
+    /// let triggers = Triggers::default().business_codes(["40009"]);
+    /// # drop(triggers);
+    /// ```
     pub fn business_codes<C: Into<BusinessCode>>(
         mut self,
         codes: impl IntoIterator<Item = C>,
     ) -> Self {
         self.business_codes
-            .extend(codes.into_iter().map(Into::into));
+            .extend(codes.into_iter().map(|code| normalize(code.into())));
         self
     }
 
@@ -160,8 +176,13 @@ impl Triggers {
         let status = response.status();
         let headers = response.headers();
         let by_status = status != StatusCode::FORBIDDEN && self.statuses.contains(&status);
+        // Every `WWW-Authenticate` line, each parsed as a list of challenges.
         let by_challenge = self.invalid_token_challenge
-            && challenge_of(headers).is_some_and(|c| is_invalid_token(&c));
+            && headers
+                .get_all(http::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(is_invalid_token);
         let by_grpc = self.grpc_unauthenticated
             && headers
                 .get("grpc-status")
@@ -187,7 +208,7 @@ impl Triggers {
         let by_code = err.kind() == ErrorKind::Business
             && err
                 .business_code()
-                .is_some_and(|code| self.business_codes.contains(code));
+                .is_some_and(|code| self.business_codes.contains(&normalize(code.clone())));
         (by_status || by_challenge || by_code).then(|| Rejection {
             status: err.status(),
             challenge: err.challenge().map(str::to_owned),
@@ -195,25 +216,27 @@ impl Triggers {
     }
 }
 
+/// The challenges of a response, for the `Unauthorized` error: every `WWW-Authenticate` line,
+/// joined as RFC 9110 section 5.3 combines field lines.
 fn challenge_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(http::header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    let lines: Vec<&str> = headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
 }
 
-/// The business code at `pointer` in a JSON body; `None` for anything that is not JSON.
+/// The business code at `pointer` in a JSON body, normalised by the core's one rule
+/// (`40009`, `"40009"` and `40009.0` are one code); `None` for anything that is not a JSON
+/// object. Duplicate keys are read as serde_json reads them: the last one wins.
 fn body_code(body: &Bytes, pointer: &str) -> Option<BusinessCode> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
     if *first != b'{' {
         return None;
     }
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match value.pointer(pointer)? {
-        serde_json::Value::Number(n) => n.as_i64().map(BusinessCode::Int),
-        serde_json::Value::String(s) => Some(BusinessCode::from(s.as_str())),
-        _ => None,
-    }
+    business_code(value.pointer(pointer)?)
 }
 
 /// A rejection, for the `Unauthorized` error when the replay is rejected too.
@@ -360,5 +383,77 @@ where
                 config: self.config.clone(),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &'static str) -> Result<Response<Bytes>, Error> {
+        Ok(Response::new(Bytes::from_static(body.as_bytes())))
+    }
+
+    #[test]
+    fn every_spelling_of_a_code_is_one_code_through_both_paths() {
+        for configured in [
+            Triggers::default().business_codes([40009]),
+            Triggers::default().business_codes(["40009"]),
+            Triggers::default().business_codes([" 40009 "]),
+        ] {
+            for body in [
+                r#"{"code":40009}"#,
+                r#"{"code":"40009"}"#,
+                r#"{"code":40009.0}"#,
+                r#"{"code":4.0009e4}"#,
+                r#"{"code":0,"code":40009}"#,
+            ] {
+                assert!(configured.rejection(&ok(body)).is_some(), "{body}");
+            }
+            for body in [
+                r#"{"code":"040009"}"#,
+                r#"{"code":40009.5}"#,
+                r#"{"code":40009,"code":0}"#,
+                r#"[{"code":40009}]"#,
+                "40009",
+            ] {
+                assert!(configured.rejection(&ok(body)).is_none(), "{body}");
+            }
+            for code in [BusinessCode::Int(40009), BusinessCode::from("40009")] {
+                let err: Result<Response<Bytes>, Error> = Err(Error::business(code, "expired"));
+                assert!(configured.rejection(&err).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn challenges_are_read_from_every_header_line() {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.append(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Basic realm="Bearer error=\"invalid_token\"""#),
+        );
+        let triggers = Triggers::default();
+        let outcome: Result<Response<Bytes>, Error> = Ok(response);
+        assert!(
+            triggers.rejection(&outcome).is_none(),
+            "quoted text is not a challenge"
+        );
+        let mut response = outcome.unwrap();
+        response.headers_mut().append(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+        );
+        let outcome: Result<Response<Bytes>, Error> = Ok(response);
+        let rejection = triggers
+            .rejection(&outcome)
+            .expect("the second line triggers");
+        let err = rejection.into_error();
+        assert_eq!(
+            err.challenge(),
+            Some(r#"Basic realm="Bearer error=\"invalid_token\"", Bearer error="invalid_token""#)
+        );
     }
 }

@@ -43,7 +43,8 @@ async fn manager() -> (TokenManager, Counting) {
             Some(Secret::new("refresh-0")),
             None,
         )
-        .await;
+        .await
+        .unwrap();
     (manager, grant)
 }
 
@@ -137,6 +138,14 @@ async fn every_trigger_shape_refreshes() {
         (
             "business code as a string",
             Response::new(Bytes::from_static(br#"{"code":"409"}"#)),
+        ),
+        (
+            "business code as a float",
+            Response::new(Bytes::from_static(br#"{"code":1002.0}"#)),
+        ),
+        (
+            "business code as a number, configured as a string",
+            Response::new(Bytes::from_static(br#"{"code":409}"#)),
         ),
     ];
     for (what, rejection) in shapes {
@@ -322,7 +331,8 @@ async fn requests_wait_for_a_token_that_is_being_fetched() {
             Some(Secret::new("refresh-0")),
             Some(Duration::from_secs(10)),
         )
-        .await;
+        .await
+        .unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
     let (upstream, seen) = make_upstream(|_| None);
     let service = AuthLayer::new(manager, [origin()]).layer(upstream);
@@ -351,4 +361,57 @@ fn services_and_futures_are_send_and_sync() {
         xhttp_auth::ResponseFuture<<Inner as Service<Request<Body>>>::Future, Response<Bytes>>,
     >();
     assert_send::<xhttp_refresh::ResponseFuture<xhttp_auth::Auth<Inner>, Body, Bytes>>();
+}
+
+#[tokio::test]
+async fn a_rejection_from_an_older_session_is_session_changed_without_a_replay() {
+    let (manager, grant) = manager().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let seen: Seen = Arc::default();
+    let upstream = Upstream::new(service_fn({
+        let (release, arrived, seen) = (release.clone(), arrived.clone(), seen.clone());
+        move |request: Request<Body>| {
+            let (release, arrived, seen) = (release.clone(), arrived.clone(), seen.clone());
+            async move {
+                let token = request.headers()["authorization"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                seen.lock()
+                    .unwrap()
+                    .push((token, request.extensions().get::<Replayed>().is_some()));
+                arrived.notify_one();
+                release.notified().await;
+                Ok::<_, Error>(status(401))
+            }
+        }
+    }));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    let request = Request::delete("https://api.example.com/v1/accounts/a")
+        .body(Body::empty())
+        .unwrap();
+    let call = tokio::spawn(service.oneshot(request));
+    arrived.notified().await;
+    // User B logs in while user A's DELETE is on its way.
+    manager
+        .set_tokens(
+            Secret::new("access-user-b"),
+            Some(Secret::new("refresh-user-b")),
+            None,
+        )
+        .await
+        .unwrap();
+    release.notify_one();
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged, "{err}");
+    assert_eq!(grant.0.load(Ordering::SeqCst), 0, "no token call");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![("Bearer access-0".to_string(), false)],
+        "no replay, and never with B's token"
+    );
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("access-user-b") && !shown.contains("refresh-user-b"));
 }
