@@ -28,7 +28,7 @@
 //!   has no key, and its request is sent on its own;
 //! - **every request header, by value**, except the few that never change a response
 //!   ([`DEFAULT_IGNORED_HEADERS`]: request ids and trace context such as `traceparent`,
-//!   `x-request-id`, `b3`), to which a layer may add its own
+//!   `x-request-id`, `b3`), to which a layer may add names of its own
 //!   ([`ignore_header`](DedupeLayerBuilder::ignore_header)). The order of header *names* does
 //!   not matter; the order of several values of one name does. Credential headers
 //!   ([`CREDENTIAL_HEADERS`]: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`,
@@ -39,13 +39,15 @@
 //!   writes is not on the request yet. Two identities never share a response;
 //! - the per-request options that change the outcome: [`xhttp_core::BodyLimit`], and every
 //!   extension declared with [`key_extension`](DedupeLayerBuilder::key_extension) (the facade
-//!   declares `StatusPassthrough`, `RawResponse` and `SkipAuth`).
+//!   keys `StatusPassthrough`, `RawResponse`, `SkipAuth`, `SkipRefresh` and `RetryOverride`,
+//!   and declares the report layer's `ErrorNotice` and `SuccessNotice` neutral).
 //!
 //! **Extensions.** A request extension can change what a layer below does with the request,
 //! and this layer cannot know what an extension type it has never heard of means. So a
 //! request is deduplicated only if *every* extension it carries is accounted for: its own
 //! ([`Identity`], [`DedupeOverride`], [`CancelScope`]), core's ([`xhttp_core::BodyLimit`],
-//! keyed; [`xhttp_core::Deadline`], neutral: a follower stops waiting at its own deadline), and
+//! keyed; [`xhttp_core::Deadline`], neutral: a follower stops waiting at its own deadline,
+//! while the shared trip runs under its leader's, a timeout included), and
 //! those declared on the builder, keyed ([`key_extension`](DedupeLayerBuilder::key_extension))
 //! or neutral ([`neutral_extension`](DedupeLayerBuilder::neutral_extension)). A request with
 //! any other extension is sent on its own and counted in [`DedupeStats::bypassed`].

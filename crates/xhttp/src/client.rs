@@ -576,13 +576,18 @@ impl ClientBuilder {
             .dedupe
             .map(|options| {
                 // The facade's per-request options: the notices are read by report, above
-                // dedupe, per caller; the others change the outcome, and key on presence.
+                // dedupe, per caller; the others change the outcome, and are keyed.
                 let options = options
                     .neutral_extension::<xhttp_status::ErrorNotice>()
                     .neutral_extension::<xhttp_status::SuccessNotice>()
                     .key_extension_with(|_: &xhttp_status::StatusPassthrough| ())
                     .key_extension_with(|_: &xhttp_envelope::RawResponse| ())
-                    .key_extension_with(|_: &SkipAuth| ());
+                    .key_extension_with(|_: &SkipAuth| ())
+                    .key_extension_with(|_: &xhttp_refresh::SkipRefresh| ())
+                    .key_extension_with(|o: &xhttp_retry::RetryOverride| match o {
+                        xhttp_retry::RetryOverride::Off => None,
+                        xhttp_retry::RetryOverride::Retries(n) => Some(*n),
+                    });
                 match &self.auth {
                     Some(auth) => {
                         let manager = auth.manager.clone();
