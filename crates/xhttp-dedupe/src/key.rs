@@ -331,12 +331,15 @@ pub(crate) enum NoKey {
 }
 
 impl Key {
-    /// The key of `request`, or why it has none.
+    /// The key of `request`, or why it has none. `shares_outcome`: the key is for coalescing,
+    /// where an unknown extension means no key; cancel-previous and reject-duplicate share no
+    /// response, and key such a request as if the extension were not there.
     pub(crate) fn of<B: KeyBody>(
         request: &Request<B>,
         rules: &KeyRules,
         identity: Option<&IdentityFn>,
         random: &RandomState,
+        shares_outcome: bool,
     ) -> Result<Key, NoKey> {
         let body = match request.body().body_key() {
             BodyKey::Bytes(bytes) if bytes.len() > rules.body_cap => return Err(NoKey::Body),
@@ -369,7 +372,7 @@ impl Key {
                     }
                 }
             }
-            if ext.len() > known {
+            if shares_outcome && ext.len() > known {
                 return Err(NoKey::UnknownExtension);
             }
         }
@@ -416,7 +419,7 @@ mod tests {
     }
 
     fn key(request: Request<xhttp_core::Body>) -> Result<Key, NoKey> {
-        Key::of(&request, &rules(), None, &RANDOM)
+        Key::of(&request, &rules(), None, &RANDOM, true)
     }
 
     #[test]

@@ -50,7 +50,9 @@
 //! while the shared trip runs under its leader's, a timeout included), and
 //! those declared on the builder, keyed ([`key_extension`](DedupeLayerBuilder::key_extension))
 //! or neutral ([`neutral_extension`](DedupeLayerBuilder::neutral_extension)). A request with
-//! any other extension is sent on its own and counted in [`DedupeStats::bypassed`].
+//! any other extension is never coalesced: it is sent on its own and counted in
+//! [`DedupeStats::bypassed`]. (`CancelPrevious` and `RejectDuplicate` share no response, so
+//! they key such a request as if the unknown extension were not there.)
 //!
 //! The map is bounded (10,000 keys by default): past the bound new keys pass through
 //! undeduplicated.
@@ -153,8 +155,8 @@ pub struct DedupeStats {
     /// Calls passed through because the map was full.
     pub overflowed: u64,
     /// Calls sent on their own although their policy would deduplicate them, because they
-    /// have no key: a streaming body, a body over the cap, or a request extension the layer
-    /// does not account for (see the [crate docs](crate#the-key)).
+    /// have no key: a streaming body, a body over the cap, or (when coalescing) a request
+    /// extension the layer does not account for (see the [crate docs](crate#the-key)).
     pub bypassed: u64,
 }
 
@@ -745,6 +747,7 @@ where
                 &self.shared.rules,
                 self.shared.identity.as_deref(),
                 &self.shared.random,
+                policy == DedupePolicy::Coalesce,
             ) {
                 Ok(key) => Some(key),
                 Err(NoKey::Body | NoKey::UnknownExtension) => {

@@ -1027,6 +1027,25 @@ async fn a_request_with_an_unknown_extension_is_never_coalesced_and_is_counted()
     smaller.extensions_mut().insert(xhttp_core::BodyLimit(8));
     let (calls, _) = pair(&layer, known(), smaller).await;
     assert_eq!(calls, 2);
+
+    // Reject-duplicate shares no response: an unknown extension does not disarm it.
+    let upstream = Held::default();
+    let service = layer.layer(upstream.service(numbered));
+    let submit = || {
+        let mut request = with_policy(
+            "https://api.example.com/forms",
+            DedupePolicy::RejectDuplicate,
+        );
+        request.extensions_mut().insert(Unknown);
+        request
+    };
+    let first = spawn_call(&service, submit());
+    until("the first submit", || upstream.calls() == 1).await;
+    let err = service.clone().oneshot(submit()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Duplicate);
+    upstream.open();
+    first.await.unwrap().unwrap();
+    assert_eq!(upstream.calls(), 1);
 }
 
 #[test]
