@@ -565,3 +565,395 @@ async fn long_run_with_expiring_tokens_never_reuses_a_refresh_token() {
     );
     assert_eq!(issued.lock().unwrap().len(), calls + 1);
 }
+
+/// Known secrets of these tests: each appears in no `Debug`, `Display` or error text.
+const USER_A_ACCESS: &str = "SECRET-user-a-access";
+const USER_A_REFRESH: &str = "SECRET-user-a-refresh";
+const USER_B_ACCESS: &str = "SECRET-user-b-access";
+const USER_B_REFRESH: &str = "SECRET-user-b-refresh";
+
+fn assert_hidden(shown: &str) {
+    for secret in [USER_A_ACCESS, USER_A_REFRESH, USER_B_ACCESS, USER_B_REFRESH] {
+        assert!(!shown.contains(secret), "a secret is shown: {shown}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_from_an_older_session_is_session_changed_with_no_call() {
+    let endpoint = Endpoint::new(None);
+    let manager = TokenManager::builder(endpoint.clone()).build();
+    let a = manager
+        .set_tokens(
+            Secret::new(USER_A_ACCESS),
+            Some(Secret::new(USER_A_REFRESH)),
+            None,
+        )
+        .await
+        .unwrap();
+    let b = manager
+        .set_tokens(
+            Secret::new(USER_B_ACCESS),
+            Some(Secret::new(USER_B_REFRESH)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        b.generation() > a.generation(),
+        "generations are never reused"
+    );
+    let err = manager
+        .refresh_after_rejection(a.generation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged);
+    assert_eq!(
+        err.to_string(),
+        "rejected with the credentials of a session that has since changed"
+    );
+    assert_eq!(endpoint.calls(), 0, "no token call");
+    // B's own token is untouched, and still refreshes on its own rejections.
+    assert_eq!(
+        manager.current().await.unwrap().access().expose(),
+        USER_B_ACCESS
+    );
+    // A logout then a new login: both start new sessions.
+    manager.clear().await;
+    assert_eq!(
+        manager
+            .refresh_after_rejection(b.generation())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::SessionExpired,
+        "the session-expired state keeps its meaning"
+    );
+    let c = manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        manager
+            .refresh_after_rejection(b.generation())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::SessionChanged
+    );
+    assert_eq!(endpoint.calls(), 0);
+    let fresh = manager
+        .refresh_after_rejection(c.generation())
+        .await
+        .unwrap();
+    assert_eq!(fresh.access().expose(), "access-1");
+    assert_eq!(endpoint.calls(), 1);
+    assert_hidden(&format!("{err} {err:?} {manager:?} {a:?} {b:?}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_running_when_the_session_changes_is_disowned() {
+    let endpoint = Endpoint::new(None);
+    let manager = manager_with(&endpoint, None).await;
+    endpoint.close_gate();
+    let old_waiter = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.refresh_after_rejection(1).await }
+    });
+    settle().await;
+    assert_eq!(endpoint.calls(), 1);
+    let b = manager
+        .set_tokens(
+            Secret::new(USER_B_ACCESS),
+            Some(Secret::new(USER_B_REFRESH)),
+            None,
+        )
+        .await
+        .unwrap();
+    // New callers do not wait for the old session's refresh.
+    assert_eq!(
+        manager.current_now().unwrap().access().expose(),
+        USER_B_ACCESS
+    );
+    endpoint.open_gate();
+    let err = old_waiter.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged);
+    settle().await;
+    // The old session's new token did not replace B's.
+    let now = manager.current().await.unwrap();
+    assert_eq!(now.access().expose(), USER_B_ACCESS);
+    assert_eq!(now.generation(), b.generation());
+    assert_hidden(&format!("{err:?} {manager:?}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_tokens_refuses_a_token_no_header_can_carry() {
+    let endpoint = Endpoint::new(None);
+    let manager = manager_with(&endpoint, None).await;
+    for (access, refresh) in [
+        ("SECRET-user-a-access\n", None),
+        ("SECRET-user-a\r\naccess", None),
+        ("SECRET-user-a\0access", None),
+        ("SECRET user-a-access", None),
+        ("", None),
+        (USER_A_ACCESS, Some("SECRET-user-a-refresh\n")),
+        (USER_A_ACCESS, Some("SECRET-user-a-refresh\u{7f}")),
+    ] {
+        let err = manager
+            .set_tokens(Secret::new(access), refresh.map(Secret::new), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidRequest,
+            "{access:?} {refresh:?}"
+        );
+        assert_hidden(&format!("{err} {err:?}"));
+    }
+    // Nothing changed: the valid token stays in service.
+    assert_eq!(
+        manager.current().await.unwrap().access().expose(),
+        "access-0"
+    );
+    assert_eq!(manager.generation(), 1);
+}
+
+/// A grant whose endpoint answers a token no header can carry.
+#[derive(Debug, Default)]
+struct BadToken(AtomicUsize);
+
+impl RefreshGrant for BadToken {
+    fn request<'a>(&'a self, _: Option<&'a Secret>) -> BoxFuture<'a, Result<GrantResponse, Error>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Ok(GrantResponse {
+                access_token: Secret::new("SECRET-user-a-access\nInjected: 1"),
+                refresh_token: None,
+                expires_in: None,
+                received_at: Instant::now(),
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_answering_a_token_no_header_can_carry_is_refresh_failed() {
+    let manager = TokenManager::builder(BadToken::default()).build();
+    manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    let err = manager.refresh_after_rejection(1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+    assert_hidden(&format!("{err} {err:?}"));
+    // The old token is neither replaced nor hidden behind a broken one.
+    assert_eq!(manager.generation(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_on_arrival_token_is_used_until_rejected() {
+    let endpoint = Endpoint::new(Some(Duration::ZERO));
+    let manager = manager_with(&endpoint, Some(Duration::ZERO)).await;
+    for _ in 0..20 {
+        let token = manager.current().await.unwrap();
+        assert_eq!(token.expires_at(), None, "no known expiry");
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(endpoint.calls(), 0, "no refresh on every call");
+    // A rejection refreshes; the refreshed token (also over on arrival) is used on.
+    let fresh = manager.refresh_after_rejection(1).await.unwrap();
+    assert_eq!(fresh.generation(), 2);
+    for _ in 0..20 {
+        assert_eq!(manager.current().await.unwrap().generation(), 2);
+    }
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[test]
+fn impossible_configuration_is_a_config_error_never_a_panic() {
+    use xhttp_auth::Windows;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let windows = [
+        Windows {
+            soft_share: f64::NAN,
+            ..Windows::default()
+        },
+        Windows {
+            hard_share: -1.0,
+            ..Windows::default()
+        },
+        Windows {
+            skew_share: 1.5,
+            ..Windows::default()
+        },
+        Windows {
+            skew: Duration::MAX,
+            ..Windows::default()
+        },
+        Windows {
+            soft: Duration::MAX,
+            ..Windows::default()
+        },
+    ];
+    let mut builders: Vec<(&str, xhttp_auth::TokenManagerBuilder)> = windows
+        .into_iter()
+        .map(|w| {
+            (
+                "windows",
+                TokenManager::builder(Endpoint::new(None)).windows(w),
+            )
+        })
+        .collect();
+    builders.push((
+        "refresh timeout MAX",
+        TokenManager::builder(Endpoint::new(None)).refresh_timeout(Duration::MAX),
+    ));
+    builders.push((
+        "refresh timeout zero",
+        TokenManager::builder(Endpoint::new(None)).refresh_timeout(Duration::ZERO),
+    ));
+    builders.push((
+        "cooldown MAX",
+        TokenManager::builder(Endpoint::new(None)).cooldown(Duration::MAX),
+    ));
+    builders.push((
+        "soft interval MAX",
+        TokenManager::builder(Endpoint::new(None)).soft_retry_interval(Duration::MAX),
+    ));
+    for (what, builder) in builders {
+        // build() never panics: every call reports the configuration instead.
+        let manager = builder.build();
+        runtime.block_on(async {
+            let err = manager
+                .set_tokens(Secret::new("access-0"), None, Some(Duration::MAX))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{what}: {err}");
+            assert_eq!(
+                manager.current().await.unwrap_err().kind(),
+                ErrorKind::Config
+            );
+            assert_eq!(
+                manager.refresh_after_rejection(1).await.unwrap_err().kind(),
+                ErrorKind::Config
+            );
+            assert!(manager.current_now().is_none());
+        });
+    }
+    let err = TokenManager::builder(Endpoint::new(None))
+        .refresh_timeout(Duration::MAX)
+        .try_build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    // Huge lifetimes with valid windows are fine: no expiry the clock cannot hold.
+    runtime.block_on(async {
+        let manager = TokenManager::builder(Endpoint::new(None))
+            .try_build()
+            .unwrap();
+        let token = manager
+            .set_tokens(Secret::new("access-0"), None, Some(Duration::MAX))
+            .await
+            .unwrap();
+        assert_eq!(token.expires_at(), None);
+    });
+}
+
+#[test]
+fn timed_refresh_outside_a_tokio_runtime_is_a_config_error() {
+    let err = TokenManager::builder(Endpoint::new(None))
+        .timed_refresh(true)
+        .try_build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    // build() outside a runtime does not panic either; the manager reports it when used.
+    let manager = TokenManager::builder(Endpoint::new(None))
+        .timed_refresh(true)
+        .build();
+    assert!(manager.current_now().is_none());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime.block_on(manager.current()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[test]
+fn current_now_outside_a_tokio_runtime_does_not_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = Endpoint::new(None);
+    // The soft window is the whole usable lifetime: a new token is in it at once.
+    let windows = xhttp_auth::Windows {
+        soft_share: 1.0,
+        ..xhttp_auth::Windows::default()
+    };
+    let manager = TokenManager::builder(endpoint.clone())
+        .windows(windows)
+        .build();
+    // No token yet: current_now would start the refresh, which needs a runtime.
+    assert!(manager.current_now().is_none());
+    let err = futures_util::FutureExt::now_or_never(manager.current())
+        .expect("fails at once")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    // A token in its soft window, outside a runtime: it serves, no background refresh.
+    let lifetime = Some(Duration::from_secs(600));
+    runtime
+        .block_on(manager.set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            lifetime,
+        ))
+        .unwrap();
+    assert_eq!(manager.current_now().unwrap().access().expose(), "access-0");
+    assert_eq!(endpoint.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_current_tokens_are_known_secrets_while_current() {
+    use xhttp_core::mask::server_text;
+    let endpoint = Endpoint::new(None);
+    let manager = TokenManager::builder(endpoint.clone()).build();
+    let quoted = |secret: &str| server_text(&format!("the server said {secret}"), 200);
+    manager
+        .set_tokens(
+            Secret::new(USER_A_ACCESS),
+            Some(Secret::new(USER_A_REFRESH)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!quoted(USER_A_ACCESS).contains(USER_A_ACCESS));
+    assert!(!quoted(USER_A_REFRESH).contains(USER_A_REFRESH));
+    manager
+        .set_tokens(
+            Secret::new(USER_B_ACCESS),
+            Some(Secret::new(USER_B_REFRESH)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!quoted(USER_B_ACCESS).contains(USER_B_ACCESS));
+    assert!(
+        quoted(USER_A_ACCESS).contains(USER_A_ACCESS),
+        "replaced tokens are forgotten"
+    );
+    manager.clear().await;
+    assert!(
+        quoted(USER_B_REFRESH).contains(USER_B_REFRESH),
+        "dropped on clear"
+    );
+}

@@ -321,6 +321,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn field_values_are_known_secrets_while_the_grant_lives() {
+        use xhttp_core::mask::server_text;
+        let (transport, _log) = endpoint(|_| answer(200, OK));
+        let grant = JsonGrant::new(transport, URL)
+            .unwrap()
+            .field("username", "SECRET-user-json")
+            .field(
+                "credentials",
+                serde_json::json!({"password": "SECRET-pass-json", "pin": 9876543}),
+            );
+        let quoted = |value: &str| server_text(&format!("bad login {value}"), 200);
+        for value in ["SECRET-user-json", "SECRET-pass-json", "9876543"] {
+            assert!(!quoted(value).contains(value), "{value}");
+        }
+        assert!(!format!("{grant:?}").contains("SECRET"));
+        let clone = grant.clone();
+        drop(grant);
+        assert!(
+            !quoted("SECRET-pass-json").contains("SECRET-pass-json"),
+            "clones keep them"
+        );
+        drop(clone);
+        assert!(
+            quoted("SECRET-pass-json").contains("SECRET-pass-json"),
+            "forgotten with the grant"
+        );
+    }
+
+    #[tokio::test]
     async fn default_posts_refresh_token_as_json_and_reads_the_envelope() {
         let (transport, log) = endpoint(|_| answer(200, OK));
         let grant = JsonGrant::new(transport, URL).unwrap();

@@ -422,6 +422,20 @@ mod tests {
         assert_eq!(seen.body_limit, Some(TOKEN_RESPONSE_LIMIT));
     }
 
+    #[test]
+    fn the_client_secret_is_a_known_secret_while_the_grant_lives() {
+        use xhttp_core::mask::server_text;
+        let (transport, _log) = endpoint(|_| answer(200, OK));
+        let grant = ClientCredentials::new(transport, URL)
+            .unwrap()
+            .client_id("app")
+            .client_secret(Secret::new("SECRET-CS-known-789"));
+        let quoted = || server_text("invalid client SECRET-CS-known-789", 200);
+        assert!(!quoted().contains("SECRET-CS-known-789"));
+        drop(grant);
+        assert!(quoted().contains("SECRET-CS-known-789"));
+    }
+
     #[tokio::test]
     async fn client_credentials_can_go_in_the_body() {
         let (transport, log) = endpoint(|_| answer(200, OK));
@@ -482,8 +496,17 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::RefreshFailed);
         assert_eq!(err.attempts(), 3);
         assert_eq!(log.calls(), 3);
-        let source = std::error::Error::source(&err).unwrap().to_string();
-        assert!(source.contains("connection refused"), "{source}");
+        // The cause chain keeps the transport's own words (Display prints one level each).
+        let mut chain = Vec::new();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        assert!(
+            chain.iter().any(|c| c.contains("connection refused")),
+            "{chain:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

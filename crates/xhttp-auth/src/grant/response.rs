@@ -854,6 +854,82 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_read_as_serde_json_reads_them_the_last_wins() {
+        let tokens = parse(&response(
+            200,
+            r#"{"access_token":"first-token","access_token":"last-token","expires_in":1,"expires_in":60}"#,
+        ))
+        .unwrap();
+        assert_eq!(tokens.access_token.expose(), "last-token");
+        assert_eq!(tokens.expires_in, Some(Duration::from_secs(60)));
+        let fields = TokenResponseFields::envelope();
+        let body = r#"{"code":0,"code":401,"result":{"accessToken":"a"}}"#;
+        let err = parse_token_response(
+            &response(200, body),
+            &fields,
+            Instant::now(),
+            SystemTime::now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    }
+
+    #[test]
+    fn dialect_codes_use_the_core_normaliser() {
+        let fields = TokenResponseFields::new("token")
+            .code("code", [0])
+            .definitive_codes(["40009"]);
+        let check = |body: &str| {
+            parse_token_response(
+                &response(200, body),
+                &fields,
+                Instant::now(),
+                SystemTime::now(),
+            )
+        };
+        for ok in [
+            r#"{"code":0,"token":"t"}"#,
+            r#"{"code":"0","token":"t"}"#,
+            r#"{"code":0.0,"token":"t"}"#,
+        ] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for dead in [
+            r#"{"code":40009}"#,
+            r#"{"code":"40009"}"#,
+            r#"{"code":40009.0}"#,
+            r#"{"code":" 40009 "}"#,
+        ] {
+            assert_eq!(
+                check(dead).unwrap_err().kind(),
+                ErrorKind::SessionExpired,
+                "{dead}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_no_request_can_carry_is_refresh_failed() {
+        let body = format!(r#"{{"access_token":"{SECRET_AT}","refresh_token":"{SECRET_RT}\n"}}"#);
+        let err = parse(&response(200, &body)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+        assert_no_secret(&err);
+    }
+
+    #[test]
+    fn serde_messages_are_never_quoted() {
+        for body in [
+            format!(r#"{{"access_token":"{SECRET_AT}""#),
+            format!(r#"{{"access_token":"{SECRET_AT}",}}"#),
+            format!("{SECRET_AT}"),
+        ] {
+            let err = parse(&response(200, &body)).unwrap_err();
+            assert_no_secret(&err);
+            assert!(err.message().unwrap().contains("line 1, column"), "{err}");
+        }
+    }
+
+    #[test]
     fn server_messages_are_cleaned_and_capped() {
         let long = "x".repeat(10_000);
         let body = format!(r#"{{"error":"invalid_grant","error_description":"a\nb{long}"}}"#);
