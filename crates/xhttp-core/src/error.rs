@@ -5,9 +5,14 @@
 //! layers can add detail without breaking anyone. It is an `Arc` inside, because dedupe hands
 //! one outcome to many callers and tower layers pass errors by value.
 //!
-//! Nothing in an `Error` prints a credential: a request's headers are never kept, and its URI is
+//! Nothing in an `Error` prints a credential: a request's headers are never kept, its URI is
 //! kept only after [`redact::uri`](crate::redact::uri) has masked secrets in the query and the
-//! user-info.
+//! user-info, and every piece of text (a message, a server's challenge) goes through
+//! [`mask::server_text`](crate::mask::server_text) when it enters the error, capped at
+//! [`MAX_TEXT_LEN`] bytes: no constructor takes text that is kept unmasked.
+//!
+//! `Display` prints this level only; the cause is [`source()`](std::error::Error::source), as
+//! in hyper, so that anyhow and eyre, which walk the chain, print each cause once.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -122,6 +127,17 @@ impl fmt::Display for BusinessCode {
 
 type Source = Arc<dyn StdError + Send + Sync + 'static>;
 
+/// The most bytes of text an error keeps per piece (its message, its challenge): 4 KiB, room
+/// for the envelope's excerpt of a broken body, while 200 errors in a report ring stay under a
+/// megabyte. Longer text is cut on a character boundary after it is masked.
+pub const MAX_TEXT_LEN: usize = crate::mask::DEFAULT_CAP;
+
+/// Text fit to keep in an error: cleaned, masked, capped; `None` when nothing is left.
+fn kept(text: &str) -> Option<Box<str>> {
+    let text = crate::mask::server_text(text, MAX_TEXT_LEN);
+    (!text.is_empty()).then(|| text.into_boxed_str())
+}
+
 /// The error of every xhttp layer and of the facade.
 ///
 /// Cheap to clone, `Send + Sync + 'static`, and a `std::error::Error`, so it travels through
@@ -208,7 +224,13 @@ impl Error {
         err
     }
 
-    /// A failure code in a success envelope, with the server's message.
+    /// A failure code in a success envelope, with the server's message, cleaned, masked and
+    /// capped as [`Error::with_message`] does.
+    ///
+    /// ```
+    /// let err = xhttp_core::Error::business(40009, "token AT-123abc expired\u{202e}\n!");
+    /// assert_eq!(err.message(), Some("token REDACTED expired !"));
+    /// ```
     pub fn business(code: impl Into<BusinessCode>, message: impl Into<String>) -> Self {
         let mut err = Error::new(ErrorKind::Business).with_message(message);
         err.inner_mut().business_code = Some(code.into());
@@ -249,8 +271,19 @@ impl Error {
     }
 
     /// Adds a readable message (shown in `Display` after the kind's own phrase).
+    ///
+    /// The message is server text more often than not, so it is cleaned of control, bidi and
+    /// invisible characters, masked and capped at [`MAX_TEXT_LEN`] bytes by
+    /// [`mask::server_text`](crate::mask::server_text); a message with nothing left is none.
+    ///
+    /// ```
+    /// use xhttp_core::{Error, ErrorKind};
+    ///
+    /// let err = Error::new(ErrorKind::Decode).with_message("bad body: access_token=abc\nforged");
+    /// assert_eq!(err.message(), Some("bad body: access_token=REDACTED forged"));
+    /// ```
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
-        self.inner_mut().message = Some(message.into().into_boxed_str());
+        self.inner_mut().message = kept(&message.into());
         self
     }
 
@@ -290,9 +323,10 @@ impl Error {
         self
     }
 
-    /// Records the server's `WWW-Authenticate` challenge.
+    /// Records the server's `WWW-Authenticate` challenge, cleaned, masked and capped as a
+    /// message is (its parameters, `realm="api"`, `error="invalid_token"`, are kept).
     pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
-        self.inner_mut().challenge = Some(challenge.into().into_boxed_str());
+        self.inner_mut().challenge = kept(&challenge.into());
         self
     }
 
@@ -413,8 +447,9 @@ impl Error {
 }
 
 impl fmt::Display for Error {
-    /// One readable sentence: what happened, the server's or the layer's message, the request
-    /// (redacted), the number of attempts and the cause.
+    /// One readable sentence of this level: what happened, the server's or the layer's message,
+    /// the request (redacted) and the number of attempts. The cause is not printed: it is
+    /// [`source()`](StdError::source), which error reporters walk.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         self.phrase(f)?;
@@ -426,9 +461,6 @@ impl fmt::Display for Error {
             (Some(method), Some(uri), n) => write!(f, " ({method} {uri}, {n} attempts)")?,
             (_, _, 0 | 1) => {}
             (_, _, n) => write!(f, " ({n} attempts)")?,
-        }
-        if let Some(source) = &inner.source {
-            write!(f, ": {source}")?;
         }
         Ok(())
     }
@@ -464,8 +496,10 @@ impl fmt::Debug for Error {
             d.field("never_sent", &true);
         }
         if let Some(source) = &inner.source {
-            // The source's Display, not its Debug: a foreign Debug may print more than we vet.
-            d.field("source", &format_args!("{source}"));
+            // The source's Display, not its Debug (a foreign Debug may print more than we vet),
+            // and masked: a foreign error may quote what it failed on.
+            let source = crate::mask::server_text(&source.to_string(), MAX_TEXT_LEN);
+            d.field("source", &source);
         }
         d.finish()
     }
@@ -573,6 +607,50 @@ mod tests {
         assert_eq!(
             Error::body_too_large(16).to_string(),
             "response body is larger than the limit of 16 bytes"
+        );
+    }
+
+    #[test]
+    fn display_prints_one_level_and_the_cause_is_the_source() {
+        let err = Error::transport("connection reset by peer").with_message("upstream");
+        assert_eq!(err.to_string(), "connection failed: upstream");
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("connection reset by peer")
+        );
+        assert!(format!("{err:?}").contains("connection reset by peer"));
+    }
+
+    #[test]
+    fn no_text_enters_an_error_unmasked_or_uncapped() {
+        let secret = "SECRET-AT-xyz123";
+        let huge = format!("{}\n\u{202e}token={secret} ", "x ".repeat(3 << 20));
+        for err in [
+            Error::business(40009, huge.clone()),
+            Error::decode(format!("token={secret}\u{0}\r\n")),
+            Error::invalid_request(format!("Bearer {secret}")),
+            Error::config(format!("client_secret: {secret}")),
+            Error::from_status(StatusCode::BAD_REQUEST)
+                .with_message(format!(r#"{{"access_token":"{secret}"}}"#))
+                .with_challenge(format!("Bearer error=\"invalid_token\", token={secret}")),
+            Error::transport(format!("refused password={secret}")),
+        ] {
+            let shown = format!("{err} {err:?} {:?} {:?}", err.message(), err.challenge());
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(err.message().map_or(0, str::len) <= MAX_TEXT_LEN);
+            assert!(
+                !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_message_is_no_message() {
+        assert_eq!(Error::business(1, " \u{200b}\n").message(), None);
+        assert_eq!(
+            Error::business(1, "").to_string(),
+            "server answered business error 1"
         );
     }
 
