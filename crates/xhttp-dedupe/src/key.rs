@@ -99,7 +99,12 @@ impl fmt::Debug for Identity {
 /// W3C Trace Context (`traceparent`, `tracestate`), Zipkin B3 (single and multi header), Sentry,
 /// AWS X-Ray and the usual request and correlation ids. `baggage` is deliberately *not* here: it
 /// carries application values (a tenant, a feature flag) that servers may act on.
-pub const DEFAULT_IGNORED_HEADERS: [&str; 13] = [
+///
+/// ```
+/// assert!(xhttp_dedupe::DEFAULT_IGNORED_HEADERS.contains(&"traceparent"));
+/// assert!(!xhttp_dedupe::DEFAULT_IGNORED_HEADERS.contains(&"baggage"));
+/// ```
+pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
     "traceparent",
     "tracestate",
     "b3",
@@ -118,7 +123,11 @@ pub const DEFAULT_IGNORED_HEADERS: [&str; 13] = [
 /// Headers that carry credentials or name the caller: always in the key, whatever the
 /// builder says ([`ignore_header`](crate::DedupeLayerBuilder::ignore_header) refuses them).
 /// A header value marked sensitive ([`HeaderValue::set_sensitive`]) is always in the key too.
-pub const CREDENTIAL_HEADERS: [&str; 10] = [
+///
+/// ```
+/// assert!(xhttp_dedupe::CREDENTIAL_HEADERS.contains(&"x-api-key"));
+/// ```
+pub const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",

@@ -263,6 +263,10 @@ impl<T> Default for DedupeLayer<T> {
 /// The longest success window: a window covers the burst of identical calls one page load or
 /// one fan-out makes; anything longer is a cache, which belongs to an HTTP cache that honours
 /// `Cache-Control`. It also keeps `Instant + window` far from overflowing.
+///
+/// ```
+/// assert_eq!(xhttp_dedupe::MAX_SUCCESS_WINDOW, std::time::Duration::from_secs(3600));
+/// ```
 pub const MAX_SUCCESS_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Options of a [`DedupeLayer`]. Every option is checked by [`build`](Self::build), which
@@ -433,7 +437,7 @@ impl DedupeLayerBuilder {
     /// Declares the request extension type `T` neutral: it never changes a response (a
     /// per-caller notice read above this layer, a label for logs), so requests carrying it
     /// still coalesce, whatever its value. Without a declaration, a request with an extension
-    /// the layer does not know is never deduplicated.
+    /// the layer does not know is never coalesced.
     ///
     /// ```
     /// use xhttp_dedupe::DedupeLayer;
