@@ -615,7 +615,14 @@ impl Default for DedupeLayerBuilder {
         DedupeLayerBuilder {
             get_head: DedupePolicy::Coalesce,
             other: DedupePolicy::Off,
-            rules: KeyRules::default(),
+            rules: KeyRules {
+                ignored: DEFAULT_IGNORED_HEADERS
+                    .iter()
+                    .map(|name| HeaderName::from_static(name))
+                    .collect(),
+                extensions: Vec::new(),
+                body_cap: 64 * 1024,
+            },
             max_entries: 10_000,
             window: None,
             identity: None,

@@ -21,7 +21,10 @@ use xhttp_status::{ReportLayer, StatusLayer};
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
-use crate::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder};
+use crate::transport::{
+    AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder, LONGEST_TIMEOUT,
+};
+use crate::user_info;
 
 /// The composed stack as a plain tower service, for users who add their own layers.
 pub type BoxService = BoxCloneSyncService<Request<Body>, Response<Bytes>, Error>;
@@ -48,8 +51,12 @@ pub struct Client {
 
 struct ClientInner {
     dedupe: Option<DedupeLayer>,
-    /// The base URL without its trailing slash, ready to have a path appended.
+    /// The base URL without its trailing slash, ready to have a path appended. It may hold
+    /// user-info: every request built from it passes `user_info::into_basic_auth`.
     base: Option<String>,
+    /// The origins the auth layer sends its token to (empty without auth), so that user-info
+    /// to one of them is refused instead of sending two credentials.
+    auth_origins: Vec<Origin>,
     default_headers: HeaderMap,
     service: BoxService,
 }
@@ -142,14 +149,37 @@ impl Client {
 
     /// Sends a built request through the stack. Errors carry the method and the redacted URI.
     ///
+    /// User-info in the URL (`https://user:password@host/`) is sent as an
+    /// `Authorization: Basic` header and cut from the URI, which the stack below logs and pools
+    /// on; next to another `Authorization` header, or to an origin the client's auth covers,
+    /// it is an `InvalidRequest` error rather than two credentials or a silently dropped one.
+    /// ([`Client::service`] is the raw stack: requests given to it are sent as they are.)
+    ///
     /// ```no_run
     /// # async fn run(client: xhttp::Client) -> Result<(), xhttp::Error> {
     /// let request = client.get("/items/7").build()?;
     /// let response = client.execute(request).await?;
     /// # drop(response); Ok(()) }
     /// ```
-    pub fn execute(&self, request: Request<Body>) -> ResponseFuture {
+    pub fn execute(&self, mut request: Request<Body>) -> ResponseFuture {
+        if let Err(err) = self.prepare(&mut request) {
+            return ResponseFuture::failed(err);
+        }
         ResponseFuture::new(self.inner.service.clone(), request)
+    }
+
+    /// What every request passes before it enters the stack: user-info becomes a header.
+    pub(crate) fn prepare(&self, request: &mut Request<Body>) -> Result<(), Error> {
+        if !user_info::has_user_info(request.uri()) {
+            return Ok(());
+        }
+        let auth_applies = request.extensions().get::<SkipAuth>().is_none()
+            && self
+                .inner
+                .auth_origins
+                .iter()
+                .any(|origin| origin.matches(request.uri()));
+        user_info::into_basic_auth(request, auth_applies)
     }
 
     /// Joins `url` to the base URL, or takes it as it is when absolute; only `http` and
@@ -548,7 +578,15 @@ impl ClientBuilder {
     }
 
     /// Builds the client; a malformed base URL, an unsupported scheme, an invalid default
-    /// header or a zero timeout is an error here, not at the first request.
+    /// header, a zero timeout or one above a year
+    /// ([`LONGEST_TIMEOUT`](crate::transport::LONGEST_TIMEOUT); `Duration::MAX` included) is a
+    /// `Config` or `InvalidRequest` error here, not a panic at the first request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = xhttp::Client::builder().deadline(Duration::MAX).build().unwrap_err();
+    /// assert_eq!(err.kind(), xhttp::ErrorKind::Config);
+    /// ```
     pub fn build(self) -> Result<Client, Error> {
         if let Some(err) = self.error {
             return Err(err);
@@ -556,6 +594,12 @@ impl ClientBuilder {
         if self.attempt_timeout.is_zero() || self.deadline.is_zero() {
             return Err(Error::config("timeouts must be above zero"));
         }
+        if self.attempt_timeout > LONGEST_TIMEOUT || self.deadline > LONGEST_TIMEOUT {
+            return Err(Error::config(
+                "the attempt timeout and the deadline must be at most a year",
+            ));
+        }
+        self.transport.check()?;
         if self.attempt_timeout > self.deadline {
             return Err(Error::config(format!(
                 "the attempt timeout ({:?}) cannot exceed the deadline ({:?})",
@@ -605,6 +649,7 @@ impl ClientBuilder {
                 }
             })
             .transpose()?;
+        let mut auth_origins = Vec::new();
         let mut layers = Layers {
             dedupe: dedupe.clone(),
             retry: self.retry.map(RetryLayer::new),
@@ -622,6 +667,7 @@ impl ClientBuilder {
                     "auth needs an origin: set a base URL or call auth_origin",
                 ));
             }
+            auth_origins.clone_from(&options.origins);
             layers.auth = Some(
                 AuthLayer::new(options.manager.clone(), options.origins)
                     .allow_insecure_loopback(options.allow_insecure_loopback),
@@ -643,6 +689,7 @@ impl ClientBuilder {
             inner: Arc::new(ClientInner {
                 dedupe,
                 base,
+                auth_origins,
                 default_headers: self.default_headers,
                 service,
             }),

@@ -41,6 +41,7 @@ mod future;
 mod request;
 mod response;
 pub mod transport;
+mod user_info;
 
 pub use client::{grant_transport, BoxService, Client, ClientBuilder};
 pub use future::ResponseFuture;

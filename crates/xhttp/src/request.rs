@@ -1,12 +1,14 @@
 //! [`RequestBuilder`]: one request, built step by step, errors kept for `send`.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request};
 use serde::Serialize;
-use xhttp_core::{Body, BodyLimit, Error};
+use xhttp_core::{Body, BodyLimit, Deadline, Error};
 
+use crate::transport::LONGEST_TIMEOUT;
 use crate::{Client, ResponseFuture};
 
 /// A request under construction, from [`Client::get`] and friends.
@@ -32,11 +34,17 @@ use crate::{Client, ResponseFuture};
 pub struct RequestBuilder {
     client: Client,
     request: Result<Request<Body>, Error>,
+    /// Turned into a `Deadline` when the request is sent (or built), so the clock starts then.
+    timeout: Option<Duration>,
 }
 
 impl RequestBuilder {
     pub(crate) fn new(client: Client, request: Result<Request<Body>, Error>) -> Self {
-        RequestBuilder { client, request }
+        RequestBuilder {
+            client,
+            request,
+            timeout: None,
+        }
     }
 
     fn update(mut self, f: impl FnOnce(&mut Request<Body>) -> Result<(), Error>) -> Self {
@@ -143,6 +151,26 @@ impl RequestBuilder {
         })
     }
 
+    /// How long this call may take in all, retries and backoff included, counted from
+    /// [`send`](RequestBuilder::send) (or [`build`](RequestBuilder::build)). It can shorten
+    /// the client's deadline, never extend it: the earlier of the two applies. Zero or more
+    /// than a year ([`LONGEST_TIMEOUT`](crate::transport::LONGEST_TIMEOUT), `Duration::MAX`
+    /// included) is a `Config` error from `send`, not a panic.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # async fn run(client: xhttp::Client) {
+    /// let err = client.get("/slow").timeout(Duration::MAX).send().await.unwrap_err();
+    /// assert_eq!(err.kind(), xhttp::ErrorKind::Config);
+    /// # }
+    /// # let client = xhttp::Client::builder().base_url("http://127.0.0.1:1").build().unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(client));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// The largest response body this request accepts in memory.
     pub fn body_limit(self, bytes: u64) -> Self {
         self.extension(BodyLimit(bytes))
@@ -156,18 +184,46 @@ impl RequestBuilder {
         })
     }
 
-    /// The request as built, or the first error met while building it.
+    /// The request as built, or the first error met while building it. User-info in the
+    /// URL has become an `Authorization: Basic` header here (see [`Client::execute`]).
+    ///
+    /// ```
+    /// let client = xhttp::Client::new();
+    /// let request = client.get("https://bob:hunter2@api.example.com/me").build().unwrap();
+    /// assert_eq!(request.uri(), "https://api.example.com/me");
+    /// assert_eq!(request.headers()["authorization"], "Basic Ym9iOmh1bnRlcjI=");
+    /// ```
     pub fn build(self) -> Result<Request<Body>, Error> {
-        self.request
+        let mut request = with_timeout(self.request, self.timeout)?;
+        self.client.prepare(&mut request)?;
+        Ok(request)
     }
 
     /// Sends the request through the client's stack.
     pub fn send(self) -> ResponseFuture {
-        match self.request {
+        // `execute` moves user-info into the header, as `build` does.
+        match with_timeout(self.request, self.timeout) {
             Ok(request) => self.client.execute(request),
             Err(err) => ResponseFuture::failed(err),
         }
     }
+}
+
+/// The request with its per-request timeout as a `Deadline` from now.
+fn with_timeout(
+    request: Result<Request<Body>, Error>,
+    timeout: Option<Duration>,
+) -> Result<Request<Body>, Error> {
+    let mut request = request?;
+    if let Some(timeout) = timeout {
+        if timeout.is_zero() || timeout > LONGEST_TIMEOUT {
+            return Err(Error::config(
+                "a request timeout must be above zero and at most a year",
+            ));
+        }
+        request.extensions_mut().insert(Deadline::after(timeout));
+    }
+    Ok(request)
 }
 
 impl fmt::Debug for RequestBuilder {

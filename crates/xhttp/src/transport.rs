@@ -39,6 +39,11 @@ use tower::{BoxError, Layer, Service};
 use xhttp_core::collect::Collector;
 use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
 
+/// The longest timeout the facade accepts: a year (365 days), the cap of
+/// [`xhttp_core::Deadline::after`]. `Duration::MAX` overflows every clock it is added to; a
+/// year is no timeout worth the name, and says so without a panic.
+pub const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// hyper-util's legacy client, pooled, speaking HTTP/1.1 and HTTP/2 (ALPN over TLS, or prior
 /// knowledge over plain TCP), with rustls (ring provider, webpki roots).
 ///
@@ -118,12 +123,26 @@ impl HttpTransportBuilder {
         self
     }
 
-    /// Builds the transport.
+    /// Fails when a timeout is above [`LONGEST_TIMEOUT`] (the client's builder asks this;
+    /// [`build`](HttpTransportBuilder::build) itself clamps).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let too_long = |t: Option<Duration>| t.is_some_and(|t| t > LONGEST_TIMEOUT);
+        if too_long(self.connect_timeout) || too_long(self.pool_idle_timeout) {
+            return Err(Error::config(
+                "the connect and pool idle timeouts must be at most a year",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the transport. A timeout above [`LONGEST_TIMEOUT`] counts as a year
+    /// (hyper-util adds the idle timeout to the clock, which `Duration::MAX` overflows).
     pub fn build(self) -> HttpTransport {
+        let clamp = |t: Option<Duration>| t.map(|t| t.min(LONGEST_TIMEOUT));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(self.tcp_nodelay);
-        http.set_connect_timeout(self.connect_timeout);
+        http.set_connect_timeout(clamp(self.connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -134,7 +153,7 @@ impl HttpTransportBuilder {
         builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_idle_timeout(clamp(self.pool_idle_timeout))
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_prior_knowledge);
         HttpTransport {
@@ -382,7 +401,21 @@ pub struct AttemptTimeoutLayer {
 }
 
 impl AttemptTimeoutLayer {
-    /// An attempt timeout of `timeout`.
+    /// An attempt timeout of `timeout`. A timeout above [`LONGEST_TIMEOUT`] (`Duration::MAX`
+    /// included) counts as a year: no timeout worth the name, and no overflow of the clock
+    /// when a call is made.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use xhttp::transport::AttemptTimeoutLayer;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, xhttp::Error>("done") });
+    /// let service = AttemptTimeoutLayer::new(Duration::MAX).layer(ok);
+    /// assert_eq!(service.oneshot(http::Request::new(())).await.unwrap(), "done");
+    /// # });
+    /// ```
     pub fn new(timeout: Duration) -> Self {
         AttemptTimeoutLayer { timeout }
     }
@@ -449,7 +482,8 @@ where
             }
             _ => (self.timeout, TimeoutScope::Attempt),
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `Deadline::after` caps the instant at a year from now instead of overflowing.
+        let deadline = xhttp_core::Deadline::after(timeout).0;
         AttemptTimeoutFuture::new(self.inner.call(request), deadline, scope)
     }
 }
@@ -517,6 +551,30 @@ mod tests {
     fn futures_stream_pending(
     ) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, Error>> {
         futures_util::stream::pending()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_timeout_of_duration_max_counts_as_a_year_and_does_not_panic() {
+        let never = service_fn(|_: Request<()>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(Response::new(()))
+        });
+        let service = AttemptTimeoutLayer::new(Duration::MAX).layer(never);
+        let start = tokio::time::Instant::now();
+        let err = service.oneshot(Request::new(())).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Attempt));
+        assert_eq!(start.elapsed(), LONGEST_TIMEOUT);
+    }
+
+    #[test]
+    fn outside_a_runtime_an_attempt_is_a_config_error_not_a_panic() {
+        let ok = service_fn(|_: Request<()>| async { Ok::<_, Error>(Response::new(())) });
+        let mut service = AttemptTimeoutLayer::new(Duration::from_secs(1)).layer(ok);
+        let future = service.call(Request::new(()));
+        let err = futures_util::FutureExt::now_or_never(future)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
     }
 
     #[tokio::test]

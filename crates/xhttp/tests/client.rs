@@ -261,3 +261,89 @@ async fn errors_never_print_a_token_in_the_url() {
     assert!(!shown.contains("SEKRIT-123"), "{shown}");
     assert!(shown.contains("state=s"), "{shown}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Impossible configurations: typed errors, never panics.
+
+#[test]
+fn timeouts_of_duration_max_are_config_errors_at_build() {
+    let builders = [
+        Client::builder().deadline(Duration::MAX),
+        Client::builder()
+            .attempt_timeout(Duration::MAX)
+            .deadline(Duration::MAX),
+        Client::builder().connect_timeout(Duration::MAX),
+        Client::builder().pool_idle_timeout(Duration::MAX),
+    ];
+    for builder in builders {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("at most a year"), "{err}");
+    }
+    // A year is the longest accepted.
+    let year = xhttp::transport::LONGEST_TIMEOUT;
+    Client::builder()
+        .attempt_timeout(year)
+        .deadline(year)
+        .connect_timeout(year)
+        .pool_idle_timeout(year)
+        .build()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_per_request_timeout_of_duration_max_or_zero_is_a_config_error_at_send() {
+    let server = TestServer::start().await;
+    let client = client_for(&server);
+    for timeout in [Duration::MAX, Duration::ZERO] {
+        let err = client
+            .get("/echo")
+            .timeout(timeout)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    }
+    assert_eq!(server.counters().hits(xhttp_testkit::Route::Echo), 0);
+    // A year works.
+    let response = client
+        .get("/echo")
+        .timeout(xhttp::transport::LONGEST_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_per_request_timeout_bounds_the_whole_call() {
+    let server = RawServer::hang().await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .attempt_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let err = client
+        .get("/")
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutScope::Total), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_request_sent_outside_a_tokio_runtime_is_a_config_error_not_a_panic() {
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:1")
+        .build()
+        .unwrap();
+    let future = client.get("/x").send();
+    let err = futures_util::FutureExt::now_or_never(future)
+        .expect("fails at once")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
