@@ -227,6 +227,21 @@ pub(crate) struct KeyRules {
     pub(crate) body_cap: usize,
 }
 
+impl Default for KeyRules {
+    /// The default ignore list, no declared extension, bodies up to 64 KiB (a JSON query or
+    /// a search form; larger bodies are uploads, which are not deduplicated).
+    fn default() -> Self {
+        KeyRules {
+            ignored: DEFAULT_IGNORED_HEADERS
+                .iter()
+                .map(|name| HeaderName::from_static(name))
+                .collect(),
+            extensions: Vec::new(),
+            body_cap: 64 * 1024,
+        }
+    }
+}
+
 impl KeyRules {
     fn ignores(&self, name: &HeaderName, value: &HeaderValue) -> bool {
         !value.is_sensitive() && self.ignored.contains(name)
@@ -417,14 +432,7 @@ mod tests {
     static RANDOM: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::new);
 
     fn rules() -> KeyRules {
-        KeyRules {
-            ignored: DEFAULT_IGNORED_HEADERS
-                .iter()
-                .map(|name| HeaderName::from_static(name))
-                .collect(),
-            extensions: Vec::new(),
-            body_cap: 64 * 1024,
-        }
+        KeyRules::default()
     }
 
     fn key(request: Request<xhttp_core::Body>) -> Result<Key, NoKey> {

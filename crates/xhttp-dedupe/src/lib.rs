@@ -615,14 +615,7 @@ impl Default for DedupeLayerBuilder {
         DedupeLayerBuilder {
             get_head: DedupePolicy::Coalesce,
             other: DedupePolicy::Off,
-            rules: KeyRules {
-                ignored: DEFAULT_IGNORED_HEADERS
-                    .iter()
-                    .map(|name| HeaderName::from_static(name))
-                    .collect(),
-                extensions: Vec::new(),
-                body_cap: 64 * 1024,
-            },
+            rules: KeyRules::default(),
             max_entries: 10_000,
             window: None,
             identity: None,
