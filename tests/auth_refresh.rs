@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use xhttp::auth::{OAuth2Refresh, Secret, SkipAuth, TokenManager};
+use xhttp::auth::{FileStore, OAuth2Refresh, Secret, SkipAuth, TokenManager, TokenStore};
 use xhttp::refresh::Triggers;
 use xhttp::{Client, ErrorKind};
 use xhttp_testkit::{Config, ExpiryMode, Faults, Route, TestServer, TokenPair};
@@ -81,7 +81,8 @@ async fn setup_with(config: Config, triggers: Triggers, refresh_timeout: Duratio
             Some(Secret::new(login.refresh_token.clone())),
             Some(Duration::from_secs(login.expires_in)),
         )
-        .await;
+        .await
+        .unwrap();
     let client = Client::builder()
         .base_url(server.base_url())
         .auth(manager.clone())
@@ -120,7 +121,8 @@ async fn expire_access_token_on_server(setup: &Setup) {
             Some(Secret::new(short.refresh_token)),
             None,
         )
-        .await;
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
@@ -460,7 +462,8 @@ async fn plain_http_to_a_remote_host_is_refused_before_sending() {
     .build();
     manager
         .set_tokens(Secret::new("SECRET-AT-remote"), None, None)
-        .await;
+        .await
+        .unwrap();
     let client = Client::builder()
         .base_url("http://api.example.com")
         .auth(manager)
@@ -514,7 +517,8 @@ async fn different_identities_never_share_a_coalesced_response() {
             Some(Secret::new(next.refresh_token)),
             None,
         )
-        .await;
+        .await
+        .unwrap();
     let next_session = tokio::spawn({
         let client = setup.client.clone();
         async move { client.get("/gate/7").send().await }
@@ -534,4 +538,437 @@ async fn different_identities_never_share_a_coalesced_response() {
     }
     assert_eq!(setup.server.counters().hits(Route::Gate), 3);
     assert_eq!(setup.client.dedupe_stats().coalesced, 1);
+}
+
+/// A fresh directory for a token file, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xhttp-suite-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A manager against `server`'s token endpoint, keeping its tokens in `store`.
+fn manager_with_store(server: &TestServer, store: FileStore) -> TokenManager {
+    let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token")).unwrap();
+    TokenManager::builder(grant).store(store).build()
+}
+
+fn client_for(server: &TestServer, manager: &TokenManager) -> Client {
+    Client::builder()
+        .base_url(server.base_url())
+        .auth(manager.clone())
+        .allow_insecure_loopback()
+        .build()
+        .unwrap()
+}
+
+fn assert_hidden(shown: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!shown.contains(secret), "a secret is shown: {shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_from_an_old_session_is_never_replayed_with_the_new_sessions_token() {
+    let setup = setup().await;
+    // User A's token dies on the server while A's DELETE waits at the gate.
+    setup.server.set_token_ttl(Duration::from_millis(1));
+    let user_a = setup.server.login();
+    setup.server.set_token_ttl(Duration::from_secs(3600));
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(user_a.access_token.clone()),
+            Some(Secret::new(user_a.refresh_token.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    let gate = setup.server.gate();
+    let delete = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.delete("/api/gate/account-a").send().await }
+    });
+    gate.wait_for_arrivals(1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Meanwhile user B logs in on the same manager (an account switch).
+    let user_b = setup.server.login();
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(user_b.access_token.clone()),
+            Some(Secret::new(user_b.refresh_token.clone())),
+            Some(Duration::from_secs(user_b.expires_in)),
+        )
+        .await
+        .unwrap();
+    let unauthorized_before = setup.server.counters().unauthorized();
+    gate.open();
+    let err = delete.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged, "{err}");
+    let counters = setup.server.counters();
+    assert_eq!(counters.token_calls(), 0, "no token call");
+    assert_eq!(
+        counters.hits(Route::Gate),
+        1,
+        "A's DELETE went out once and was never replayed (so never with B's token)"
+    );
+    assert_eq!(counters.unauthorized(), unauthorized_before + 1);
+    // B's session is untouched: its token is the one sent now.
+    let echo: Value = setup
+        .client
+        .get("/echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        echo["headers"]["authorization"],
+        format!("Bearer {}", user_b.access_token)
+    );
+    let secrets = [
+        user_a.access_token.as_str(),
+        user_a.refresh_token.as_str(),
+        user_b.access_token.as_str(),
+        user_b.refresh_token.as_str(),
+    ];
+    assert_hidden(&format!("{err} {err:?} {:?}", setup.manager), &secrets);
+    assert_not_logged(&secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_from_an_old_session_is_never_replayed_through_the_layers_either() {
+    use tower::{Layer, ServiceExt};
+    use xhttp::auth::AuthLayer;
+    use xhttp::refresh::RefreshLayer;
+    use xhttp::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport};
+
+    let server = TestServer::start().await;
+    let manager = TokenManager::builder(
+        OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token")).unwrap(),
+    )
+    .build();
+    server.set_token_ttl(Duration::from_millis(1));
+    let user_a = server.login();
+    server.set_token_ttl(Duration::from_secs(3600));
+    manager
+        .set_tokens(
+            Secret::new(user_a.access_token.clone()),
+            Some(Secret::new(user_a.refresh_token.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    let origin = xhttp_core::Origin::parse(&server.base_url()).unwrap();
+    let transport = AttemptTimeoutLayer::new(Duration::from_secs(10))
+        .layer(CollectLayer::new().layer(HttpTransport::default()));
+    let service = RefreshLayer::new(manager.clone()).layer(
+        AuthLayer::new(manager.clone(), [origin])
+            .allow_insecure_loopback(true)
+            .layer(transport),
+    );
+    let request = http::Request::delete(server.url("/api/gate/account-a"))
+        .body(xhttp_core::Body::empty())
+        .unwrap();
+    let gate = server.gate();
+    let delete = tokio::spawn(service.oneshot(request));
+    gate.wait_for_arrivals(1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let user_b = server.login();
+    manager
+        .set_tokens(
+            Secret::new(user_b.access_token.clone()),
+            Some(Secret::new(user_b.refresh_token.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    gate.open();
+    let err = delete.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged, "{err}");
+    assert_eq!(server.counters().token_calls(), 0);
+    assert_eq!(server.counters().hits(Route::Gate), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_over_plain_http_goes_only_to_a_loopback_address() {
+    let setup = setup().await;
+    let port = setup.server.addr().port();
+    // Names are refused, `localhost` included: they resolve to whatever DNS says.
+    for base in [
+        format!("http://localhost:{port}"),
+        format!("http://api.localhost:{port}"),
+        format!("http://127.0.0.1.nip.io:{port}"),
+    ] {
+        let client = Client::builder()
+            .base_url(&base)
+            .auth(setup.manager.clone())
+            .allow_insecure_loopback()
+            .build()
+            .unwrap();
+        let err = client.get("/api/me").send().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{base}: {err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+    assert_eq!(setup.server.counters().total(), 0, "nothing was sent");
+    // The address itself works.
+    let response = setup.client.get("/api/me").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Token endpoints follow the same rule.
+    for url in [
+        format!("http://localhost:{port}/auth/token"),
+        format!("http://auth.localhost:{port}/auth/token"),
+    ] {
+        let err = OAuth2Refresh::new(xhttp::grant_transport(), &url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
+        let err = xhttp::auth::JsonGrant::new(xhttp::grant_transport(), &url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
+    }
+    assert!(OAuth2Refresh::new(xhttp::grant_transport(), &setup.server.url("/auth/token")).is_ok());
+    assert_eq!(setup.server.counters().token_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_newline_is_refused_where_it_enters() {
+    let setup = setup().await;
+    let injected = format!("{}\r\nX-Injected: 1", setup.login.access_token);
+    let err = setup
+        .manager
+        .set_tokens(Secret::new(injected.clone()), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    assert_hidden(&format!("{err} {err:?}"), &[&setup.login.access_token]);
+    // The valid login token stays in service: requests work, no refresh was needed.
+    let echo: Value = setup
+        .client
+        .get("/echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        echo["headers"]["authorization"],
+        format!("Bearer {}", setup.login.access_token)
+    );
+    assert!(echo["headers"].get("x-injected").is_none());
+    assert_eq!(setup.server.counters().token_calls(), 0);
+
+    // From a token file: refused when loaded, nothing is sent with it.
+    let dir = TempDir::new("newline");
+    let path = dir.0.join("tokens.json");
+    let file = serde_json::json!({
+        "access_token": "SECRET-AT-stored\nX-Injected: 1",
+        "refresh_token": setup.login.refresh_token,
+    });
+    std::fs::write(&path, file.to_string()).unwrap();
+    assert_eq!(
+        FileStore::new(&path).load().await.unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    let manager = manager_with_store(&setup.server, FileStore::new(&path));
+    let client = client_for(&setup.server, &manager);
+    let hits = setup.server.counters().total();
+    let err = client.get("/api/me").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
+    assert_eq!(setup.server.counters().total(), hits, "nothing sent");
+    assert_hidden(&format!("{err} {err:?}"), &["SECRET-AT-stored"]);
+    assert_not_logged(&["SECRET-AT-stored", &setup.login.access_token]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_on_arrival_token_is_used_with_reactive_refresh_only() {
+    let setup = setup().await;
+    // The server says the token lives 0 s, but it works: it is used until rejected.
+    let login = setup.server.login();
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(login.access_token.clone()),
+            Some(Secret::new(login.refresh_token.clone())),
+            Some(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let response = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        setup.server.counters().token_calls(),
+        0,
+        "no refresh per call"
+    );
+    {
+        let log = log().lock().unwrap();
+        let text = String::from_utf8_lossy(&log);
+        assert!(text.contains("over on arrival"), "one warning says why");
+    }
+    // When the server does reject it, one refresh and a replay.
+    setup.server.set_token_ttl(Duration::from_millis(1));
+    let short = setup.server.login();
+    setup.server.set_token_ttl(Duration::from_secs(3600));
+    setup
+        .manager
+        .set_tokens(
+            Secret::new(short.access_token.clone()),
+            Some(Secret::new(short.refresh_token.clone())),
+            Some(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0..20 {
+        let response = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        setup.server.counters().token_calls(),
+        1,
+        "one reactive refresh"
+    );
+    assert_not_logged(&[
+        &login.access_token,
+        &login.refresh_token,
+        &short.access_token,
+        &short.refresh_token,
+    ]);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging() {
+    let server = TestServer::start().await;
+    let dir = TempDir::new("fifo");
+    let path = dir.0.join("tokens.json");
+    match std::process::Command::new("mkfifo").arg(&path).status() {
+        Ok(status) if status.success() => {}
+        _ => {
+            eprintln!("skipped: no mkfifo command");
+            return;
+        }
+    }
+    let err = tokio::time::timeout(Duration::from_secs(5), FileStore::new(&path).load())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let manager = manager_with_store(&server, FileStore::new(&path));
+    let client = client_for(&server, &manager);
+    let err = tokio::time::timeout(Duration::from_secs(5), client.get("/api/me").send())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
+    assert_eq!(server.counters().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writers_temp_file_is_removed_by_the_next_login() {
+    let server = TestServer::start().await;
+    let dir = TempDir::new("temps");
+    let path = dir.0.join("tokens.json");
+    // A writer killed between creating its temp file and renaming it (its pid is gone).
+    let leftover = dir.0.join(".tokens.json.999999999.3.tmp");
+    std::fs::write(&leftover, r#"{"access_token":"SECRET-AT-half"#).unwrap();
+    let manager = manager_with_store(&server, FileStore::new(&path));
+    let login = server.login();
+    manager
+        .set_tokens(
+            Secret::new(login.access_token.clone()),
+            Some(Secret::new(login.refresh_token.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(dir.entries(), ["tokens.json"]);
+    let response = client_for(&server, &manager)
+        .get("/api/me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_token_file_is_recovered_by_a_new_login() {
+    let server = TestServer::start().await;
+    let dir = TempDir::new("corrupt");
+    let path = dir.0.join("tokens.json");
+    std::fs::write(
+        &path,
+        r#"{"access_token": "SECRET-AT-corrupt", "refresh_token": 7"#,
+    )
+    .unwrap();
+    let err = FileStore::new(&path).load().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_hidden(&format!("{err} {err:?}"), &["SECRET-AT-corrupt"]);
+    let manager = manager_with_store(&server, FileStore::new(&path));
+    let client = client_for(&server, &manager);
+    // Unreadable tokens: the session is over, not stuck, and nothing is sent.
+    let err = client.get("/api/me").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
+    assert_eq!(server.counters().total(), 0);
+    // A new login overwrites the file, and everything works again, across restarts too.
+    let login = server.login();
+    manager
+        .set_tokens(
+            Secret::new(login.access_token.clone()),
+            Some(Secret::new(login.refresh_token.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.get("/api/me").send().await.unwrap().status(), 200);
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token.expose(), login.access_token);
+    let restarted = manager_with_store(&server, FileStore::new(&path));
+    let response = client_for(&server, &restarted)
+        .get("/api/me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.counters().token_calls(), 0);
+    assert_not_logged(&[
+        "SECRET-AT-corrupt",
+        &login.access_token,
+        &login.refresh_token,
+    ]);
 }

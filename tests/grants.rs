@@ -226,3 +226,44 @@ async fn a_token_response_over_one_mebibyte_is_refresh_failed() {
     assert_eq!(cause.kind(), ErrorKind::BodyTooLarge);
     assert_eq!(server.counters().hits(Route::Bytes), 1);
 }
+
+#[tokio::test]
+async fn a_token_endpoint_is_called_over_plain_http_only_at_a_loopback_address() {
+    let server = TestServer::start().await;
+    let port = server.addr().port();
+    for url in [
+        format!("http://localhost:{port}/auth/token"),
+        format!("http://auth.localhost:{port}/auth/token"),
+        format!("http://[::ffff:10.0.0.1]:{port}/auth/token"),
+    ] {
+        let err = OAuth2Refresh::new(transport(), &url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
+        let err = ClientCredentials::new(transport(), &url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
+        let err = JsonGrant::new(transport(), &url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
+    }
+    // The address works: 127.0.0.1 is where the testkit listens.
+    let grant = OAuth2Refresh::new(transport(), &server.url("/auth/token")).unwrap();
+    let tokens = grant
+        .request(Some(&Secret::new(server.login().refresh_token)))
+        .await
+        .unwrap();
+    assert!(works(&server, &tokens.access_token).await);
+}
+
+#[tokio::test]
+async fn a_json_grants_field_values_never_appear_in_its_errors() {
+    let server = TestServer::start().await;
+    let grant = JsonGrant::new(transport(), &server.url("/auth/refresh"))
+        .unwrap()
+        .field("password", "SECRET-PW-json-grant");
+    let err = grant
+        .request(Some(&Secret::new("SECRET-RT-json-grant")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    let shown = format!("{err} {err:?} {grant:?}");
+    assert!(!shown.contains("SECRET-PW-json-grant"), "{shown}");
+    assert!(!shown.contains("SECRET-RT-json-grant"), "{shown}");
+}
