@@ -335,7 +335,18 @@ pub fn grant_transport() -> xhttp_auth::GrantTransport {
 ///     .unwrap();
 /// # drop(client);
 /// ```
-#[derive(Debug)]
+///
+/// Its `Debug` never prints a credential: the base URL without its user-info, the default
+/// headers by name only.
+///
+/// ```
+/// let builder = xhttp::Client::builder()
+///     .base_url("https://bob:hunter2@api.example.com")
+///     .default_header("x-api-key", "k-123");
+/// let shown = format!("{builder:?}");
+/// assert!(shown.contains("api.example.com") && shown.contains("x-api-key"));
+/// assert!(!shown.contains("hunter2") && !shown.contains("k-123"));
+/// ```
 pub struct ClientBuilder {
     base_url: Option<String>,
     default_headers: HeaderMap,
@@ -350,6 +361,37 @@ pub struct ClientBuilder {
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
     error: Option<Error>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // User-info and header values may be credentials: neither is printed.
+        let base_url = self
+            .base_url
+            .as_deref()
+            .map(|url| match url.parse::<Uri>() {
+                Ok(uri) => xhttp_core::redact::uri(&uri),
+                Err(_) => "<malformed URL>".to_owned(),
+            });
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &base_url)
+            .field(
+                "default_headers",
+                &crate::response::HeaderNames(&self.default_headers),
+            )
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("retry", &self.retry)
+            .field("dedupe", &self.dedupe)
+            .field("envelope", &self.envelope)
+            .field("status", &self.status)
+            .field("report", &self.report)
+            .field("body_limit", &self.body_limit)
+            .field("transport", &self.transport)
+            .field("auth", &self.auth)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// What `ClientBuilder::auth` and its companions configured.

@@ -1,5 +1,7 @@
 //! [`Response`]: status, headers and the collected body.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use serde::de::DeserializeOwned;
@@ -7,15 +9,48 @@ use xhttp_core::Error;
 
 /// A response whose body has been collected (under the body limit) into [`Bytes`].
 ///
+/// Its `Debug` prints the status, the version, the header names and the body's length: never
+/// the body nor a header value (a `Set-Cookie` session, a token in a JSON body).
+///
+/// ```
+/// let response = http::Response::builder()
+///     .header("set-cookie", "sid=s3ss10n; HttpOnly")
+///     .body(bytes::Bytes::from_static(b"{\"token\":\"t0k3n\"}"))
+///     .unwrap();
+/// let shown = format!("{:?}", xhttp::Response::from(response));
+/// assert!(shown.contains("set-cookie") && shown.contains("body_len: 17"));
+/// assert!(!shown.contains("s3ss10n") && !shown.contains("t0k3n"));
+/// ```
+///
 /// ```
 /// let response = xhttp::Response::from(http::Response::new(bytes::Bytes::from_static(b"{\"id\":7}")));
 /// #[derive(serde::Deserialize)]
 /// struct Item { id: u64 }
 /// assert_eq!(response.json::<Item>().unwrap().id, 7);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Response {
     inner: http::Response<Bytes>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.inner.status())
+            .field("version", &self.inner.version())
+            .field("headers", &HeaderNames(self.inner.headers()))
+            .field("body_len", &self.inner.body().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A header map's `Debug` by names only: values may be credentials.
+pub(crate) struct HeaderNames<'a>(pub(crate) &'a HeaderMap);
+
+impl fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl Response {

@@ -589,7 +589,14 @@ mod tests {
         // A clone is not ready: calling it without poll_ready reaches the probe as the bug.
         let mut clone = stack.clone();
         let err = clone.call(Request::new(())).await.unwrap_err();
-        assert!(err.to_string().contains("readiness contract"), "{err}");
+        // `Display` prints one level; the probe's complaint is the cause.
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|c| c.contains("readiness contract")),
+            "{err}: {cause:?}"
+        );
         assert_eq!(probe.calls(), 1);
     }
 

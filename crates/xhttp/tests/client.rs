@@ -347,3 +347,82 @@ fn a_request_sent_outside_a_tokio_runtime_is_a_config_error_not_a_panic() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Debug output never prints a credential.
+
+/// A server that answers one request with `reply`, byte for byte.
+async fn one_reply_server(reply: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = stream.write_all(reply).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn response_debug_prints_no_body_and_no_set_cookie_value() {
+    let addr = one_reply_server(
+        b"HTTP/1.1 200 OK\r\nset-cookie: sid=SESSION-SECRET-1; HttpOnly\r\n\
+          content-type: application/json\r\ncontent-length: 25\r\n\r\n\
+          {\"token\":\"BODY-SECRET-2\"}",
+    )
+    .await;
+    let response = Client::new()
+        .get(&format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.body().len(), 25);
+    let shown = format!("{response:?} {response:#?}");
+    for expected in [
+        "200",
+        "HTTP/1.1",
+        "set-cookie",
+        "content-type",
+        "body_len: 25",
+    ] {
+        assert!(shown.contains(expected), "{expected} missing from {shown}");
+    }
+    assert!(!shown.contains("SESSION-SECRET-1"), "{shown}");
+    assert!(!shown.contains("BODY-SECRET-2"), "{shown}");
+}
+
+#[test]
+fn client_builder_debug_prints_no_user_info_and_no_header_values() {
+    let builder = Client::builder()
+        .base_url("https://bob:hunter2@api.example.com/v1")
+        .default_header("authorization", "Bearer HEADER-SECRET-3")
+        .default_header("cookie", "sid=COOKIE-SECRET-4")
+        .default_header("x-app", "admin-console");
+    let shown = format!("{builder:?} {builder:#?}");
+    for expected in ["api.example.com/v1", "authorization", "cookie", "x-app"] {
+        assert!(shown.contains(expected), "{expected} missing from {shown}");
+    }
+    for secret in [
+        "hunter2",
+        "bob",
+        "HEADER-SECRET-3",
+        "COOKIE-SECRET-4",
+        "admin-console",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    // A malformed base URL is not echoed either: it may hold the password.
+    let shown = format!(
+        "{:?}",
+        Client::builder().base_url("https://bob:hunter2@ bad")
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
