@@ -294,7 +294,14 @@ async fn layers_keep_the_readiness_contract() {
     assert_eq!(service.clone().oneshot(get()).await.unwrap().body(), "ok");
     let mut not_ready = service.clone();
     let err = not_ready.call(get()).await.unwrap_err();
-    assert!(err.to_string().contains("readiness contract"), "{err}");
+    // Display prints one level; the probe's words are in the cause chain.
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(chain.contains("readiness contract"), "{chain}");
     assert_eq!(probe.calls(), 1);
 }
 

@@ -921,7 +921,7 @@ mod tests {
         for body in [
             format!(r#"{{"access_token":"{SECRET_AT}""#),
             format!(r#"{{"access_token":"{SECRET_AT}",}}"#),
-            format!("{SECRET_AT}"),
+            SECRET_AT.to_string(),
         ] {
             let err = parse(&response(200, &body)).unwrap_err();
             assert_no_secret(&err);
