@@ -104,11 +104,13 @@ fn setup() -> Setup {
         xhttp::auth::OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token"))
             .unwrap();
     let manager = xhttp::auth::TokenManager::builder(grant).build();
-    runtime.block_on(manager.set_tokens(
-        xhttp::auth::Secret::new(tokens.access_token.clone()),
-        Some(xhttp::auth::Secret::new(tokens.refresh_token.clone())),
-        Some(Duration::from_secs(tokens.expires_in)),
-    ));
+    runtime
+        .block_on(manager.set_tokens(
+            xhttp::auth::Secret::new(tokens.access_token.clone()),
+            Some(xhttp::auth::Secret::new(tokens.refresh_token.clone())),
+            Some(Duration::from_secs(tokens.expires_in)),
+        ))
+        .unwrap();
     let client = xhttp::Client::builder()
         .base_url(server.base_url())
         .auth(manager)

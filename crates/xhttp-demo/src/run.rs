@@ -130,7 +130,7 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
             Some(Secret::new(login.refresh_token)),
             lifetime,
         )
-        .await;
+        .await?;
     let first_generation = manager.generation();
 
     let ids = Arc::new(request_ids(args));
