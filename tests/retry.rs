@@ -214,3 +214,53 @@ async fn a_retry_after_within_the_deadline_is_waited_for_and_retried() {
     assert_eq!(attempts(&response), Some(Attempts(4)));
     assert_eq!(server.counters().hits(Route::Status), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlimited_retries_are_bounded_by_the_budget_and_counted_as_before() {
+    // `max_retries(u32::MAX)` is valid; the budget (10 a second over 10 s, plus 20% of the one
+    // request) ends it: 100 retries, 101 attempts, all counted on the final response.
+    let server = TestServer::start().await;
+    let policy = RetryPolicy::builder()
+        .max_retries(u32::MAX)
+        .jitter(|| 0.0)
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .retry(policy)
+        .build()
+        .unwrap();
+    let response = client.get("/status/503").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(server.counters().hits(Route::Status), 101);
+    assert_eq!(attempts(&response), Some(Attempts(101)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_retry_and_timeout_settings_are_config_errors_not_panics() {
+    let budget = RetryPolicy::builder()
+        .budget(Duration::from_secs(10), u32::MAX, 0.2)
+        .build()
+        .unwrap_err();
+    assert_eq!(budget.kind(), ErrorKind::Config);
+    let backoff = RetryPolicy::builder()
+        .backoff(Duration::MAX, 2.0, Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(backoff.kind(), ErrorKind::Config);
+    let deadline = Client::builder()
+        .deadline(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(deadline.kind(), ErrorKind::Config);
+    // Per request, the error comes from `send`, and nothing reaches the server.
+    let server = TestServer::start().await;
+    let err = client(&server.base_url())
+        .get("/status/200")
+        .timeout(Duration::MAX)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(server.counters().hits(Route::Status), 0);
+}
