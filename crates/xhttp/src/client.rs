@@ -495,7 +495,18 @@ impl ClientBuilder {
     }
 
     /// The URL relative paths are joined to, with any path prefix (`https://host/api`):
-    /// vben's `apiUrl` and `urlPrefix` in one.
+    /// vben's `apiUrl` and `urlPrefix` in one. User-info in it (`https://user:pass@host`) is
+    /// sent as `Authorization: Basic` and never in the URI (see [`Client::execute`]).
+    ///
+    /// ```
+    /// let client = xhttp::Client::builder()
+    ///     .base_url("https://bob:hunter2@api.example.com/v1")
+    ///     .build()
+    ///     .unwrap();
+    /// let request = client.get("/me").build().unwrap();
+    /// assert_eq!(request.uri(), "https://api.example.com/v1/me");
+    /// assert!(request.headers()["authorization"].is_sensitive());
+    /// ```
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
