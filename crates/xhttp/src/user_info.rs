@@ -3,7 +3,7 @@
 //! the facade in the URI.
 //!
 //! Why: below the facade the URI is everywhere. hyper-util keys its pool on the authority and
-//! writes it into a dozen debug events per call, HTTP/2 sends it as `:authority`, and every
+//! writes it into its DEBUG and TRACE events, HTTP/2 sends it as `:authority`, and every
 //! layer that logs a URI would have to know to cut it. One rewrite at the top is the only
 //! place that cannot be forgotten.
 //!
