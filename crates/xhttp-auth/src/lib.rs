@@ -12,6 +12,26 @@
 //! - [`AuthLayer`]: the tower layer that puts the token on requests to the configured origins.
 //!   Its partner, `xhttp_refresh::RefreshLayer`, refreshes and replays on a rejection.
 //!
+//! The rules, in short (each is stated where it applies):
+//!
+//! - **A session switch is not a refresh.** A generation names a token within a session;
+//!   [`TokenManager::set_tokens`] and [`TokenManager::clear`] start a new session, and a
+//!   rejection of a request sent in an older one is never replayed with the new session's
+//!   token: it is `ErrorKind::SessionChanged`, with no token call.
+//! - **Loopback is an address.** A bearer goes over plain `http` only to `127.0.0.0/8` or
+//!   `[::1]` (and only when allowed); a token endpoint URL must be `https` or such an
+//!   address. Names, `localhost` included, are refused with `InsecureTransport`: write
+//!   `127.0.0.1`.
+//! - **A token that cannot be sent is refused where it enters**: `set_tokens` with
+//!   `InvalidRequest`, a grant's answer with `RefreshFailed`, a token file with `Decode`.
+//! - **A token over on arrival** (`expires_in: 0`, a JWT `exp` in the past) has no known
+//!   expiry: it is used until rejected, with one warning, instead of a refresh per call.
+//! - **Impossible configuration is a `Config` error**, never a panic
+//!   ([`TokenManagerBuilder::try_build`]).
+//! - **Credentials are known secrets**: the current tokens, OAuth client secrets and the
+//!   field values of a [`JsonGrant`] are registered with the core masker while in use, so no
+//!   error or log line shows them.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Layer, ServiceExt};

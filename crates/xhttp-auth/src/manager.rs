@@ -27,7 +27,10 @@
 //!   meant for account A must not run as user B): it gets
 //!   [`ErrorKind::SessionChanged`](xhttp_core::ErrorKind::SessionChanged) with no token call.
 //!   A refresh still running when the session changes is disowned: its result is not kept,
-//!   and its waiters get `SessionChanged` too.
+//!   and its waiters get `SessionChanged` too. Tokens adopted from the store during a
+//!   refresh (another replica's refresh of the same login) stay in the session: the store
+//!   keeps no session id, so write a new login through `set_tokens`, not straight into a
+//!   shared store.
 //! - At most one refresh runs at a time, as **its own task**, so a dropped caller never
 //!   cancels it; it is bounded by a timeout (default 10 s), and a panic in it becomes an
 //!   error for every waiter. Proactive refreshes (token about to expire) and reactive ones

@@ -129,12 +129,15 @@ fn read_params(cursor: &mut Cursor<'_>, challenge: &mut Challenge) -> bool {
         if cursor.at_end() {
             return true;
         }
-        if !cursor.at_comma() {
+        if cursor.at_comma() {
+            cursor.skip_list_separators();
+        } else if cursor.peek().is_none_or(|b| !is_token_char(b)) {
+            // Neither a separator nor the start of a name: malformed.
             return false;
         }
-        cursor.skip_list_separators();
-        // After a comma: another parameter of this challenge (`name=`), or a new challenge
-        // (a scheme: a token not followed by `=`).
+        // Next: another parameter of this challenge (`name=`), or a new challenge (a scheme:
+        // a token not followed by `=`). A missing comma is forgiven, as servers omit it;
+        // this never looks inside a quoted string, so it cannot be fooled by one.
         if cursor.at_end() || cursor.next_is_scheme() {
             return true;
         }
@@ -325,6 +328,13 @@ mod tests {
         ));
         assert!(is_invalid_token(", , Bearer error=invalid_token ,"));
         assert!(is_invalid_token("Negotiate, Bearer error=invalid_token"));
+        // Commas servers forget.
+        assert!(is_invalid_token(
+            r#"Bearer realm="x" error="invalid_token""#
+        ));
+        assert!(is_invalid_token(
+            r#"Basic realm="x" Bearer error="invalid_token""#
+        ));
     }
 
     #[test]
