@@ -19,7 +19,7 @@ fn client(server: &TestServer, envelope: Envelope) -> Client {
 async fn reflect(
     client: &Client,
     content_type: &str,
-    body: &'static str,
+    body: impl Into<xhttp::Body>,
 ) -> Result<xhttp::Response, xhttp::Error> {
     client
         .post("/reflect")
@@ -162,4 +162,135 @@ async fn raw_response_returns_the_whole_envelope() {
         .await
         .unwrap();
     assert_eq!(response.body(), body);
+}
+
+/// Test secrets that must appear in no `Display`, `Debug` or `message()` of an error.
+const SECRETS: [&str; 3] = ["SECRET-AT-xyz123", "SECRET-RT-xyz123", "SECRET-CS-xyz123"];
+
+fn assert_no_secret(err: &xhttp::Error) {
+    let shown = format!("{err} | {err:?} | {:?}", err.message());
+    for secret in SECRETS {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_form_encoded_broken_body_never_reaches_the_error() {
+    let server = TestServer::start().await;
+    let client = client(&server, Envelope::vben());
+    let err = reflect(
+        &client,
+        "application/json",
+        "access_token=SECRET-AT-xyz123&refresh_token=SECRET-RT-xyz123&token_type=bearer\
+         &client_secret=SECRET-CS-xyz123",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_no_secret(&err);
+    let message = err.message().unwrap();
+    assert!(
+        message.contains("access_token=REDACTED&refresh_token=REDACTED&token_type=bearer"),
+        "the excerpt keeps the shape: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_in_a_url_or_a_truncated_json_string_never_reaches_the_error() {
+    let server = TestServer::start().await;
+    let client = client(&server, Envelope::vben());
+    for body in [
+        "<html>see https://app.example.com/cb?access_token=SECRET-AT-xyz123&x=1</html>",
+        "https://app.example.com/cb#access_token=SECRET-AT-xyz123&state=s",
+        r#"{"code":0,"result":{"access_token":"SECRET-AT-xyz123"#,
+        r#"{"code":0,"result":{"accessToken":  'SECRET-AT-xyz123', "refreshToken": SECRET-RT-xyz123"#,
+        r#"{"code":0,"result":{"password": 12345678, "clientSecret":"SECRET-CS-xyz123""#,
+        r#"{"code":0,"result":"Authorization: Bearer SECRET-AT-xyz123"#,
+    ] {
+        let err = reflect(&client, "application/json", body)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{body}");
+        assert_no_secret(&err);
+        assert!(!err.message().unwrap().contains("12345678"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn serde_message_text_is_never_quoted() {
+    let server = TestServer::start().await;
+    let client = client(&server, Envelope::vben());
+    // The auth crate registers every live credential; this one stands for them.
+    let _known = xhttp_core::mask::KnownSecret::register("SECRET-AT-xyz123");
+    // A JSON string followed by garbage: serde says `invalid type: string "SECRET-AT-xyz123",
+    // expected a JSON object`.
+    let err = reflect(
+        &client,
+        "application/json",
+        r#""SECRET-AT-xyz123" and more"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_no_secret(&err);
+    let message = err.message().unwrap();
+    assert!(
+        message.contains("(invalid data at line 1, column 18)"),
+        "category and position are kept: {message}"
+    );
+    assert!(
+        !message.contains("invalid type") && !message.contains("expected"),
+        "{message}"
+    );
+
+    // Invalid UTF-8: the position, never the bytes.
+    let err = reflect(
+        &client,
+        "application/json",
+        b"{\"a\":\"\xff\xfe\"}".to_vec(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().unwrap().contains("invalid UTF-8 at byte 6"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_business_message_is_cleaned_masked_and_capped() {
+    let server = TestServer::start().await;
+    let client = client(&server, Envelope::vben());
+    let message = format!(
+        "token SECRET-AT-xyz123 expired\n2026-12-01 ERROR forged line\u{202e}\u{200b}\u{061c} \
+         refresh_token=SECRET-RT-xyz123 {}",
+        // 1.5 MB: under the testkit's 2 MB request limit, far over any cap.
+        "padding ".repeat(190_000)
+    );
+    let body = serde_json::json!({ "code": 40009, "message": message, "result": null });
+    let err = reflect(&client, "application/json", body.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Business);
+    assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
+    assert_no_secret(&err);
+    let shown = err.message().unwrap();
+    assert!(
+        shown.starts_with(
+            "token REDACTED expired 2026-12-01 ERROR forged line refresh_token=REDACTED padding"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.len() <= xhttp_core::error::MAX_TEXT_LEN,
+        "{}",
+        shown.len()
+    );
+    let display = err.to_string();
+    assert!(
+        !display
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{202e}' | '\u{200b}' | '\u{061c}')),
+        "{display:?}"
+    );
 }

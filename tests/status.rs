@@ -117,3 +117,102 @@ async fn a_call_retried_four_times_gives_one_notice_and_one_error_log_record() {
     assert_eq!(notices.load(Ordering::SeqCst), 1);
     assert_eq!(log.len(), 2);
 }
+
+/// Test secrets that must appear in no `Display`, `Debug` or `message()` of an error.
+const SECRETS: [&str; 2] = ["SECRET-AT-xyz123", "SECRET-RT-xyz123"];
+
+fn assert_no_secret(err: &xhttp::Error) {
+    let shown = format!("{err} | {err:?} | {:?}", err.message());
+    for secret in SECRETS {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+/// The testkit's `POST /reflect` answering `status` with `body` as JSON.
+async fn reflect(client: &Client, status: u16, body: String) -> xhttp::Error {
+    client
+        .post("/reflect")
+        .header("x-reflect-status", status.to_string())
+        .header("x-reflect-content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_status_message_is_cleaned_masked_and_capped() {
+    let server = TestServer::start().await;
+    let description = format!(
+        "The token SECRET-AT-xyz123 expired\n\u{202e}2026-12-01 forged\u{200b}; \
+         Authorization: Bearer SECRET-RT-xyz123 {}",
+        "x".repeat(10_000)
+    );
+    let body = serde_json::json!({ "error": "invalid_token", "error_description": description });
+    let err = reflect(&client(&server), 401, body.to_string()).await;
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    assert_no_secret(&err);
+    let message = err.message().unwrap();
+    assert!(
+        message.starts_with(
+            "The token REDACTED expired 2026-12-01 forged; Authorization: Bearer REDACTED xxx"
+        ),
+        "{message}"
+    );
+    assert_eq!(message.chars().count(), xhttp::status::MAX_MESSAGE_CHARS);
+    assert!(message.ends_with('…'), "{message}");
+    assert!(
+        !err.to_string()
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{202e}' | '\u{200b}')),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn huge_failure_messages_leave_the_report_ring_within_its_byte_budget() {
+    use std::sync::Arc;
+    use xhttp::status::{ErrorNotice, ReportLayer, RingLog};
+
+    let server = TestServer::start().await;
+    let ring = Arc::new(RingLog::new(1_000).with_max_bytes(32 * 1024));
+    let report = ReportLayer::builder().error_log(ring.clone()).build();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .report(report)
+        .status(StatusLayer::new())
+        .envelope(Envelope::vben())
+        .build()
+        .unwrap();
+    for i in 0..24 {
+        // A business failure (HTTP 200) and a status failure, each with a 1 MB message.
+        let message = format!("call {i} token=SECRET-AT-xyz123 {}", "y ".repeat(500_000));
+        let business = serde_json::json!({ "code": 1003, "message": message, "result": null });
+        let status = serde_json::json!({ "message": message });
+        for (code, body) in [(200, business), (503, status)] {
+            let err = client
+                .post("/reflect")
+                .header("x-reflect-status", code.to_string())
+                .header("x-reflect-content-type", "application/json")
+                .extension(ErrorNotice::None)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap_err();
+            assert_no_secret(&err);
+            assert!(err.message().unwrap().len() <= xhttp_core::error::MAX_TEXT_LEN);
+        }
+        assert!(ring.bytes() <= ring.max_bytes(), "{}", ring.bytes());
+    }
+    let records = ring.records();
+    assert!(records.len() < 48, "the budget evicted the oldest");
+    assert!(records
+        .last()
+        .unwrap()
+        .message
+        .starts_with("call 23 token=REDACTED"));
+    for record in &records {
+        assert!(!record.message.contains("SECRET-AT"), "{}", record.message);
+    }
+}

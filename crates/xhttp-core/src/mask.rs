@@ -21,8 +21,9 @@
 //!
 //! Masking runs on error paths only, but a server can send megabytes. [`server_text`] reads at
 //! most a window of `4 × cap + 4 KiB` cleaned bytes (plus the longest known secret, so that a
-//! secret straddling the window is still replaced whole); a word cut by the window is dropped,
-//! never shown in part. Known secrets cost one substring search each over that window, so the
+//! secret straddling the window is still replaced whole), and the word under way at the end of
+//! the window is read to its end (up to 1 MiB more; a longer word is dropped), so that no word
+//! is ever shown in part. Known secrets cost one substring search each over that window, so the
 //! registry is meant for the handful of live credentials of a process, not for thousands.
 
 use std::borrow::Cow;
@@ -52,12 +53,22 @@ pub fn server_text(text: &str, cap: usize) -> String {
         .min(MAX_LOOKAHEAD);
     let (cleaned, cut) = clean_bounded(text, window.saturating_add(longest));
     let mut scrubbed = scrub_known(cleaned);
-    if cut {
-        // The end of what was read is part of a longer word: it might be a secret whose
-        // shape the masker would no longer recognise, so it goes.
-        truncate(&mut scrubbed, window);
-        let keep = scrubbed.trim_end_matches(|c: char| !is_separator(c)).len();
-        scrubbed.truncate(keep);
+    if cut != Cut::No {
+        // Cut at the first word boundary past the window, so that no word is shown in part.
+        let mut at = window.min(scrubbed.len());
+        while !scrubbed.is_char_boundary(at) {
+            at -= 1;
+        }
+        match scrubbed[at..].find(|c| !is_word_char(c)) {
+            Some(end) => scrubbed.truncate(at + end),
+            // A word longer than `MAX_WORD` was cut: it might be a token whose shape the
+            // masker would no longer recognise, so it goes.
+            None if cut == Cut::InWord => {
+                let keep = scrubbed.trim_end_matches(is_word_char).len();
+                scrubbed.truncate(keep);
+            }
+            None => {}
+        }
     }
     let mut masked = mask(&scrubbed);
     truncate(&mut masked, cap);
@@ -79,8 +90,22 @@ pub fn clean(text: &str) -> String {
     clean_bounded(text, usize::MAX).0
 }
 
-/// [`clean`], stopping once `limit` bytes are written; whether it stopped early.
-fn clean_bounded(text: &str, limit: usize) -> (String, bool) {
+/// The longest word read past the window to reach its end (1 MiB): a longer one is dropped.
+const MAX_WORD: usize = 1 << 20;
+
+/// Whether [`clean_bounded`] stopped before the end of the text, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// It read everything.
+    No,
+    /// It stopped between two words.
+    AtWord,
+    /// It stopped inside a word longer than [`MAX_WORD`].
+    InWord,
+}
+
+/// [`clean`], stopping once `limit` bytes are written and the word under way has ended.
+fn clean_bounded(text: &str, limit: usize) -> (String, Cut) {
     let mut out = String::with_capacity(text.len().min(limit));
     let mut space = false;
     for c in text.chars() {
@@ -96,7 +121,13 @@ fn clean_bounded(text: &str, limit: usize) -> (String, bool) {
         }
         let extra = c.len_utf8() + usize::from(space && !out.is_empty());
         if out.len().saturating_add(extra) > limit {
-            return (out, true);
+            let in_word = !space && out.ends_with(is_word_char) && is_word_char(c);
+            if !in_word {
+                return (out, Cut::AtWord);
+            }
+            if out.len() >= limit.saturating_add(MAX_WORD) {
+                return (out, Cut::InWord);
+            }
         }
         if space && !out.is_empty() {
             out.push(' ');
@@ -104,7 +135,7 @@ fn clean_bounded(text: &str, limit: usize) -> (String, bool) {
         space = false;
         out.push(c);
     }
-    (out, false)
+    (out, Cut::No)
 }
 
 fn is_invisible(c: char) -> bool {
@@ -124,11 +155,6 @@ fn truncate(text: &mut String, cap: usize) {
         }
         text.truncate(end);
     }
-}
-
-/// Characters that end a word: what a cut may safely stop at.
-fn is_separator(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '&' | ',' | ';' | '"' | '\'' | '<' | '>' | '(' | ')')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -990,7 +1016,12 @@ fn is_token_shaped(segment: &str) -> bool {
     if uuid {
         return true;
     }
-    if bytes.len() >= 32 && bytes.iter().all(u8::is_ascii_hexdigit) {
+    // A digest or a hex key has digits and letters; a run of one letter is not a secret.
+    let hex = bytes.len() >= 32
+        && bytes.iter().all(u8::is_ascii_hexdigit)
+        && bytes.iter().any(u8::is_ascii_digit)
+        && bytes.iter().any(u8::is_ascii_alphabetic);
+    if hex {
         return true;
     }
     if bytes.len() < 20 {

@@ -11,10 +11,15 @@
 //!   no re-serialising, no copy, and the payload is never altered (vben's `formatDate` trims
 //!   every string it sees; this does not touch a byte). Code and message stay readable as an
 //!   [`EnvelopeMeta`] response extension;
-//! - **failure**: `Err(Error::business(code, message))` with the HTTP status;
+//! - **failure**: `Err(Error::business(code, message))` with the HTTP status; the message is
+//!   the server's text, so [`Error::business`](xhttp_core::Error::business) cleans, masks and
+//!   caps it like every text an error takes;
 //! - **not an envelope**: a response that is not 2xx, or not JSON by its content type, or JSON
 //!   without the code field, passes through untouched; a body that claims JSON and is broken
-//!   is a `Decode` error with the status, the content type and the first 4 KiB, redacted.
+//!   is a `Decode` error with the status, the content type, where it broke (the category and
+//!   position of [`describe_error`](xhttp_core::json::describe_error), never serde's message,
+//!   which quotes the offending value) and the beginning of the body, masked by
+//!   [`server_text`](xhttp_core::mask::server_text), within the error's 4 KiB.
 //!
 //! [`RawResponse`] skips the layer for one request (vben's `isReturnNativeResponse`).
 //!
@@ -48,8 +53,6 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod excerpt;
-
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +65,9 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
 use serde_json::value::RawValue;
 use tower::{BoxError, Layer, Service};
+use xhttp_core::error::MAX_TEXT_LEN;
+use xhttp_core::json::{business_code, describe_error, normalize};
+use xhttp_core::mask::server_text;
 use xhttp_core::{BusinessCode, Error};
 
 /// Per-request option: return the whole response, envelope and all (vben's
@@ -177,17 +183,6 @@ fn pointer(location: &str) -> Vec<String> {
             .map(|token| token.replace("~1", "/").replace("~0", "~"))
             .collect(),
         None => vec![location.to_string()],
-    }
-}
-
-/// `"0"` and `0` are one code: backends are not consistent about it.
-fn normalize(code: BusinessCode) -> BusinessCode {
-    match code {
-        BusinessCode::Str(text) => match text.parse::<i64>() {
-            Ok(n) if n.to_string() == *text => BusinessCode::Int(n),
-            _ => BusinessCode::Str(text),
-        },
-        int => int,
     }
 }
 
@@ -338,9 +333,12 @@ pub fn unwrap(response: Response<Bytes>, envelope: &Envelope) -> Result<Response
             if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
                 return Ok(Response::from_parts(parts, body));
             }
-            return Err(broken(&parts, &body, &err.to_string()));
+            return Err(broken(&parts, &body, &describe_error(&err)));
         }
-        Err(_) => return Err(broken(&parts, &body, "not UTF-8")),
+        Err(err) => {
+            let why = format!("invalid UTF-8 at byte {}", err.valid_up_to());
+            return Err(broken(&parts, &body, &why));
+        }
     };
     let lookup = |pointer: &[String]| -> Option<&RawValue> {
         let (first, rest) = pointer.split_first()?;
@@ -446,33 +444,30 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// A code as a number or a string; anything else is no code.
+/// A code as a number or a string, normalised by core's one rule; anything else is no code.
 fn code_of(raw: &RawValue) -> Option<BusinessCode> {
-    let text = raw.get();
-    match text.as_bytes().first()? {
-        b'"' => serde_json::from_str::<String>(text)
-            .ok()
-            .map(|s| normalize(BusinessCode::from(s.as_str()))),
-        b'-' | b'0'..=b'9' => text.parse::<i64>().ok().map(BusinessCode::Int),
+    match raw.get().as_bytes().first()? {
+        b'"' | b'-' | b'0'..=b'9' => {
+            business_code(&serde_json::from_str::<serde_json::Value>(raw.get()).ok()?)
+        }
         _ => None,
     }
 }
 
-/// A body that claims JSON and is not: status, content type, where it broke, and the first
-/// 4 KiB with anything that looks like a secret masked.
+/// A body that claims JSON and is not: status, content type, where it broke (`why`, never
+/// serde's message), and as much of the body's beginning as the error keeps, masked.
 fn broken(parts: &http::response::Parts, body: &Bytes, why: &str) -> Error {
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    // serde's message names a position and a category, never the content.
-    let why = why.split(" at line").next().unwrap_or(why);
-    Error::decode(format!(
-        "{content_type} body is not valid JSON ({why}); it begins: {}",
-        excerpt::redacted(body, 4096)
-    ))
-    .with_status(parts.status)
+    let head = format!("{content_type} body is not valid JSON ({why}); it begins: ");
+    // The excerpt is masked here, before the error's own pass over the whole message, so that
+    // the cap cuts masked text and the excerpt gets all the room the head leaves.
+    let room = MAX_TEXT_LEN.saturating_sub(head.len());
+    let excerpt = server_text(&String::from_utf8_lossy(body), room);
+    Error::decode(head + &excerpt).with_status(parts.status)
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@
 //!   configure), `error.message`, `error_description`, a string `error`;
 //! - a body without one (an HTML page from a proxy, an empty body) gets the default message
 //!   of the status in the configured [`Language`];
-//! - the message is flattened to one line, stripped of control characters, capped at
-//!   [`MAX_MESSAGE_CHARS`] characters, and anything in it that looks like a credential is
-//!   masked ([`mask_tokens`]): the error is logged and shown, the server's text is not vetted;
+//! - the message goes through core's one masker
+//!   ([`xhttp_core::mask::server_text`]): flattened to one line, stripped of control, bidi and
+//!   invisible characters, anything in it that looks like a credential masked, then capped at
+//!   [`MAX_MESSAGE_CHARS`] characters: the error is logged and shown, the server's text is not
+//!   vetted;
 //! - `Retry-After` (delay-seconds or an HTTP-date, measured on the injectable
 //!   [`Clock`](xhttp_core::Clock)'s wall time) and `WWW-Authenticate` are kept on the error
 //!   for retry and refresh above;
@@ -78,7 +80,6 @@ pub mod hooks;
 mod language;
 mod layer;
 mod message;
-mod redact;
 pub mod report;
 mod service;
 
@@ -86,12 +87,21 @@ pub use future::ResponseFuture;
 pub use language::{Language, STATUSES_WITH_DEFAULTS};
 pub use layer::{default_success, StatusLayer, StatusLayerBuilder};
 pub use message::{MAX_MESSAGE_CHARS, MAX_SEARCHED_BODY};
-pub use redact::mask_tokens;
 pub use report::{
     ErrorLog, ErrorNotice, ErrorRecord, Notice, Notifier, Report, ReportLayer, ReportLayerBuilder,
     RingLog, SuccessNotice, TracingNotifier,
 };
 pub use service::Status;
+/// Core's one masker ([`xhttp_core::mask::mask`]) under the name this crate first exported it
+/// by; new code can call `xhttp_core::mask` directly.
+///
+/// ```
+/// use xhttp_status::mask_tokens;
+///
+/// assert_eq!(mask_tokens("Bearer abc.def.ghi expired"), "Bearer REDACTED expired");
+/// assert_eq!(mask_tokens(r#"{"accessToken":"abc"}"#), r#"{"accessToken":"REDACTED"}"#);
+/// ```
+pub use xhttp_core::mask::mask as mask_tokens;
 
 /// Per-request option: return failure responses as responses, for a caller that wants to
 /// read a 404 (or any failure) itself. Errors of the inner service still come back as

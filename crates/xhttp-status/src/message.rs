@@ -3,8 +3,7 @@
 
 use http::{header, HeaderMap};
 use serde_json::Value;
-
-use crate::redact::mask_tokens;
+use xhttp_core::mask::server_text;
 
 /// Longest message kept, in characters: a sentence for a toast or a log line, not a page.
 pub const MAX_MESSAGE_CHARS: usize = 256;
@@ -63,30 +62,20 @@ fn is_problem(headers: &HeaderMap) -> bool {
         })
 }
 
-/// A server's text made fit to keep: whitespace runs become one space, control and bidi
-/// override characters go (they rewrite terminals and reorder log lines), credentials are
-/// masked, and the result is capped at [`MAX_MESSAGE_CHARS`]; `None` when nothing is left.
+/// A server's text made fit to keep, by core's one masker ([`server_text`]): whitespace runs
+/// become one space, control, bidi-override and invisible characters go (they rewrite
+/// terminals, reorder log lines and split secrets), known secrets and credentials are masked,
+/// and the result is capped at [`MAX_MESSAGE_CHARS`] characters, the last one an ellipsis when
+/// something was cut; `None` when nothing is left.
 ///
-/// Masking runs on the whole text before the cap, so that a token cut by the cap cannot
-/// escape the rules that recognise it whole.
+/// Masking runs before the cap, so that a token cut by the cap cannot escape the rules that
+/// recognise it whole.
 pub(crate) fn clean(raw: &str) -> Option<String> {
-    let mut text = String::with_capacity(raw.len().min(4 * MAX_MESSAGE_CHARS));
-    let mut space = false;
-    for c in raw.chars() {
-        if c.is_whitespace() {
-            space = true;
-        } else if !(c.is_control() || is_bidi_control(c)) {
-            if space && !text.is_empty() {
-                text.push(' ');
-            }
-            space = false;
-            text.push(c);
-        }
-    }
+    // Four bytes per character at most, and one more character to tell that a cut happened.
+    let mut text = server_text(raw, 4 * (MAX_MESSAGE_CHARS + 1));
     if text.is_empty() {
         return None;
     }
-    let mut text = mask_tokens(&text);
     if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS - 1) {
         if text[cut..].chars().nth(1).is_some() {
             text.truncate(cut);
@@ -94,10 +83,6 @@ pub(crate) fn clean(raw: &str) -> Option<String> {
         }
     }
     Some(text)
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ async fn layers_keep_the_readiness_contract() {
     assert_eq!(err.message(), Some("busy"));
     let mut not_ready = service.clone();
     let err = not_ready.call(get()).await.unwrap_err();
-    assert!(err.to_string().contains("readiness contract"), "{err}");
+    assert!(format!("{err:?}").contains("readiness contract"), "{err:?}");
     assert_eq!(probe.calls(), 1);
 }
 

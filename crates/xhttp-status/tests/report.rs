@@ -365,7 +365,7 @@ async fn readiness_passes_through_and_call_uses_the_ready_service() {
     // A call without poll_ready breaks the probe's contract: its error is reported as ours.
     let mut not_ready = service.clone();
     let err = not_ready.call(get("https://a.example/")).await.unwrap_err();
-    assert!(err.to_string().contains("readiness contract"), "{err}");
+    assert!(format!("{err:?}").contains("readiness contract"), "{err:?}");
     assert_eq!(probe.calls(), 1);
     assert_eq!(layer.error_log().unwrap().len(), 1);
 }

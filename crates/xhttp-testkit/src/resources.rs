@@ -82,15 +82,21 @@ pub(crate) async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Byt
     .into_response()
 }
 
-/// `POST /reflect`: answers 200 with the request's body as it is, under the content type named
-/// by the request's `x-reflect-content-type` header (default `application/json`), so a test
-/// can make the server answer any envelope dialect, or any broken body.
+/// `POST /reflect`: answers with the request's body as it is, under the content type named
+/// by the request's `x-reflect-content-type` header (default `application/json`) and the
+/// status named by `x-reflect-status` (default 200), so a test can make the server answer any
+/// envelope dialect, any broken body, or any failure body.
 pub(crate) async fn reflect(headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get("x-reflect-content-type")
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    let status = headers
+        .get("x-reflect-status")
+        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+        .and_then(final_status)
+        .unwrap_or(StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// `POST /upload`: reads the body as it comes, without keeping it, and tells its length.

@@ -404,8 +404,14 @@ fn known_secrets_are_found_percent_encoded_and_json_escaped() {
 }
 
 #[test]
-fn a_word_cut_by_the_window_is_dropped_not_shown_in_part() {
-    // A credential shape that the window cuts: the part read must not come out, even when
+fn a_word_at_the_end_of_the_window_is_read_whole_or_dropped() {
+    // A word longer than the extra read: dropped, never shown in part.
+    let text = format!("a {}", "ab".repeat(700_000));
+    assert_eq!(server_text(&text, 64), "a");
+    // A long word of prose is read whole, and the cap cuts it.
+    let text = format!("first line {}", "x".repeat(100_000));
+    assert_eq!(server_text(&text, 20), "first line xxxxxxxxx");
+    // A credential shape at the window's end: the part read must not come out, even when
     // everything before it is masked down to nothing.
     let cap = 16;
     let window = cap * 4 + 4096;

@@ -14,7 +14,12 @@ use super::{
     ErrorLog, ErrorNotice, ErrorRecord, Notice, Notifier, Report, RingLog, SuccessNotice,
     TracingNotifier,
 };
-use crate::mask_tokens;
+use xhttp_core::error::MAX_TEXT_LEN;
+use xhttp_core::mask::server_text;
+
+/// The most bytes of a URL an error record keeps (2 KiB): a URL longer than that is a query
+/// dump, and the ring's byte budget is better spent on records.
+const MAX_RECORD_URL_LEN: usize = 2048;
 
 type UnauthorizedHook = Box<dyn Fn(&Error) + Send + Sync>;
 
@@ -253,13 +258,17 @@ impl Call {
     pub(crate) fn failed(self, err: &Error) {
         let shared = &*self.shared;
         let now = shared.clock.now();
-        let message = mask_tokens(&match err.message() {
-            Some(message) => message.to_owned(),
-            None => phrase(err),
-        });
+        // The error's message was masked when it entered the error; it is masked again here
+        // so that this layer vouches for what it hands on, whoever built the error.
+        let message = server_text(
+            err.message()
+                .map_or_else(|| phrase(err), str::to_owned)
+                .as_str(),
+            MAX_TEXT_LEN,
+        );
         let record = ErrorRecord {
             method: self.method,
-            url: mask_tokens(&xhttp_core::redact::uri(&self.uri)),
+            url: server_text(&xhttp_core::redact::uri(&self.uri), MAX_RECORD_URL_LEN),
             status: err.status(),
             kind: err.kind(),
             business_code: err.business_code().cloned(),
@@ -278,9 +287,10 @@ impl Call {
             message = %record.message,
             attempts = record.attempts,
             duration = ?record.duration,
-            // The whole sentence, with the cause: the error's Display prints no secret, and
-            // the server's text in it is masked once more.
-            error = %mask_tokens(&err.to_string()),
+            // The whole sentence, then its causes (`Display` prints one level): the error's
+            // text prints no secret, and everything is masked once more.
+            error = %server_text(&err.to_string(), MAX_TEXT_LEN),
+            cause = causes(err).as_deref(),
             "call failed",
         );
 
@@ -308,6 +318,17 @@ impl Call {
             }
         }
     }
+}
+
+/// The error's causes, outermost first, masked and joined by `: `; `None` without any.
+fn causes(err: &Error) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        chain.push(server_text(&cause.to_string(), MAX_TEXT_LEN));
+        next = cause.source();
+    }
+    (!chain.is_empty()).then(|| chain.join(": "))
 }
 
 /// What happened, without the parts that change from call to call (the URL, the attempts,

@@ -16,14 +16,15 @@
 //! 2. an [`ErrorRecord`] to an [`ErrorLog`]: method, URL, status, kind, business code,
 //!    message, attempts, duration and time. The default log is a [`RingLog`] of the newest
 //!    200 records ([`ReportLayer::error_log`]).
-//! 3. one `tracing` event (`warn`, target `xhttp::report`) with the record's fields and the
-//!    error's `Display` (the cause included).
+//! 3. one `tracing` event (`warn`, target `xhttp::report`) with the record's fields, the
+//!    error's `Display` (one level) and its causes (`cause`, from `source()`), masked.
 //! 4. the `on_unauthorized` hook, when the error is `Unauthorized` or `SessionExpired`.
 //!
 //! A request carrying a [`SuccessNotice`] has it shown when the call succeeds.
 //!
 //! Nothing reported is a secret: the URL is redacted by [`xhttp_core::redact::uri`] and both
-//! it and the message go through [`mask_tokens`](crate::mask_tokens); headers are never read.
+//! it and the message go through core's one masker, [`xhttp_core::mask::server_text`]; headers
+//! are never read.
 //! A caller that drops its future is told nothing and leaves no record: there is nobody to
 //! report to, and the layers below did not fail. Readiness is the inner service's, and
 //! responses pass unchanged; inner errors become [`Error`] (an inner `Error` is kept as it
@@ -89,7 +90,7 @@ use xhttp_core::Error;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{ReportLayer, ReportLayerBuilder};
-pub use self::log::{ErrorLog, ErrorRecord, RingLog, DEFAULT_RING_CAPACITY};
+pub use self::log::{ErrorLog, ErrorRecord, RingLog, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 pub use self::notice::{
     ErrorNotice, Notice, Notifier, SuccessNotice, TracingNotifier, DEFAULT_REPEAT_WINDOW,
 };

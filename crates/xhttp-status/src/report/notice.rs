@@ -64,7 +64,7 @@ impl SuccessNotice {
 ///
 /// The message never carries a credential: it is the error's message (or, without one, what
 /// happened: "server answered 503 Service Unavailable") with
-/// [`mask_tokens`](crate::mask_tokens) run over it. It leaves out the URL and the attempts,
+/// [`xhttp_core::mask::server_text`] run over it. It leaves out the URL and the attempts,
 /// which change from call to call, so that a burst of one failure is one notice.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
