@@ -484,9 +484,11 @@ pub(crate) fn percent_decode_lossy(text: &str) -> String {
 ///   or to a space or one of `&,;"'<>)]}`;
 /// - JSON's `null`, `true` and `false` are kept, and so is a `code` of at most five digits
 ///   (a business code such as `40009`; an authorization or one-time code is longer or not a
-///   number);
+///   number), and a word of prose after a colon and a space ("no refresh token: log in
+///   first");
 /// - after `token`, `password`, `secret`, `cookie` and the like with no operator ("invalid
-///   token abc123"), a quoted value or a word that is not a lower-case English-looking word;
+///   token abc123"), a quoted value or a word that does not read as prose (a lower-case word,
+///   a short acronym such as `URL`);
 /// - serde's quoted values (`invalid type: string "value"`, ``unknown variant `value` ``).
 ///
 /// The second masks words (runs of ASCII letters, digits and `-_.=+/~%`) shaped like tokens:
@@ -588,7 +590,9 @@ fn mask_pairs(text: &str) -> String {
         } else if let Some(value) = operator_after(text, end) {
             out.push_str(&text[end..value]);
             let business_code = normalize_name(name) == "code";
-            at = mask_value(text, value, business_code, &mut out);
+            // "no refresh token: log in first": after a colon and a space, prose may follow.
+            let prose = text[..value].ends_with([':', '：']) && text[value..].starts_with(' ');
+            at = mask_value(text, value, business_code, prose, &mut out);
         } else if is_strong_name(&normalize_name(name)) && text[end..].starts_with(' ') {
             at = mask_prose_value(text, end, &mut out);
         }
@@ -623,7 +627,7 @@ fn operator_after(text: &str, end: usize) -> Option<usize> {
 }
 
 /// Masks the value starting at `at` (after spaces); returns where scanning resumes.
-fn mask_value(text: &str, at: usize, business_code: bool, out: &mut String) -> usize {
+fn mask_value(text: &str, at: usize, business_code: bool, prose: bool, out: &mut String) -> usize {
     let start = skip_spaces(text, at);
     out.push_str(&text[at..start]);
     let rest = &text[start..];
@@ -639,7 +643,7 @@ fn mask_value(text: &str, at: usize, business_code: bool, out: &mut String) -> u
     }
     let end = unquoted_end(text, start);
     let value = &text[start..end];
-    let literal = matches!(value, "null" | "true" | "false");
+    let literal = matches!(value, "null" | "true" | "false") || (prose && is_prose_word(value));
     let short_code = business_code
         && (1..=5).contains(&value.trim_start_matches('-').len())
         && value
@@ -770,8 +774,13 @@ fn mask_prose_value(text: &str, end: usize, out: &mut String) -> usize {
         .find(|c| !is_word_char(c))
         .map_or(text.len(), |n| start + n);
     let word = text[start..word_end].trim_end_matches('.');
-    let prose =
-        word.bytes().all(|b| b.is_ascii_lowercase()) || word == MASK || is_challenge_param(word);
+    // Prose: lower-case words, acronyms ("the token URL"), words of the prose list.
+    let acronym = word.len() <= 5 && word.bytes().all(|b| b.is_ascii_uppercase());
+    let prose = word.bytes().all(|b| b.is_ascii_lowercase())
+        || acronym
+        || word == MASK
+        || is_challenge_param(word)
+        || is_prose_word(word);
     if prose {
         return start;
     }
@@ -809,69 +818,109 @@ fn is_scheme(word: &str) -> bool {
         .any(|scheme| word.eq_ignore_ascii_case(scheme))
 }
 
-/// Words that may follow a scheme name in prose: "Bearer token is missing".
-fn is_prose_after_scheme(word: &str) -> bool {
-    const PROSE: [&str; 60] = [
-        "token",
-        "tokens",
+/// Words of prose that may follow a scheme or a secret's name ("Bearer token is missing",
+/// "no refresh token: log in first"), so are no credential.
+fn is_prose_word(word: &str) -> bool {
+    const PROSE: &[&str] = &[
+        "a",
+        "again",
+        "already",
+        "an",
+        "and",
+        "are",
+        "as",
         "auth",
         "authentication",
         "authorization",
-        "scheme",
-        "schemes",
+        "bad",
+        "be",
+        "but",
+        "can",
+        "cannot",
+        "challenge",
+        "client",
         "credential",
         "credentials",
-        "header",
-        "headers",
-        "realm",
-        "challenge",
-        "is",
-        "was",
-        "are",
-        "were",
-        "the",
-        "a",
-        "an",
-        "and",
-        "or",
-        "not",
-        "no",
-        "required",
-        "missing",
-        "invalid",
-        "expired",
+        "current",
+        "denied",
+        "did",
+        "disabled",
+        "do",
+        "does",
+        "empty",
+        "enabled",
         "error",
         "errors",
-        "must",
-        "should",
-        "be",
-        "with",
-        "for",
-        "only",
-        "supported",
-        "unsupported",
-        "format",
-        "type",
-        "value",
-        "failed",
-        "rejected",
-        "malformed",
-        "of",
-        "in",
-        "on",
-        "to",
-        "from",
-        "but",
-        "given",
-        "provided",
-        "empty",
-        "access",
-        "as",
-        "if",
-        "has",
         "expected",
+        "expired",
+        "failed",
+        "for",
+        "forbidden",
+        "format",
+        "from",
+        "given",
         "got",
+        "has",
+        "header",
+        "headers",
+        "if",
+        "in",
+        "incorrect",
+        "invalid",
+        "is",
+        "it",
+        "log",
+        "login",
+        "malformed",
+        "mismatch",
+        "missing",
+        "must",
+        "needed",
+        "new",
+        "no",
+        "none",
+        "not",
+        "null",
+        "of",
+        "ok",
+        "old",
+        "on",
+        "only",
+        "or",
+        "please",
+        "present",
+        "provided",
+        "realm",
         "received",
+        "refresh",
+        "rejected",
+        "request",
+        "required",
+        "revoked",
+        "scheme",
+        "schemes",
+        "server",
+        "should",
+        "sign",
+        "supported",
+        "the",
+        "this",
+        "to",
+        "token",
+        "tokens",
+        "too",
+        "try",
+        "type",
+        "unavailable",
+        "unknown",
+        "unsupported",
+        "used",
+        "user",
+        "value",
+        "was",
+        "were",
+        "with",
+        "wrong",
     ];
     PROSE.iter().any(|prose| word.eq_ignore_ascii_case(prose))
 }
@@ -894,7 +943,7 @@ fn mask_word(word: &str, after_scheme: bool, depth: u8, out: &mut String) {
         out.push_str(word);
         return;
     }
-    if after_scheme && !is_prose_after_scheme(core) && !is_challenge_param(core) {
+    if after_scheme && !is_prose_word(core) && !is_challenge_param(core) {
         out.push_str(MASK);
         out.push_str(suffix);
         return;

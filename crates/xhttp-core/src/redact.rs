@@ -1,8 +1,10 @@
 //! Masking secrets before anything is printed.
 //!
 //! Tokens end up in URLs more often than anyone intends (`?access_token=` in OAuth 2.0's query
-//! form, signed links, `user:password@` in a base URL). Everything xhttp prints about a request
-//! goes through [`uri`] first.
+//! form, `#access_token=` in its implicit grant, `;jsessionid=` matrix parameters, signed
+//! links, `user:password@` in a base URL). Everything xhttp prints about a request goes through
+//! [`uri`] (or [`url`] for a URL as text) first. What names a secret is decided by one list,
+//! the masker's ([`mask::is_secret_name`](crate::mask::is_secret_name)).
 
 /// The mark that replaces a secret.
 pub const MASK: &str = "REDACTED";

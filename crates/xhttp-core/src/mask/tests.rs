@@ -207,6 +207,11 @@ fn reported_cases() -> Vec<(String, Vec<&'static str>)> {
         ("password 'hunter' rejected".into(), vec!["hunter"]),
         ("密码：123456 错误".into(), vec!["123456"]),
         ("--password=hunter2".into(), vec!["hunter2"]),
+        ("password: hunter".into(), vec!["hunter"]),
+        (
+            "refresh token: SECRET-RT-xyz123".into(),
+            vec!["SECRET-RT-xyz123"],
+        ),
     ]
 }
 
@@ -262,7 +267,7 @@ fn no_credential_in_the_corpus_survives() {
 }
 
 /// Texts that hold no credential and are kept as they are.
-const BENIGN: [&str; 36] = [
+const BENIGN: [&str; 39] = [
     "",
     "name must not be empty",
     "token expired",
@@ -300,6 +305,10 @@ const BENIGN: [&str; 36] = [
     "connection refused (os error 111)",
     "100% of 2 attempts failed",
     "see RFC 6749 section 5.2",
+    // The library's own sentences.
+    "there is no refresh token: log in first",
+    "the token URL must be an absolute http or https URL",
+    "invalid value for header `authorization`: failed to parse header value",
 ];
 
 #[test]
