@@ -106,11 +106,7 @@ pub fn describe_error(err: &serde_json::Error) -> String {
         Category::Data => "invalid data",
         Category::Eof => "unexpected end of input",
     };
-    format!(
-        "{category} at line {}, column {}",
-        err.line(),
-        err.column()
-    )
+    format!("{category} at line {}, column {}", err.line(), err.column())
 }
 
 #[cfg(test)]
@@ -120,11 +116,23 @@ mod tests {
 
     #[test]
     fn numbers_and_strings_are_one_code() {
-        for value in [json!(40009), json!("40009"), json!(40009.0), json!(4.0009e4)] {
-            assert_eq!(business_code(&value), Some(BusinessCode::Int(40009)), "{value}");
+        for value in [
+            json!(40009),
+            json!("40009"),
+            json!(40009.0),
+            json!(4.0009e4),
+        ] {
+            assert_eq!(
+                business_code(&value),
+                Some(BusinessCode::Int(40009)),
+                "{value}"
+            );
         }
         assert_eq!(business_code(&json!(1.5)), Some(BusinessCode::from("1.5")));
-        assert_eq!(business_code(&json!(1e300)), Some(BusinessCode::from("1e+300")));
+        assert_eq!(
+            business_code(&json!(1e300)),
+            Some(BusinessCode::from("1e+300"))
+        );
         assert_eq!(business_code(&json!("")), None);
         assert_eq!(business_code(&json!([])), None);
     }

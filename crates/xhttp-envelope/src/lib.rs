@@ -17,9 +17,9 @@
 //! - **not an envelope**: a response that is not 2xx, or not JSON by its content type, or JSON
 //!   without the code field, passes through untouched; a body that claims JSON and is broken
 //!   is a `Decode` error with the status, the content type, where it broke (the category and
-//!   position of [`describe_error`](xhttp_core::json::describe_error), never serde's message,
+//!   position of [`describe_error`], never serde's message,
 //!   which quotes the offending value) and the beginning of the body, masked by
-//!   [`server_text`](xhttp_core::mask::server_text), within the error's 4 KiB.
+//!   [`server_text`], within the error's 4 KiB.
 //!
 //! [`RawResponse`] skips the layer for one request (vben's `isReturnNativeResponse`).
 //!
