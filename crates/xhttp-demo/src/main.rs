@@ -55,7 +55,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
+            // Display prints one level; the causes follow, one per line.
             eprintln!("xhttp-demo: {err}");
+            let mut cause = std::error::Error::source(&err);
+            while let Some(next) = cause {
+                eprintln!("  caused by: {next}");
+                cause = next.source();
+            }
             ExitCode::FAILURE
         }
     }

@@ -342,7 +342,8 @@ pub fn unwrap(response: Response<Bytes>, envelope: &Envelope) -> Result<Response
     };
     let lookup = |pointer: &[String]| -> Option<&RawValue> {
         let (first, rest) = pointer.split_first()?;
-        let value = fields.0.iter().find(|(name, _)| name == first)?.1;
+        // A name given twice reads as serde_json reads it: the last one wins.
+        let value = fields.0.iter().rev().find(|(name, _)| name == first)?.1;
         find(value, rest)
     };
     let code = match lookup(&envelope.code).and_then(code_of) {
@@ -373,7 +374,7 @@ fn find<'a>(root: &'a RawValue, pointer: &[String]) -> Option<&'a RawValue> {
             Some(b'{') => {
                 let fields: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)> =
                     serde_json::from_str::<Fields<'a>>(text).ok()?.0;
-                fields.into_iter().find(|(name, _)| name == token)?.1
+                fields.into_iter().rev().find(|(name, _)| name == token)?.1
             }
             Some(b'[') => {
                 let index: usize = token.parse().ok()?;
@@ -513,6 +514,21 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
+    }
+
+    #[test]
+    fn a_float_code_and_a_duplicate_key_read_as_serde_json_reads_them() {
+        let envelope = Envelope::vben();
+        let err = unwrap(json(r#"{"code":40009.0,"message":"expired"}"#), &envelope).unwrap_err();
+        assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
+        // A code given twice: the last one wins, as in serde_json, so a failure never hides
+        // behind an earlier success code.
+        let err = unwrap(json(r#"{"code":0,"code":40009,"result":1}"#), &envelope).unwrap_err();
+        assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
+        let ok = unwrap(json(r#"{"code":1,"code":0,"result":2,"result":3}"#), &envelope).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"code":1,"code":0,"result":2,"result":3}"#).unwrap();
+        assert_eq!(ok.body().as_ref(), value["result"].to_string().as_bytes());
     }
 
     #[test]

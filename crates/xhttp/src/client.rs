@@ -468,7 +468,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Allows the token over plain `http` to loopback hosts (tests, a local sidecar).
+    /// Allows the token over plain `http` to a loopback *address* (tests, a local sidecar):
+    /// `127.0.0.0/8` or `[::1]` written as an IP literal. A name, `localhost` included, is
+    /// refused with [`ErrorKind::InsecureTransport`](crate::ErrorKind::InsecureTransport),
+    /// because what a name resolves to is not the library's to vouch for.
     pub fn allow_insecure_loopback(mut self) -> Self {
         if let Some(auth) = self.auth_mut("allow_insecure_loopback") {
             auth.allow_insecure_loopback = true;

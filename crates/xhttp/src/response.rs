@@ -101,17 +101,8 @@ impl Response {
     /// never the content (it may be a token).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(self.inner.body()).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Io => "could not be read",
-                serde_json::error::Category::Syntax => "is not valid JSON",
-                serde_json::error::Category::Data => "does not match the expected type",
-                serde_json::error::Category::Eof => "ends early",
-            };
-            Error::decode(format!(
-                "JSON body {what} at line {} column {}",
-                e.line(),
-                e.column()
-            ))
+            let why = xhttp_core::json::describe_error(&e);
+            Error::decode(format!("JSON body: {why}"))
             .with_status(self.status())
         })
     }
