@@ -89,6 +89,48 @@ pub enum TimeoutScope {
     Total,
 }
 
+/// What failed in a token refresh, for [`ErrorKind::RefreshFailed`] errors
+/// ([`Error::refresh_failure`]). A dead refresh credential is not one of these: it is
+/// [`ErrorKind::SessionExpired`].
+///
+/// The enum is `#[non_exhaustive]`: match with a wildcard arm.
+///
+/// ```
+/// use http::StatusCode;
+/// use xhttp_core::error::RefreshFailure;
+/// use xhttp_core::{Error, ErrorKind};
+///
+/// let err = Error::new(ErrorKind::RefreshFailed)
+///     .with_refresh_failure(RefreshFailure::Endpoint)
+///     .with_status(StatusCode::SERVICE_UNAVAILABLE);
+/// match err.refresh_failure() {
+///     Some(RefreshFailure::Endpoint) => assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE)),
+///     Some(RefreshFailure::Timeout) => { /* the refresh ran out of time */ }
+///     _ => {}
+/// }
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefreshFailure {
+    /// The refresh did not finish within its deadline, or its call to the token endpoint
+    /// timed out.
+    Timeout,
+    /// The token endpoint answered with an error: a failure status (readable with
+    /// [`Error::status`]) or an error code in a success answer.
+    Endpoint,
+    /// The token endpoint's answer could not be read as tokens: not JSON, no access token, a
+    /// token no header can carry, a body over the limit.
+    Malformed,
+    /// The token endpoint could not be reached: the request was never sent (connection
+    /// refused, DNS, connect timeout).
+    Unreachable,
+    /// The connection broke after the request was sent (a reset before the whole answer).
+    Interrupted,
+    /// Anything else: the token store failed, the refresh task was lost, a custom grant's own
+    /// error.
+    Other,
+}
+
 /// A code from a response envelope (`{"code": 40009, ...}`): backends use numbers and strings.
 ///
 /// ```
@@ -173,6 +215,7 @@ struct Inner {
     limit: Option<u64>,
     attempts: u32,
     never_sent: bool,
+    refresh_failure: Option<RefreshFailure>,
     source: Option<Source>,
 }
 
@@ -192,6 +235,7 @@ impl Error {
                 limit: None,
                 attempts: 0,
                 never_sent: false,
+                refresh_failure: None,
                 source: None,
             }),
         }
@@ -344,6 +388,20 @@ impl Error {
         self
     }
 
+    /// Records what failed in a token refresh (see [`RefreshFailure`]).
+    ///
+    /// ```
+    /// use xhttp_core::error::RefreshFailure;
+    /// use xhttp_core::{Error, ErrorKind};
+    ///
+    /// let err = Error::new(ErrorKind::RefreshFailed).with_refresh_failure(RefreshFailure::Timeout);
+    /// assert_eq!(err.refresh_failure(), Some(RefreshFailure::Timeout));
+    /// ```
+    pub fn with_refresh_failure(mut self, failure: RefreshFailure) -> Self {
+        self.inner_mut().refresh_failure = Some(failure);
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -392,6 +450,11 @@ impl Error {
     /// How many attempts the logical call made; 0 when no layer counted them.
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
+    }
+
+    /// What failed in a token refresh, for `RefreshFailed` errors whose layer recorded it.
+    pub fn refresh_failure(&self) -> Option<RefreshFailure> {
+        self.inner.refresh_failure
     }
 
     /// Whether a timeout of any scope fired.
@@ -494,6 +557,9 @@ impl fmt::Debug for Error {
         }
         if inner.never_sent {
             d.field("never_sent", &true);
+        }
+        if let Some(failure) = inner.refresh_failure {
+            d.field("refresh_failure", &failure);
         }
         if let Some(source) = &inner.source {
             // The source's Display, not its Debug (a foreign Debug may print more than we vet),
