@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use xhttp::dedupe::{CancelScope, DedupeOverride, DedupePolicy};
+use xhttp::dedupe::{CancelScope, DedupeLayer, DedupeOverride, DedupePolicy};
 use xhttp::{Client, ErrorKind, Response};
 use xhttp_testkit::{Faults, Route, TestServer};
 
@@ -116,10 +116,12 @@ async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept() 
             ..Faults::default()
         },
     );
-    // Retries would send the 503 again; this test counts trips, not attempts.
+    // Retries would send the 503 again; this test counts trips, not attempts. The followers
+    // must outwait the 1 s fault delay, so their lock timeout is longer than the default.
     let client = Client::builder()
         .base_url(server.base_url())
         .no_retry()
+        .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_secs(60)))
         .build()
         .unwrap();
 
@@ -491,4 +493,39 @@ async fn an_unknown_extension_is_never_coalesced() {
         assert_eq!(caller.await.unwrap().unwrap().status(), 200);
     }
     assert_eq!(server.counters().hits(Route::Gate), 4);
+}
+
+/// The first request is held at the gate and never answered while the followers wait: past
+/// their lock timeout each sends its own request, which reaches the server while the first is
+/// still held. Counted by the gate's arrivals, never timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_a_held_request_send_their_own_after_the_lock_timeout() {
+    let server = TestServer::start().await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .no_retry()
+        .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let leader = spawn_get(&client, "/gate-echo/held");
+    server.gate().wait_for_arrivals(1).await;
+
+    let followers: Vec<_> = (0..3)
+        .map(|_| spawn_get(&client, "/gate-echo/held"))
+        .collect();
+    // Each follower joined the held trip, then gave up and sent its own request: four
+    // requests at the gate, the first still held, before anything is answered.
+    server.gate().wait_for_arrivals(4).await;
+    let stats = client.dedupe_stats();
+    assert_eq!((stats.coalesced, stats.lock_timeouts), (3, 3));
+    assert_eq!(server.gate().arrived(), 4);
+    assert!(!leader.is_finished());
+    assert!(followers.iter().all(|follower| !follower.is_finished()));
+
+    server.gate().open();
+    for caller in followers.into_iter().chain([leader]) {
+        assert_eq!(caller.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(server.counters().hits(Route::Gate), 4);
+    assert_eq!(client.dedupe_stats().lock_timeouts, 3);
 }

@@ -12,7 +12,10 @@
 //!   through the layers below. The trip runs as its own task while any caller still waits and
 //!   is cancelled when every caller has gone; each caller gets its own `Response` (the body
 //!   bytes shared by reference count) or a clone of the error. Nothing is kept after the trip
-//!   ends unless a success window is configured.
+//!   ends unless a success window is configured. A follower waits at most the
+//!   [lock timeout](DedupeLayerBuilder::lock_timeout) (1 s by default, nginx's
+//!   `proxy_cache_lock_timeout` in spirit), then sends its own request, uncoalesced, so a
+//!   hung trip does not stall every caller behind it.
 //! - **`CancelPrevious`** (search-as-you-type): a new identical request wins; the older caller
 //!   gets `Superseded` and its request is cancelled.
 //! - **`RejectDuplicate`** (a form submitted twice): a new identical request gets `Duplicate` at
@@ -158,6 +161,9 @@ pub struct DedupeStats {
     /// have no key: a streaming body, a body over the cap, or (when coalescing) a request
     /// extension the layer does not account for (see the [crate docs](crate#the-key)).
     pub bypassed: u64,
+    /// Followers that waited the [lock timeout](DedupeLayerBuilder::lock_timeout) for a
+    /// shared trip, then sent a request of their own.
+    pub lock_timeouts: u64,
 }
 
 #[derive(Default)]
@@ -169,6 +175,7 @@ struct Counters {
     cancelled: AtomicU64,
     overflowed: AtomicU64,
     bypassed: AtomicU64,
+    lock_timeouts: AtomicU64,
 }
 
 /// Deduplicates identical requests; see the [crate docs](crate). Generic over the response
@@ -183,6 +190,7 @@ struct Shared<T> {
     rules: KeyRules,
     max_entries: usize,
     window: Option<Duration>,
+    lock_timeout: Duration,
     identity: Option<Arc<IdentityFn>>,
     map: Mutex<KeyMap<Entry<T>>>,
     /// Successes kept by the window, oldest first (the window is fixed, so expiry order is
@@ -250,6 +258,7 @@ impl<T> fmt::Debug for DedupeLayer<T> {
             .field("body_cap", &rules.body_cap)
             .field("max_entries", &self.shared.max_entries)
             .field("window", &self.shared.window)
+            .field("lock_timeout", &self.shared.lock_timeout)
             .finish()
     }
 }
@@ -268,6 +277,22 @@ impl<T> Default for DedupeLayer<T> {
 /// assert_eq!(xhttp_dedupe::MAX_SUCCESS_WINDOW, std::time::Duration::from_secs(3600));
 /// ```
 pub const MAX_SUCCESS_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How long a follower waits for a shared trip by default before it sends its own request:
+/// 1 s.
+///
+/// nginx's `proxy_cache_lock_timeout` (5 s) is the anchor, but a cache lock guards a miss
+/// that fills a cache for everyone, while an API call is answered in tens to hundreds of
+/// milliseconds. A trip that has not answered in 1 s is most likely stuck (a dead
+/// connection, a lost packet), and 1 s is a tenth of the default attempt timeout (10 s), so a
+/// follower behind a hung trip loses a tenth of what its leader loses instead of all of it;
+/// a call that is merely slow under 1 s still coalesces, so a burst of identical calls does
+/// not multiply the load. Followers that give up send their own request, uncoalesced.
+///
+/// ```
+/// assert_eq!(xhttp_dedupe::DEFAULT_LOCK_TIMEOUT, std::time::Duration::from_secs(1));
+/// ```
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Options of a [`DedupeLayer`]. Every option is checked by [`build`](Self::build), which
 /// returns the first mistake as an `ErrorKind::Config` error.
@@ -295,6 +320,7 @@ pub struct DedupeLayerBuilder {
     rules: KeyRules,
     max_entries: usize,
     window: Option<Duration>,
+    lock_timeout: Duration,
     identity: Option<Arc<IdentityFn>>,
     /// The first mistake, returned by `build`.
     error: Option<Error>,
@@ -327,6 +353,7 @@ impl fmt::Debug for DedupeLayerBuilder {
             .field("body_cap", &self.rules.body_cap)
             .field("max_entries", &self.max_entries)
             .field("window", &self.window)
+            .field("lock_timeout", &self.lock_timeout)
             .field("identity", &self.identity.is_some())
             .field("error", &self.error)
             .finish()
@@ -568,6 +595,33 @@ impl DedupeLayerBuilder {
         self
     }
 
+    /// How long a follower waits for the shared trip it joined before it gives up and sends
+    /// its own request, uncoalesced, through the layers below (default
+    /// [`DEFAULT_LOCK_TIMEOUT`], 1 s; nginx's `proxy_cache_lock_timeout`). The shared trip
+    /// goes on for whoever still waits. Followers that give up are counted in
+    /// [`DedupeStats::lock_timeouts`]. A follower's own [`xhttp_core::Deadline`] still bounds
+    /// its whole call, the wait and its own request.
+    ///
+    /// Zero sends every follower's own request at once (no coalescing). A limit too long
+    /// for the clock (`Duration::MAX`) never panics: the follower then waits for as long as
+    /// the trip runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_dedupe::DedupeLayer;
+    ///
+    /// let layer: DedupeLayer = DedupeLayer::builder()
+    ///     .lock_timeout(Duration::from_millis(250))
+    ///     .build()?;
+    /// # drop(layer);
+    /// assert!(DedupeLayer::builder().lock_timeout(Duration::MAX).build::<bytes::Bytes>().is_ok());
+    /// # Ok::<(), xhttp_core::Error>(())
+    /// ```
+    pub fn lock_timeout(mut self, limit: Duration) -> Self {
+        self.lock_timeout = limit;
+        self
+    }
+
     /// Checks the options and builds the layer; every service it makes shares one map. The
     /// first mistake (an ignored credential header, a redeclared built-in extension, a
     /// window over [`MAX_SUCCESS_WINDOW`]) is an `ErrorKind::Config` error.
@@ -599,6 +653,7 @@ impl DedupeLayerBuilder {
                 rules: self.rules,
                 max_entries: self.max_entries,
                 window: self.window.filter(|window| !window.is_zero()),
+                lock_timeout: self.lock_timeout,
                 identity: self.identity,
                 map: Mutex::new(KeyMap::default()),
                 kept: Mutex::new(std::collections::VecDeque::new()),
@@ -618,6 +673,7 @@ impl Default for DedupeLayerBuilder {
             rules: KeyRules::default(),
             max_entries: 10_000,
             window: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             identity: None,
             error: None,
         }
@@ -648,6 +704,7 @@ impl<T> DedupeLayer<T> {
             cancelled: c.cancelled.load(Ordering::Relaxed),
             overflowed: c.overflowed.load(Ordering::Relaxed),
             bypassed: c.bypassed.load(Ordering::Relaxed),
+            lock_timeouts: c.lock_timeouts.load(Ordering::Relaxed),
         }
     }
 
@@ -808,9 +865,10 @@ where
         key: Key,
     ) -> ResponseFuture<T>
     where
-        S: Service<Request<B>, Response = Response<T>>,
+        S: Service<Request<B>, Response = Response<T>> + Clone + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
+        B: Send + 'static,
     {
         let mut map = lock(&self.map);
         self.sweep(&mut map);
@@ -842,8 +900,15 @@ where
                 };
                 drop(map);
                 self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                let deadline = xhttp_core::Deadline::of(&request);
-                return Box::pin(interest.wait(receiver, deadline));
+                // A clone, not the polled service: the follower calls it only if it gives up,
+                // and polls it ready then. Moving the polled service in (tower's
+                // clone-and-replace) would hold its readiness, a concurrency permit say, for
+                // the whole wait.
+                let own = Own {
+                    service: inner.clone(),
+                    request,
+                };
+                return Box::pin(interest.follow(receiver, self.lock_timeout, own));
             }
             // Another policy owns this key (a per-request override): stay out of its way.
             Some(Entry::Exclusive { .. }) => {
@@ -1101,25 +1166,77 @@ struct Interest<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Interest<T> {
-    /// Waits for the shared outcome, at most until the follower's own deadline: the trip runs
-    /// under the leader's.
-    async fn wait(
+    /// Waits for the shared outcome for at most `limit`, then leaves the trip (it goes on for
+    /// whoever still waits) and sends the follower's own request. The follower's own deadline
+    /// bounds both: the trip runs under the leader's.
+    async fn follow<S, B>(
         self,
         mut outcome: watch::Receiver<Option<Outcome<T>>>,
-        deadline: Option<xhttp_core::Deadline>,
-    ) -> Outcome<T> {
-        let shared = async {
-            match outcome.wait_for(Option::is_some).await {
-                Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
-                Err(_) => Err(lost()),
+        limit: Duration,
+        own: Own<S, B>,
+    ) -> Outcome<T>
+    where
+        S: Service<Request<B>, Response = Response<T>> + Send,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        B: Send,
+    {
+        let deadline = xhttp_core::Deadline::of(&own.request);
+        let call = async move {
+            let shared = async {
+                match outcome.wait_for(Option::is_some).await {
+                    Ok(value) => value.clone().unwrap_or_else(|| Err(lost())),
+                    Err(_) => Err(lost()),
+                }
+            };
+            // `timeout` takes any `Duration`: one past the clock's end waits forever.
+            if let Ok(result) = tokio::time::timeout(limit, shared).await {
+                return result;
             }
+            self.shared
+                .counters
+                .lock_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            drop(self);
+            tracing::debug!(
+                ?limit,
+                "the shared trip did not answer within the lock timeout: sending our own request"
+            );
+            own.send().await
         };
         match deadline {
-            None => shared.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.0, shared)
+            None => call.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.0, call)
                 .await
                 .unwrap_or_else(|_| Err(Error::timeout(xhttp_core::TimeoutScope::Total))),
         }
+    }
+}
+
+/// What a follower keeps to send its own request if it gives up on the shared trip: its
+/// request, and a clone of the inner service, polled ready only then.
+struct Own<S, B> {
+    service: S,
+    request: Request<B>,
+}
+
+impl<S, B, T> Own<S, B>
+where
+    S: Service<Request<B>, Response = Response<T>>,
+    S::Error: Into<BoxError>,
+{
+    async fn send(self) -> Outcome<T> {
+        let Own {
+            mut service,
+            request,
+        } = self;
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(|e| Error::from_boxed(e.into()))?;
+        service
+            .call(request)
+            .await
+            .map_err(|e| Error::from_boxed(e.into()))
     }
 }
 

@@ -1109,7 +1109,11 @@ async fn a_success_window_over_an_hour_is_a_config_error_and_an_hour_never_panic
 #[tokio::test(start_paused = true)]
 async fn a_follower_waits_no_longer_than_its_own_deadline() {
     let upstream = Held::default();
-    let layer = DedupeLayer::new();
+    // A lock timeout past the deadline: the deadline is what ends this wait.
+    let layer: DedupeLayer = DedupeLayer::builder()
+        .lock_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let service = layer.layer(upstream.service(numbered));
     let leader = spawn_call(&service, get("https://api.example.com/slow"));
     until("the leader's call", || upstream.calls() == 1).await;
@@ -1129,4 +1133,174 @@ async fn a_follower_waits_no_longer_than_its_own_deadline() {
     upstream.open();
     assert_eq!(leader.await.unwrap().unwrap().body(), "response #1");
     assert_eq!(upstream.calls(), 1);
+}
+
+/// An upstream whose first call waits for `gate` (forever if it is never opened) while every
+/// later call answers at once; each answer names its call's number.
+fn first_held(gate: &watch::Sender<bool>, calls: &Arc<AtomicUsize>) -> Upstream<()> {
+    let (gate, calls) = (gate.clone(), calls.clone());
+    Upstream::new(service_fn(move |_: Request<()>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut open = gate.subscribe();
+        async move {
+            if n == 1 {
+                let _ = open.wait_for(|open| *open).await;
+            }
+            ok(format!("response #{n}"))
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_of_a_hung_trip_give_up_at_exactly_the_lock_timeout_and_send_their_own() {
+    let (gate, calls) = (watch::Sender::new(false), Arc::new(AtomicUsize::new(0)));
+    let layer = DedupeLayer::new();
+    let service = layer.layer(first_held(&gate, &calls));
+    let start = tokio::time::Instant::now();
+    let leader = spawn_call(&service, get("https://api.example.com/hung"));
+    until("the leader's call", || calls.load(Ordering::SeqCst) == 1).await;
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let call = service.clone().oneshot(get("https://api.example.com/hung"));
+            tokio::spawn(async move { (call.await, start.elapsed()) })
+        })
+        .collect();
+    until("three followers", || layer.stats().coalesced == 3).await;
+
+    // Just before the limit nobody has given up.
+    tokio::time::advance(xhttp_dedupe::DEFAULT_LOCK_TIMEOUT - Duration::from_millis(1)).await;
+    until("the followers to settle", || true).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.stats().lock_timeouts, 0);
+
+    let mut own = Vec::new();
+    for follower in followers {
+        let (outcome, waited) = follower.await.unwrap();
+        assert_eq!(
+            waited,
+            Duration::from_secs(1),
+            "gave up at exactly the limit"
+        );
+        own.push(outcome.unwrap().into_body());
+    }
+    own.sort();
+    assert_eq!(own, ["response #2", "response #3", "response #4"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "one own call per follower");
+    let stats = layer.stats();
+    assert_eq!((stats.coalesced, stats.lock_timeouts), (3, 3));
+    // The leader's trip was never cancelled: it answers when its upstream does.
+    assert!(!leader.is_finished());
+    gate.send_replace(true);
+    assert_eq!(leader.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert!(layer.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_trip_still_serves_a_follower_that_stays_while_one_that_gave_up_succeeds_too() {
+    let (gate, calls) = (watch::Sender::new(false), Arc::new(AtomicUsize::new(0)));
+    let layer: DedupeLayer = DedupeLayer::builder()
+        .lock_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let service = layer.layer(first_held(&gate, &calls));
+    let leader = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the leader's call", || calls.load(Ordering::SeqCst) == 1).await;
+    let early = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the early follower", || layer.stats().coalesced == 1).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let late = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the late follower", || layer.stats().coalesced == 2).await;
+
+    // 500 ms after it joined, the early follower sends its own request and is answered.
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(early.await.unwrap().unwrap().body(), "response #2");
+    assert_eq!(layer.stats().lock_timeouts, 1);
+    assert!(!late.is_finished());
+
+    // The leader's trip answers before the late follower's limit: it shares the leader's.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    gate.send_replace(true);
+    assert_eq!(leader.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(late.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(layer.stats().lock_timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_gave_up_keeps_its_own_deadline_on_its_own_request() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    // Every call hangs: the follower's own request too.
+    let upstream = Upstream::new(service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Outcome>()
+    }));
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream);
+    let _leader = spawn_call(&service, get("https://api.example.com/hung"));
+    until("the leader's call", || calls.load(Ordering::SeqCst) == 1).await;
+    let mut follower = get("https://api.example.com/hung");
+    follower
+        .extensions_mut()
+        .insert(xhttp_core::Deadline::after(Duration::from_secs(3)));
+    let start = tokio::time::Instant::now();
+    let err = service.clone().oneshot(follower).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(xhttp_core::TimeoutScope::Total)
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "its own request was sent at 1 s"
+    );
+    assert_eq!(layer.stats().lock_timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_timeout_of_duration_max_never_panics_and_waits_for_the_trip() {
+    let (gate, calls) = (watch::Sender::new(false), Arc::new(AtomicUsize::new(0)));
+    let layer: DedupeLayer = DedupeLayer::builder()
+        .lock_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let service = layer.layer(first_held(&gate, &calls));
+    let leader = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the leader's call", || calls.load(Ordering::SeqCst) == 1).await;
+    let follower = spawn_call(&service, get("https://api.example.com/slow"));
+    until("the follower", || layer.stats().coalesced == 1).await;
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert!(!follower.is_finished());
+    gate.send_replace(true);
+    assert_eq!(leader.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(follower.await.unwrap().unwrap().body(), "response #1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.stats().lock_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_gives_up_polls_its_own_clone_ready_before_calling_it() {
+    // The probe refuses a call made without `poll_ready`; its first answer never comes.
+    let probe = ReadinessProbe::new(());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let upstream = ServiceExt::<Request<()>>::and_then(probe.clone(), move |()| {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, tower::BoxError>(Response::new(Bytes::from(format!("response #{n}"))))
+        }
+    });
+    let layer = DedupeLayer::new();
+    let service = layer.layer(upstream);
+    let _leader = tokio::spawn(service.clone().oneshot(get("https://api.example.com/x")));
+    until("the leader's call", || calls.load(Ordering::SeqCst) == 1).await;
+    let follower = service.clone().oneshot(get("https://api.example.com/x"));
+    assert_eq!(follower.await.unwrap().body(), "response #2");
+    assert_eq!(probe.calls(), 2, "both calls came after poll_ready");
+    assert_eq!(layer.stats().lock_timeouts, 1);
 }
