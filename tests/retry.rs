@@ -264,3 +264,51 @@ async fn impossible_retry_and_timeout_settings_are_config_errors_not_panics() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert_eq!(server.counters().hits(Route::Status), 0);
 }
+
+/// A streaming upload of `chunks` 64 KiB frames, its length known up front as a file's is.
+struct Upload {
+    chunks: usize,
+}
+
+impl hyper::body::Body for Upload {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        let frame = hyper::body::Frame::data(bytes::Bytes::from(vec![b'u'; 64 * 1024]));
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.chunks as u64 * 64 * 1024)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_put_over_its_replay_cap_returns_its_first_503_after_one_request() {
+    use xhttp_core::body::{NotReplayed, DEFAULT_REPLAY_CAP};
+    let server = TestServer::start().await;
+    let client = client(&server.base_url());
+
+    let large = xhttp::Body::replayable(Upload { chunks: 2 }, DEFAULT_REPLAY_CAP);
+    let response = client.put("/status/503").body(large).send().await.unwrap();
+    assert_eq!(response.status(), 503, "the first outcome");
+    assert!(response.extensions().get::<NotReplayed>().is_some());
+    assert_eq!(attempts(&response), Some(Attempts(1)));
+    assert_eq!(server.counters().hits(Route::Status), 1, "sent once");
+
+    // Within its cap the same upload is replayed like known bytes: four requests.
+    let small = xhttp::Body::replayable(Upload { chunks: 1 }, DEFAULT_REPLAY_CAP);
+    let response = client.put("/status/503").body(small).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.extensions().get::<NotReplayed>().is_none());
+    assert_eq!(attempts(&response), Some(Attempts(4)));
+    assert_eq!(server.counters().hits(Route::Status), 5);
+}

@@ -13,6 +13,12 @@
 //!   stream is kept, up to the cap, for a clone to send again. Past the cap the first send goes
 //!   on to the end, but the buffer is dropped and [`Body::is_replayable`] turns false, so retry
 //!   and refresh return the first outcome instead of sending half a body.
+//!
+//! Whether a body can be sent again is decided when the replay would happen, not when the
+//! request is copied before its first send (linkerd2-proxy's rule): retry and refresh take a
+//! copy with [`copy_for_replay`] before the first send and ask [`can_replay`] when they are
+//! about to send it. A replay refused for its body returns the first outcome marked: the
+//! error answers [`Error::is_body_not_replayable`], a response carries [`NotReplayed`].
 
 use std::fmt;
 use std::pin::Pin;
@@ -69,15 +75,27 @@ impl Body {
         Body::from(Bytes::new())
     }
 
-    /// Wraps a streaming body in a replay buffer that keeps up to `cap` bytes for a resend.
+    /// Wraps a streaming body in a replay buffer that keeps up to `cap` bytes for a resend
+    /// ([`DEFAULT_REPLAY_CAP`], 64 KiB, is the usual cap).
+    ///
+    /// A body whose size hint already says it is larger than `cap` (its lower bound, or its
+    /// exact size) is refused up front, without a typed error: the body is still sent once,
+    /// it keeps nothing, and it is not replayable from the start, so retry and refresh return
+    /// its first outcome marked [`NotReplayed`]. (An error here would make a large upload
+    /// fail before its first send, which a retry policy has no business doing.)
     ///
     /// ```
+    /// use xhttp_core::body::DEFAULT_REPLAY_CAP;
     /// use xhttp_core::Body;
     /// use http_body_util::Full;
     /// use bytes::Bytes;
     ///
-    /// let body = Body::replayable(Full::new(Bytes::from_static(b"stream")), 1024);
+    /// let body = Body::replayable(Full::new(Bytes::from_static(b"stream")), DEFAULT_REPLAY_CAP);
     /// assert!(body.is_replayable());
+    ///
+    /// // 128 KiB announced by its size hint: sent once, never replayed.
+    /// let large = Body::replayable(Full::new(Bytes::from(vec![0u8; 128 * 1024])), DEFAULT_REPLAY_CAP);
+    /// assert!(!large.is_replayable());
     /// ```
     pub fn replayable<B>(body: B, cap: usize) -> Body
     where
@@ -86,6 +104,8 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         let hint = body.size_hint();
+        // Over the cap by its own account: keep nothing, replay never.
+        let capped = hint.lower() > cap as u64;
         let inner = body
             .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
             .map_err(Into::into);
@@ -94,7 +114,7 @@ impl Body {
             chunks: Vec::new(),
             buffered: 0,
             seen: 0,
-            capped: false,
+            capped,
             trailers: None,
             failed: None,
         };
@@ -321,7 +341,8 @@ impl Replay {
                 return Poll::Ready(Some(Err(Error::invalid_request(format!(
                     "a streaming body larger than its {} byte replay buffer cannot be sent again",
                     shared.cap
-                )))));
+                ))
+                .with_body_not_replayable())));
             }
             let chunk = state.chunks[self.pos].clone();
             self.pos += 1;
@@ -506,11 +527,34 @@ mod tests {
 pub trait TryCloneBody: Sized {
     /// A copy that sends the same bytes from the start, or `None` when that is impossible.
     fn try_clone_body(&self) -> Option<Self>;
+
+    /// A copy taken before the first send, for a replay that may or may not happen; whether
+    /// it can be sent is asked later, with [`can_replay`](Self::can_replay). The default is
+    /// [`try_clone_body`](Self::try_clone_body); xhttp's streaming [`Body`] always hands out
+    /// a copy, because whether it outgrows its cap is known only once it has been sent.
+    fn copy_for_replay(&self) -> Option<Self> {
+        self.try_clone_body()
+    }
+
+    /// Whether this copy can be sent in full now, asked right before a replay (default
+    /// `true`: a body that could be copied sends all its bytes). A streaming [`Body`] answers
+    /// `false` once a send read past its replay cap.
+    fn can_replay(&self) -> bool {
+        true
+    }
 }
 
 impl TryCloneBody for Body {
     fn try_clone_body(&self) -> Option<Self> {
         self.try_clone()
+    }
+
+    fn copy_for_replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+
+    fn can_replay(&self) -> bool {
+        self.is_replayable()
     }
 }
 
@@ -571,4 +615,83 @@ pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<
     *copy.headers_mut() = request.headers().clone();
     *copy.extensions_mut() = request.extensions().clone();
     Some(copy)
+}
+
+/// Copies a request before its first send, for a replay that retry or refresh may make: method,
+/// URI, version, headers, extensions and a copy of the body ([`TryCloneBody::copy_for_replay`];
+/// `None` when the body cannot be copied at all). Unlike [`try_clone_request`], it does not
+/// decide whether the copy can be sent: ask [`can_replay`] right before sending it.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body::Frame;
+/// use http_body_util::{BodyExt, StreamBody};
+/// use xhttp_core::body::{can_replay, copy_for_replay};
+/// use xhttp_core::Body;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // A stream of unknown size: nothing says up front that it is over the cap.
+/// let frames = ["01234", "56789"].map(|c| Ok::<_, xhttp_core::Error>(Frame::data(Bytes::from(c))));
+/// let stream = Body::replayable(StreamBody::new(futures_util::stream::iter(frames)), 4);
+/// let request = http::Request::put("https://api.example.com/blob").body(stream).unwrap();
+/// let copy = copy_for_replay(&request).unwrap();
+/// assert!(can_replay(&copy)); // nothing sent yet
+/// request.into_body().collect().await.unwrap(); // the first send reads 10 bytes, over the cap
+/// assert!(!can_replay(&copy)); // decided now, when the replay would happen
+/// # });
+/// ```
+pub fn copy_for_replay<B: TryCloneBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+    let body = request.body().copy_for_replay()?;
+    let mut copy = http::Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
+/// Whether a copy from [`copy_for_replay`] can be sent in full now
+/// ([`TryCloneBody::can_replay`]).
+///
+/// ```
+/// let request = http::Request::new(xhttp_core::Body::from("known bytes"));
+/// assert!(xhttp_core::body::can_replay(&request));
+/// ```
+pub fn can_replay<B: TryCloneBody>(request: &http::Request<B>) -> bool {
+    request.body().can_replay()
+}
+
+/// Response extension: the request was not sent again because its body could not be replayed
+/// (a streaming body past its replay cap, a body that cannot be copied), so this is the first
+/// outcome, returned as it was. Errors say the same with [`Error::is_body_not_replayable`].
+///
+/// ```
+/// use xhttp_core::body::{mark_not_replayed, NotReplayed};
+///
+/// let mut outcome: Result<http::Response<()>, xhttp_core::Error> = Ok(http::Response::new(()));
+/// mark_not_replayed(&mut outcome);
+/// assert!(outcome.unwrap().extensions().get::<NotReplayed>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotReplayed;
+
+/// Marks a first outcome returned because its request's body could not be replayed: a
+/// response gets [`NotReplayed`], an error [`Error::with_body_not_replayable`].
+///
+/// ```
+/// use xhttp_core::{body::mark_not_replayed, Error};
+///
+/// let mut outcome: Result<http::Response<()>, Error> =
+///     Err(Error::from_status(http::StatusCode::SERVICE_UNAVAILABLE));
+/// mark_not_replayed(&mut outcome);
+/// assert!(outcome.unwrap_err().is_body_not_replayable());
+/// ```
+pub fn mark_not_replayed<T>(outcome: &mut Result<http::Response<T>, Error>) {
+    match outcome {
+        Ok(response) => {
+            response.extensions_mut().insert(NotReplayed);
+        }
+        Err(err) => *err = err.clone().with_body_not_replayable(),
+    }
 }

@@ -216,6 +216,9 @@ struct Inner {
     attempts: u32,
     never_sent: bool,
     refresh_failure: Option<RefreshFailure>,
+    body_not_replayable: bool,
+    required_scope: Option<Box<str>>,
+    problem: Option<Arc<crate::problem::Problem>>,
     source: Option<Source>,
 }
 
@@ -236,6 +239,9 @@ impl Error {
                 attempts: 0,
                 never_sent: false,
                 refresh_failure: None,
+                body_not_replayable: false,
+                required_scope: None,
+                problem: None,
                 source: None,
             }),
         }
@@ -402,6 +408,46 @@ impl Error {
         self
     }
 
+    /// Marks a first outcome that was returned, not sent again, because the request's body
+    /// could not be replayed (a streaming body past its replay cap; see
+    /// [`body::mark_not_replayed`](crate::body::mark_not_replayed)).
+    ///
+    /// ```
+    /// let err = xhttp_core::Error::from_status(http::StatusCode::SERVICE_UNAVAILABLE)
+    ///     .with_body_not_replayable();
+    /// assert!(err.is_body_not_replayable());
+    /// ```
+    pub fn with_body_not_replayable(mut self) -> Self {
+        self.inner_mut().body_not_replayable = true;
+        self
+    }
+
+    /// Records the scope a `403` with `WWW-Authenticate: Bearer error="insufficient_scope"`
+    /// asked for (RFC 6750 section 3.1), cleaned, masked and capped as a message is.
+    ///
+    /// ```
+    /// let err = xhttp_core::Error::from_status(http::StatusCode::FORBIDDEN)
+    ///     .with_required_scope("orders:write orders:read");
+    /// assert_eq!(err.required_scope(), Some("orders:write orders:read"));
+    /// ```
+    pub fn with_required_scope(mut self, scope: impl Into<String>) -> Self {
+        self.inner_mut().required_scope = kept(&scope.into());
+        self
+    }
+
+    /// Records the RFC 9457 problem details the server answered with.
+    ///
+    /// ```
+    /// use xhttp_core::problem::Problem;
+    /// let problem = Problem::from_json(br#"{"title":"Out of credit","balance":30}"#).unwrap();
+    /// let err = xhttp_core::Error::from_status(http::StatusCode::FORBIDDEN).with_problem(problem);
+    /// assert_eq!(err.problem().and_then(|p| p.title()), Some("Out of credit"));
+    /// ```
+    pub fn with_problem(mut self, problem: crate::problem::Problem) -> Self {
+        self.inner_mut().problem = Some(Arc::new(problem));
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -455,6 +501,24 @@ impl Error {
     /// What failed in a token refresh, for `RefreshFailed` errors whose layer recorded it.
     pub fn refresh_failure(&self) -> Option<RefreshFailure> {
         self.inner.refresh_failure
+    }
+
+    /// Whether this is a first outcome returned without a replay because the request's body
+    /// could not be sent again (retry or refresh would have replayed it otherwise).
+    pub fn is_body_not_replayable(&self) -> bool {
+        self.inner.body_not_replayable
+    }
+
+    /// The scope a `Bearer error="insufficient_scope"` challenge asked for, when the status
+    /// layer read one.
+    pub fn required_scope(&self) -> Option<&str> {
+        self.inner.required_scope.as_deref()
+    }
+
+    /// The server's RFC 9457 problem details (`application/problem+json`), when the status
+    /// layer read them.
+    pub fn problem(&self) -> Option<&crate::problem::Problem> {
+        self.inner.problem.as_deref()
     }
 
     /// Whether a timeout of any scope fired.
@@ -557,6 +621,15 @@ impl fmt::Debug for Error {
         }
         if inner.never_sent {
             d.field("never_sent", &true);
+        }
+        if inner.body_not_replayable {
+            d.field("body_not_replayable", &true);
+        }
+        if let Some(scope) = &inner.required_scope {
+            d.field("required_scope", scope);
+        }
+        if let Some(problem) = &inner.problem {
+            d.field("problem", problem);
         }
         if let Some(failure) = inner.refresh_failure {
             d.field("refresh_failure", &failure);

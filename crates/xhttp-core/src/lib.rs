@@ -30,12 +30,14 @@
 #![deny(unsafe_code)]
 
 pub mod body;
+pub mod challenge;
 pub mod clock;
 pub mod collect;
 pub mod error;
 pub mod json;
 pub mod mask;
 pub mod origin;
+pub mod problem;
 pub mod redact;
 pub mod retry_after;
 pub mod timeout;

@@ -11,6 +11,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service, ServiceExt};
 use xhttp_auth::GenerationSlot;
+use xhttp_core::body::{can_replay, mark_not_replayed, TryCloneBody};
 use xhttp_core::Error;
 
 use crate::{Config, Replayed};
@@ -30,7 +31,7 @@ where
     S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: TryCloneBody + Send + 'static,
     T: Send + 'static,
 {
     async fn run(
@@ -55,8 +56,13 @@ where
             }
             return Err(err);
         }
-        let Some(request) = self.request else {
+        // Decided now, not when the copy was taken: a streaming body that outgrew its replay
+        // cap during the first send cannot be sent again. The token is refreshed either way,
+        // for the next call.
+        let Some(request) = self.request.filter(|request| can_replay(request)) else {
             tracing::debug!("request body cannot be replayed: returning the first outcome");
+            let mut first = first;
+            mark_not_replayed(&mut first);
             return first;
         };
         drop(first);
@@ -124,7 +130,7 @@ where
     S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: TryCloneBody + Send + 'static,
     T: Send + 'static,
 {
     type Output = Result<Response<T>, Error>;

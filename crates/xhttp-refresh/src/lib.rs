@@ -55,7 +55,6 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod challenge;
 mod future;
 
 use std::any::Any;
@@ -67,12 +66,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower::{BoxError, Layer, Service};
 use xhttp_auth::{GenerationSlot, TokenManager};
-use xhttp_core::body::{try_clone_request, TryCloneBody};
+use xhttp_core::body::{copy_for_replay, TryCloneBody};
 use xhttp_core::json::{business_code, normalize};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
-pub use challenge::{bearer_error, is_invalid_token};
 pub use future::ResponseFuture;
+pub use xhttp_core::challenge::{bearer_error, is_invalid_token};
 
 /// Per-request option: never refresh for this request (axios-auth-refresh's
 /// `skipAuthRefresh`); its rejection comes back as it is.
@@ -370,7 +369,8 @@ where
         }
         // Cloned before the slot goes in: a request with no extensions of its own clones
         // without allocating a map; the replay gets a slot of its own anyway.
-        let replay = try_clone_request(&request).map(Box::new);
+        // Whether the copy can be sent is decided when the replay would happen.
+        let replay = copy_for_replay(&request).map(Box::new);
         let slot = GenerationSlot::new();
         request.extensions_mut().insert(slot.clone());
         let future = self.inner.call(request);

@@ -422,3 +422,90 @@ async fn a_rejection_from_an_older_session_is_session_changed_without_a_replay()
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("access-user-b") && !shown.contains("refresh-user-b"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_put_past_its_replay_cap_refreshes_once_and_returns_its_first_401_marked() {
+    let (manager, grant) = manager().await;
+    let lengths = Arc::new(Mutex::new(Vec::new()));
+    let log = lengths.clone();
+    let upstream = service_fn(move |request: Request<Body>| {
+        let log = log.clone();
+        let token = request.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        async move {
+            let read = request.into_body().collect().await?.to_bytes().len();
+            log.lock().unwrap().push(read);
+            Ok::<_, Error>(if token == "Bearer access-0" {
+                status(401)
+            } else {
+                status(200)
+            })
+        }
+    });
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    // 128 KiB in two frames, with no size hint: the cap is passed during the first send.
+    let frames =
+        (0..2).map(|_| Ok::<_, Error>(http_body::Frame::data(Bytes::from(vec![7u8; 64 * 1024]))));
+    let stream =
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+    let body = Body::replayable(stream, xhttp_core::body::DEFAULT_REPLAY_CAP);
+    let request = Request::put("https://api.example.com/blob")
+        .body(body)
+        .unwrap();
+
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 401, "the first outcome");
+    assert!(response
+        .extensions()
+        .get::<xhttp_core::body::NotReplayed>()
+        .is_some());
+    assert_eq!(
+        *lengths.lock().unwrap(),
+        [128 * 1024],
+        "one inner call, never a replay"
+    );
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1, "one token call");
+
+    // The token was refreshed for the next call.
+    let next = Request::put("https://api.example.com/blob")
+        .body(Body::from("small"))
+        .unwrap();
+    assert_eq!(service.oneshot(next).await.unwrap().status(), 200);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_error_for_a_streaming_body_past_its_cap_is_returned_marked() {
+    let (manager, grant) = manager().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let upstream = service_fn(move |request: Request<Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = request.into_body().collect().await?;
+            Err::<Response<Bytes>, _>(Error::from_status(StatusCode::UNAUTHORIZED))
+        }
+    });
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    let frames =
+        (0..2).map(|_| Ok::<_, Error>(http_body::Frame::data(Bytes::from(vec![7u8; 64 * 1024]))));
+    let stream =
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+    let body = Body::replayable(stream, xhttp_core::body::DEFAULT_REPLAY_CAP);
+    let request = Request::put("https://api.example.com/blob")
+        .body(body)
+        .unwrap();
+    let err = service.oneshot(request).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    assert!(err.is_body_not_replayable());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+    for printed in [format!("{err}"), format!("{err:?}")] {
+        assert!(!printed.contains("access-"), "{printed}");
+        assert!(!printed.contains("refresh-"), "{printed}");
+    }
+}

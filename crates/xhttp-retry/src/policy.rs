@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use tower::retry::budget::{Budget, TpsBudget};
-use xhttp_core::body::{try_clone_request, TryCloneBody};
+use xhttp_core::body::{can_replay, copy_for_replay, mark_not_replayed, TryCloneBody};
 use xhttp_core::{
     is_idempotent, Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClock,
 };
@@ -505,6 +505,14 @@ where
             self.finish(result);
             return None;
         }
+        // Decided now, after the attempt, not when the copy was taken: a streaming body that
+        // outgrew its replay cap during the attempt cannot be sent again.
+        if !can_replay(request) {
+            tracing::debug!("request body cannot be replayed: returning the first outcome");
+            self.finish(result);
+            mark_not_replayed(result);
+            return None;
+        }
         let delay = match retry_after {
             Some(wait) if wait > settings.retry_after_cap => {
                 tracing::debug!(retry_after = ?wait, "Retry-After beyond the cap: not retrying");
@@ -560,8 +568,9 @@ where
             return None;
         }
         // Copied before every attempt, the last one included, so that `retry` sees every
-        // outcome and can record the attempt count on the final one.
-        try_clone_request(request)
+        // outcome and can record the attempt count on the final one. Whether the copy can be
+        // sent is asked in `retry`, once the attempt has read the body.
+        copy_for_replay(request)
     }
 }
 

@@ -1063,3 +1063,122 @@ fn outside_a_runtime_a_retry_is_a_config_error_not_a_panic() {
     assert_eq!(err.attempts(), 1);
     assert_eq!(log.calls(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Replay of streaming bodies: decided when the retry would happen.
+
+/// A streaming body of `chunks` 64 KiB frames with no size hint, under a 64 KiB replay cap.
+fn streaming(chunks: usize) -> Body {
+    let frames = (0..chunks)
+        .map(|_| Ok::<_, Error>(http_body::Frame::data(Bytes::from(vec![7u8; 64 * 1024]))));
+    let stream =
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+    Body::replayable(stream, xhttp_core::body::DEFAULT_REPLAY_CAP)
+}
+
+/// An upstream that reads each request's whole body, records its length, and answers
+/// `reply(n)` for the n-th call.
+fn reading_upstream(
+    lengths: &Arc<Mutex<Vec<usize>>>,
+    reply: impl Fn(usize) -> Reply + Clone + Send + Sync + 'static,
+) -> impl Service<Request<Body>, Response = Response<()>, Error = Error> + Clone {
+    let lengths = lengths.clone();
+    service_fn(move |request: Request<Body>| {
+        let (lengths, reply) = (lengths.clone(), reply.clone());
+        async move {
+            use http_body_util::BodyExt;
+            let read = request.into_body().collect().await?.to_bytes().len();
+            let n = {
+                let mut lengths = lengths.lock().unwrap();
+                lengths.push(read);
+                lengths.len() - 1
+            };
+            reply(n)
+        }
+    })
+}
+
+async fn put_through_retry<S>(inner: S, body: Body) -> Reply
+where
+    S: Service<Request<Body>, Response = Response<()>, Error = Error> + Clone,
+{
+    let request = Request::put("https://api.example.com/blob")
+        .body(body)
+        .unwrap();
+    ServiceBuilder::new()
+        .layer(DeadlineLayer::new(DEADLINE))
+        .layer(RetryLayer::new(max_jitter().build().unwrap()))
+        .service(inner)
+        .oneshot(request)
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_put_past_its_replay_cap_returns_its_first_503_response_marked() {
+    let lengths = Arc::new(Mutex::new(Vec::new()));
+    let inner = reading_upstream(&lengths, |_| status(503));
+    let response = put_through_retry(inner, streaming(2)).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .extensions()
+        .get::<xhttp_core::body::NotReplayed>()
+        .is_some());
+    assert_eq!(attempts_of(&response), Some(Attempts(1)));
+    assert_eq!(
+        *lengths.lock().unwrap(),
+        [128 * 1024],
+        "exactly one call, the whole body"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_put_past_its_replay_cap_returns_its_first_503_error_marked() {
+    let lengths = Arc::new(Mutex::new(Vec::new()));
+    let inner = reading_upstream(&lengths, |_| {
+        Err(Error::from_status(StatusCode::SERVICE_UNAVAILABLE))
+    });
+    let err = put_through_retry(inner, streaming(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert!(err.is_body_not_replayable());
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(lengths.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_put_within_its_replay_cap_is_retried_with_the_same_bytes() {
+    let lengths = Arc::new(Mutex::new(Vec::new()));
+    let inner = reading_upstream(&lengths, |n| status(if n == 0 { 503 } else { 200 }));
+    let response = put_through_retry(inner, streaming(1)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .extensions()
+        .get::<xhttp_core::body::NotReplayed>()
+        .is_none());
+    assert_eq!(*lengths.lock().unwrap(), [64 * 1024, 64 * 1024]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_whose_size_hint_is_over_its_cap_is_refused_up_front_and_sent_once() {
+    // The upstream does not read the body: the size hint alone decides.
+    let log = Log::default();
+    let calls = log.clone();
+    let inner = service_fn(move |_: Request<Body>| {
+        calls.0.lock().unwrap().push(Seen {
+            at: Instant::now(),
+            method: Method::PUT,
+            headers: HeaderMap::new(),
+        });
+        async { status(503) }
+    });
+    let large = http_body_util::Full::new(Bytes::from(vec![1u8; 128 * 1024]));
+    let body = Body::replayable(large, xhttp_core::body::DEFAULT_REPLAY_CAP);
+    assert!(!body.is_replayable());
+    let response = put_through_retry(inner, body).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .extensions()
+        .get::<xhttp_core::body::NotReplayed>()
+        .is_some());
+    assert_eq!(log.calls(), 1);
+}

@@ -12,16 +12,22 @@
 //! (`Basic realm="Bearer error=\"invalid_token\""`) is read as the text it is, and never
 //! triggers a refresh. Lenient where servers are sloppy (case, spaces around `=`, empty list
 //! elements, bare values), strict about quoting; it never panics.
+//!
+//! The one parser of the workspace: refresh reads `invalid_token` with it, status reads the
+//! scope of `insufficient_scope` ([`required_scope`]).
 
 /// One challenge: its scheme and its parameters (names lowercase, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
-    pub(crate) scheme: String,
-    pub(crate) params: Vec<(String, String)>,
+pub struct Challenge {
+    /// The auth scheme as sent (`Bearer`, `Basic`...); compare without case.
+    pub scheme: String,
+    /// The auth-params in order, names lowercase, values unquoted. Empty for a `token68`.
+    pub params: Vec<(String, String)>,
 }
 
 impl Challenge {
-    fn param(&self, name: &str) -> Option<&str> {
+    /// The value of the parameter `name` (lowercase), if present.
+    pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
@@ -37,7 +43,7 @@ impl Challenge {
 /// challenge's quoted value never does. Never panics.
 ///
 /// ```
-/// use xhttp_refresh::bearer_error;
+/// use xhttp_core::challenge::bearer_error;
 /// assert_eq!(
 ///     bearer_error(r#"Bearer realm="api", error="invalid_token", error_description="expired""#),
 ///     Some("invalid_token".to_string())
@@ -57,7 +63,7 @@ pub fn bearer_error(header: &str) -> Option<String> {
 /// Whether the header carries a Bearer challenge with `error="invalid_token"`.
 ///
 /// ```
-/// use xhttp_refresh::is_invalid_token;
+/// use xhttp_core::challenge::is_invalid_token;
 /// assert!(is_invalid_token(r#"Basic realm="x", Bearer error="invalid_token""#));
 /// assert!(!is_invalid_token(r#"Digest realm="x", nonce="Bearer error=invalid_token""#));
 /// ```
@@ -69,9 +75,38 @@ pub fn is_invalid_token(header: &str) -> bool {
     })
 }
 
+/// The `scope` of the first `Bearer` challenge whose `error` is `insufficient_scope`
+/// (RFC 6750 section 3.1: the scope the request needs), unquoted.
+///
+/// ```
+/// use xhttp_core::challenge::required_scope;
+/// assert_eq!(
+///     required_scope(r#"Bearer error="insufficient_scope", scope="a b""#).as_deref(),
+///     Some("a b")
+/// );
+/// assert_eq!(required_scope(r#"Bearer error="invalid_token", scope="a""#), None);
+/// assert_eq!(required_scope(r#"Basic realm="error=insufficient_scope, scope=a""#), None);
+/// ```
+pub fn required_scope(header: &str) -> Option<String> {
+    parse(header)
+        .into_iter()
+        .find(|c| {
+            c.scheme.eq_ignore_ascii_case("bearer")
+                && c.param("error")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("insufficient_scope"))
+        })
+        .and_then(|c| c.param("scope").map(str::to_owned))
+}
+
 /// The challenges of one header value, in order. A malformed part ends the parse: what came
 /// before it is kept, nothing after it is guessed at.
-pub(crate) fn parse(header: &str) -> Vec<Challenge> {
+///
+/// ```
+/// let challenges = xhttp_core::challenge::parse(r#"Basic realm="x", Bearer scope="a b""#);
+/// assert_eq!(challenges.len(), 2);
+/// assert_eq!(challenges[1].param("scope"), Some("a b"));
+/// ```
+pub fn parse(header: &str) -> Vec<Challenge> {
     let mut cursor = Cursor {
         bytes: header.as_bytes(),
         at: 0,
