@@ -216,3 +216,54 @@ async fn huge_failure_messages_leave_the_report_ring_within_its_byte_budget() {
         assert!(!record.message.contains("SECRET-AT"), "{}", record.message);
     }
 }
+
+#[tokio::test]
+async fn one_trip_without_retries_reports_one_attempt() {
+    let server = TestServer::start().await;
+    // No retry layer in the client.
+    let no_retry = Client::builder()
+        .base_url(server.base_url())
+        .status(StatusLayer::new())
+        .no_retry()
+        .build()
+        .unwrap();
+    let err = no_retry.get("/status/503").send().await.unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(err.attempts(), 1);
+
+    // Retries off for one request through the retry layer's override.
+    let err = client(&server)
+        .get("/status/503")
+        .extension(xhttp::retry::RetryOverride::Off)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(server.counters().hits(Route::Status), 2, "one trip each");
+
+    // A connection that never carried the request was still one attempt.
+    let refused = Client::builder()
+        .base_url(format!("http://{}", xhttp_testkit::refused_addr()))
+        .no_retry()
+        .build()
+        .unwrap();
+    let err = refused.get("/x").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert_eq!(err.attempts(), 1);
+}
+
+#[tokio::test]
+async fn a_problem_document_is_kept_on_the_error_over_a_socket() {
+    let server = TestServer::start().await;
+    let err = client(&server)
+        .get("/problem/422")
+        .send()
+        .await
+        .unwrap_err();
+    let problem = err.problem().expect("the problem document");
+    assert_eq!(problem.problem_type(), Some("https://example.com/probs/x"));
+    assert_eq!(problem.title(), Some("Unprocessable"));
+    assert_eq!(problem.detail(), Some("name must not be empty"));
+    assert_eq!(problem.status(), Some(400), "the document's own member");
+    assert_eq!(err.status(), Some(http::StatusCode::UNPROCESSABLE_ENTITY));
+}

@@ -561,13 +561,9 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        // Read from the request every time, never stored: tower calls this first on the
-        // service's own policy, which every later call on that service starts from.
-        if self.max_retries_for(request) == 0 {
-            // Retries are off for this request: no copy, and tower returns the outcome as is.
-            return None;
-        }
-        // Copied before every attempt, the last one included, so that `retry` sees every
+        // Copied even when retries are off for the request (`RetryOverride::Off`, zero
+        // retries): without a copy tower returns the outcome without showing it to `retry`,
+        // which would leave the attempt count at 0 instead of 1. Copied before every attempt, the last one included, so that `retry` sees every
         // outcome and can record the attempt count on the final one. Whether the copy can be
         // sent is asked in `retry`, once the attempt has read the body.
         copy_for_replay(request)

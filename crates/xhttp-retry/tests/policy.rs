@@ -1182,3 +1182,27 @@ async fn a_body_whose_size_hint_is_over_its_cap_is_refused_up_front_and_sent_onc
         .is_some());
     assert_eq!(log.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_off_still_record_one_attempt_on_the_error_and_the_response() {
+    let log = Log::default();
+    let mut request = get();
+    request.extensions_mut().insert(RetryOverride::Off);
+    let inner = upstream(&log, |_| {
+        Err(Error::from_status(StatusCode::SERVICE_UNAVAILABLE))
+    });
+    let (result, _) = send(max_jitter().build().unwrap(), DEADLINE, inner, request).await;
+    assert_eq!(result.unwrap_err().attempts(), 1);
+
+    let mut request = get();
+    request.extensions_mut().insert(RetryOverride::Off);
+    let inner = upstream(&log, |_| status(503));
+    let (result, _) = send(max_jitter().build().unwrap(), DEADLINE, inner, request).await;
+    assert_eq!(attempts_of(&result.unwrap()), Some(Attempts(1)));
+
+    let zero = max_jitter().max_retries(0).build().unwrap();
+    let inner = upstream(&log, |_| status(503));
+    let (result, _) = send(zero, DEADLINE, inner, get()).await;
+    assert_eq!(attempts_of(&result.unwrap()), Some(Attempts(1)));
+    assert_eq!(log.calls(), 3, "one call each");
+}

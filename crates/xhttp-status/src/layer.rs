@@ -194,7 +194,9 @@ impl Config {
     }
 
     /// The error a failure response becomes: its status, the server's message or the
-    /// default one, `Retry-After`, `WWW-Authenticate`, and the request it answered. The body
+    /// default one, `Retry-After`, `WWW-Authenticate` (and the scope an `insufficient_scope`
+    /// challenge asks for), an RFC 9457 problem document (bounded and masked by
+    /// [`Problem`](xhttp_core::problem::Problem)), and the request it answered. The body
     /// itself is not kept: errors are cloned to many callers and should stay small.
     pub(crate) fn error(&self, response: &Response<Bytes>, method: &Method, uri: &Uri) -> Error {
         let status = response.status();
@@ -212,7 +214,16 @@ impl Config {
             err = err.with_retry_after(wait);
         }
         if let Some(challenge) = challenge(headers) {
+            // Core's one challenge parser (refresh reads `invalid_token` with it).
+            if let Some(scope) = xhttp_core::challenge::required_scope(&challenge) {
+                err = err.with_required_scope(scope);
+            }
             err = err.with_challenge(challenge);
+        }
+        if message::is_problem(headers) {
+            if let Some(problem) = xhttp_core::problem::Problem::from_json(response.body()) {
+                err = err.with_problem(problem);
+            }
         }
         err
     }

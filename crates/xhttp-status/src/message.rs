@@ -50,7 +50,8 @@ pub(crate) fn from_body(
         .find_map(clean)
 }
 
-fn is_problem(headers: &HeaderMap) -> bool {
+/// Whether the response says it is an RFC 9457 problem document.
+pub(crate) fn is_problem(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -364,3 +364,125 @@ fn services_and_futures_are_send_and_sync() {
     assert_send_sync::<Status<Inner>>();
     assert_send::<xhttp_status::ResponseFuture<<Inner as Service<Request<()>>>::Future>>();
 }
+
+#[tokio::test]
+async fn a_problem_keeps_its_members_and_extensions_masked_and_bounded() {
+    let body = r#"{
+        "type": "https://example.com/probs/out-of-credit",
+        "title": "You do not have enough credit.",
+        "status": 400,
+        "detail": "Your current balance is 30, but that costs 50.",
+        "instance": "/account/12345/msgs/abc",
+        "balance": 30,
+        "accounts": ["/account/12345"],
+        "refresh_token": "SECRET-RT-1234567890",
+        "note": "access_token=SECRET-AT-1234567890"
+    }"#;
+    let err = fail_with(
+        &StatusLayer::new(),
+        response(
+            403,
+            &[("content-type", "application/problem+json; charset=utf-8")],
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(
+        err.status(),
+        Some(StatusCode::FORBIDDEN),
+        "the HTTP status wins"
+    );
+    let problem = err.problem().expect("a problem document");
+    assert_eq!(
+        problem.problem_type(),
+        Some("https://example.com/probs/out-of-credit")
+    );
+    assert_eq!(problem.title(), Some("You do not have enough credit."));
+    assert_eq!(
+        problem.detail(),
+        Some("Your current balance is 30, but that costs 50.")
+    );
+    assert_eq!(problem.instance(), Some("/account/12345/msgs/abc"));
+    assert_eq!(problem.status(), Some(400));
+    assert_eq!(problem.extension("balance"), Some("30"));
+    assert_eq!(problem.extension("accounts"), Some(r#"["/account/12345"]"#));
+    assert_eq!(problem.extension("refresh_token"), Some(r#""REDACTED""#));
+    for printed in [format!("{err}"), format!("{err:?}")] {
+        assert!(!printed.contains("SECRET"), "{printed}");
+    }
+
+    // Without the problem media type, a body with the same members is no problem document.
+    let plain = fail_with(
+        &StatusLayer::new(),
+        response(403, &[("content-type", "application/json")], body),
+    )
+    .await;
+    assert!(plain.problem().is_none());
+
+    // A document with hundreds of extension members keeps a bounded few.
+    let members: Vec<String> = (0..500).map(|i| format!(r#""m{i:03}":{i}"#)).collect();
+    let many = format!("{{{}}}", members.join(","));
+    let err = fail_with(
+        &StatusLayer::new(),
+        response(400, &[("content-type", "application/problem+json")], &many),
+    )
+    .await;
+    let problem = err.problem().unwrap();
+    assert_eq!(
+        problem.extensions().count(),
+        xhttp_core::problem::MAX_EXTENSIONS
+    );
+    assert_eq!(
+        problem.dropped_extensions(),
+        500 - xhttp_core::problem::MAX_EXTENSIONS
+    );
+}
+
+#[tokio::test]
+async fn a_403_insufficient_scope_challenge_exposes_the_required_scope() {
+    let err = fail_with(
+        &StatusLayer::new(),
+        response(
+            403,
+            &[(
+                "www-authenticate",
+                r#"Bearer realm="api", error="insufficient_scope", scope="a b""#,
+            )],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
+    assert_eq!(err.required_scope(), Some("a b"));
+
+    // Across header lines, after another scheme, as RFC 9110 allows.
+    let err = fail_with(
+        &StatusLayer::new(),
+        response(
+            403,
+            &[
+                ("www-authenticate", r#"Basic realm="x""#),
+                (
+                    "www-authenticate",
+                    r#"Bearer error=insufficient_scope, scope="orders:write""#,
+                ),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(err.required_scope(), Some("orders:write"));
+
+    // Another error, or the words inside another scheme's quoted parameter, are no scope.
+    for challenge in [
+        r#"Bearer error="invalid_token", scope="a""#,
+        r#"Basic realm="error=insufficient_scope, scope=a""#,
+    ] {
+        let err = fail_with(
+            &StatusLayer::new(),
+            response(403, &[("www-authenticate", challenge)], ""),
+        )
+        .await;
+        assert_eq!(err.required_scope(), None, "{challenge}");
+    }
+}

@@ -64,9 +64,12 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Running { call, method, uri } => call.poll(cx).map(|result| {
-                result.map(Response::from).map_err(|err| match err.uri() {
-                    Some(_) => err,
-                    None => err.with_method_uri(method, uri),
+                result.map(Response::from).map_err(|err| {
+                    let err = at_least_one_attempt(err);
+                    match err.uri() {
+                        Some(_) => err,
+                        None => err.with_method_uri(method, uri),
+                    }
                 })
             }),
             StateProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
@@ -74,5 +77,28 @@ impl Future for ResponseFuture {
                     .with_message("response future polled after completion")
             }))),
         }
+    }
+}
+
+/// An error that only a trip to the server can produce says it took one attempt when no
+/// retry layer counted (retries off for the request, or no retry layer in the client): one
+/// trip was made, and `attempts()` must not say 0. Errors raised before any trip (an invalid
+/// request, a refused duplicate, a cancelled call, a failed proactive refresh) keep 0.
+fn at_least_one_attempt(err: Error) -> Error {
+    use xhttp_core::{ErrorKind, TimeoutScope};
+    let tripped = matches!(
+        err.kind(),
+        ErrorKind::Status
+            | ErrorKind::Business
+            | ErrorKind::Decode
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::Transport
+            | ErrorKind::Unauthorized
+            | ErrorKind::Timeout(TimeoutScope::Attempt)
+    );
+    if tripped && err.attempts() == 0 {
+        err.with_attempts(1)
+    } else {
+        err
     }
 }
