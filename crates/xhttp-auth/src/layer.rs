@@ -283,8 +283,10 @@ where
                     let clone = self.inner.clone();
                     let inner = std::mem::replace(&mut self.inner, clone);
                     let config = self.config.clone();
+                    // A request with a deadline stops waiting for the refresh at it.
+                    let deadline = xhttp_core::Deadline::of(&request);
                     return ResponseFuture::waiting(Box::pin(async move {
-                        let token = config.manager.current().await?;
+                        let token = config.manager.current_until(deadline).await?;
                         config.apply(&mut request, &token)?;
                         inner
                             .oneshot(request)

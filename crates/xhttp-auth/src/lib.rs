@@ -66,13 +66,14 @@
 pub mod grant;
 mod layer;
 mod manager;
+mod retry;
 mod secret;
 pub mod store;
 mod token;
 
 pub use grant::{
     ClientCredentials, GrantResponse, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant,
-    TokenResponseFields,
+    RetrySafety, TokenResponseFields,
 };
 pub use layer::{Auth, AuthLayer, GenerationSlot, ResponseFuture, SkipAuth};
 pub use manager::{TokenManager, TokenManagerBuilder};

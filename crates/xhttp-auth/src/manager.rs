@@ -63,16 +63,19 @@
 //!   error, notice or log line can print them, even quoted by a server.
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use xhttp_core::error::RefreshFailure;
 use xhttp_core::mask::KnownSecret;
-use xhttp_core::{Error, ErrorKind, SharedClock, TokioClock};
+use xhttp_core::{Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClock};
 
 use crate::grant::{GrantResponse, RefreshGrant};
+use crate::retry::{self, Backoff};
 use crate::store::{MemoryStore, StoredTokens, Swap, TokenStore};
 use crate::token::{check_access_token, check_duration, check_refresh_token, Token, Windows};
 use crate::Secret;
@@ -142,13 +145,23 @@ struct Shared {
     broken: Option<Error>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Config {
     windows: Windows,
     refresh_timeout: Duration,
     cooldown: Duration,
     soft_interval: Duration,
+    /// Between the token calls of one flight.
+    backoff: Backoff,
+    /// Between rejection-triggered refreshes whose tokens the server rejected at once.
+    rejection_base: Duration,
+    rejection_cap: Duration,
 }
+
+/// A token rejected less than this after a rejection-triggered refresh issued it counts as
+/// "the server rejects even fresh tokens" (the answer to a request sent with it is back within
+/// a request's time, seconds; 30 s leaves room for a slow one).
+const FRESH_REJECTION: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct State {
@@ -162,14 +175,25 @@ struct State {
     /// Counts sessions, so that a refresh started in one never lands in the next.
     epoch: u64,
     flight: Option<Flight>,
-    /// A rejection-triggered refresh runs: every caller waits for it.
-    paused: bool,
-    /// The refresh credential is dead: fail fast until new tokens are set.
-    expired: bool,
-    /// When the last background refresh in the soft window started.
+    /// The newest generation the server rejected: a token of this generation or older is
+    /// dead, and is never handed out again (callers wait for, or start, the next refresh).
+    dead: u64,
+    /// The refresh credential is dead: the one error every caller gets, at once, until new
+    /// tokens are set (cloned, so every caller sees the same message and attempt count).
+    expired: Option<Error>,
+    /// When the last *failed* background refresh in the soft window started (a successful
+    /// one clears it, so the next token gets its own soft window).
     soft_attempt: Option<Instant>,
-    /// The last transient failure and when its attempt started, for the cool-down.
+    /// The last failed refresh and when it ended, for the cool-down.
     failed: Option<(Instant, Error)>,
+    /// When the current token was installed, and whether a rejection-triggered refresh
+    /// issued it.
+    issued: Option<(Instant, bool)>,
+    /// Tokens from rejection-triggered refreshes that the server rejected at once, in a row.
+    churn: u32,
+    /// No rejection-triggered refresh starts before this instant (the churn back-off); the
+    /// error callers get meanwhile.
+    hold: Option<(Instant, Error)>,
     /// Names the login session: a new one with every `set_tokens` and `clear`, the same across
     /// refreshes. Dedupe keys on it, so that responses never cross sessions.
     session: Option<Arc<str>>,
@@ -190,9 +214,11 @@ impl State {
         self.epoch += 1;
         self.session_floor = self.generation + 1;
         self.flight = None;
-        self.paused = false;
         self.failed = None;
         self.soft_attempt = None;
+        self.issued = None;
+        self.churn = 0;
+        self.hold = None;
     }
 
     /// Makes `token` current, with its secrets registered for exactly as long.
@@ -222,6 +248,19 @@ struct Flight {
 }
 
 impl Flight {
+    /// Waits for the outcome, or until the caller's deadline, whichever comes first. A
+    /// waiter that gives up never cancels the flight: the others still get its outcome.
+    async fn wait_until(self, deadline: Option<Deadline>) -> Outcome {
+        let Some(deadline) = deadline else {
+            return self.wait().await;
+        };
+        match tokio::time::timeout_at(deadline.0, self.wait()).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => Err(Error::timeout(TimeoutScope::Total)
+                .with_message("the call's deadline passed while it waited for the token refresh")),
+        }
+    }
+
     async fn wait(mut self) -> Outcome {
         match self.outcome.wait_for(Option::is_some).await {
             Ok(outcome) => match &*outcome {
@@ -240,6 +279,7 @@ impl Flight {
 
 fn flight_lost() -> Error {
     Error::new(ErrorKind::RefreshFailed)
+        .with_refresh_failure(RefreshFailure::Other)
         .with_message("the token refresh task ended without an outcome")
 }
 
@@ -292,25 +332,90 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// How long one refresh may take before every waiter gets `RefreshFailed` (default 10 s:
-    /// axios-auth-refresh has none, and a hung token endpoint hangs every request). Zero or
-    /// more than ten years is a `Config` error.
+    /// The refresh deadline: how long one refresh may take, **its retries included**, before
+    /// every waiter gets `RefreshFailed` (default 10 s: axios-auth-refresh has none, and a
+    /// hung token endpoint hangs every request). Within it the flight retries the token
+    /// calls the server did not process (see [`refresh_backoff`](Self::refresh_backoff));
+    /// a retry whose wait would end past it is not made, and the last failure is returned
+    /// at once. Zero or more than ten years is a `Config` error.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.config.refresh_timeout = timeout;
         self
     }
 
-    /// After a transient failure, how long from that attempt's start callers that need a
-    /// refresh get its error at once instead of a new attempt (default 1 s; at most ten
-    /// years).
+    /// The waits between the token calls of one refresh: retry `n` (from 0) waits the
+    /// server's `Retry-After` when it sent one, else `min(base * 2^n, cap)` scaled by a random
+    /// factor in `[0.5, 1]` (equal jitter, never zero). Default 100 ms and 2 s: a 10 s
+    /// refresh deadline holds about eight calls. Which failures are retried is the grant's
+    /// [`RetrySafety`](crate::grant::RetrySafety): never `invalid_grant` or another 4xx but
+    /// 408 and 429, and never, for a rotating grant, a failure after which the server may
+    /// have consumed the refresh token. A zero `base`, a `cap` below it or over ten years is
+    /// a `Config` error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_auth::{RefreshGrant, TokenManager};
+    ///
+    /// fn build(grant: impl RefreshGrant) -> TokenManager {
+    ///     TokenManager::builder(grant)
+    ///         .refresh_backoff(Duration::from_millis(200), Duration::from_secs(1))
+    ///         .refresh_jitter(|| 1.0) // deterministic: always the full bound
+    ///         .build()
+    /// }
+    /// ```
+    pub fn refresh_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.config.backoff.base = base;
+        self.config.backoff.cap = cap;
+        self
+    }
+
+    /// The random source of [`refresh_backoff`](Self::refresh_backoff)'s jitter: a value in
+    /// `[0, 1]` (default a fast thread-local generator; NaN or values outside are clamped).
+    /// Tests pass a constant to make the waits exact.
+    pub fn refresh_jitter(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.config.backoff.jitter = Arc::new(random);
+        self
+    }
+
+    /// After a failed refresh, how long from **the end** of that refresh (timeouts included)
+    /// callers that need a refresh get its error at once instead of a new one (default 1 s;
+    /// at most ten years). Counted from the end, a refresh that timed out after 10 s is
+    /// followed by a second of quiet, not by a new token call per wave of callers.
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.config.cooldown = cooldown;
         self
     }
 
-    /// How often a background refresh may start in the soft window (default once a minute,
-    /// so a failing token endpoint is not called on every request while the token is valid;
-    /// at most ten years).
+    /// How a server that rejects even fresh tokens is kept from costing a token call per
+    /// request. When the server rejects a token less than 30 s after a rejection-triggered
+    /// refresh issued it, for the `k`-th time in a row, no rejection-triggered refresh starts
+    /// before `min(base * 2^(k-1), cap)` after that token was issued; meanwhile callers with
+    /// the dead token get `Unauthorized` at once. Default 1 s and 60 s: over `T` seconds of
+    /// such rejections, at most about `log2(cap / base) + 2 + T / cap` token calls (21
+    /// sequential calls at one instant cost 1; one a second for 21 s cost 5). A token that
+    /// lives longer, or one a proactive refresh issued, ends the streak. A zero `base`, a
+    /// `cap` below it or over ten years is a `Config` error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xhttp_auth::{RefreshGrant, TokenManager};
+    ///
+    /// fn build(grant: impl RefreshGrant) -> TokenManager {
+    ///     TokenManager::builder(grant)
+    ///         .rejection_backoff(Duration::from_secs(2), Duration::from_secs(300))
+    ///         .build()
+    /// }
+    /// ```
+    pub fn rejection_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.config.rejection_base = base;
+        self.config.rejection_cap = cap;
+        self
+    }
+
+    /// How often a background refresh may start in the soft window **after a failed one**
+    /// (default once a minute, so a failing token endpoint is not called on every request
+    /// while the token is valid; at most ten years). A successful background refresh never
+    /// delays the next token's: every token gets its soft-window refresh.
     pub fn soft_retry_interval(mut self, interval: Duration) -> Self {
         self.config.soft_interval = interval;
         self
@@ -390,6 +495,21 @@ impl TokenManagerBuilder {
         check_duration("refresh timeout", config.refresh_timeout)?;
         check_duration("cool-down", config.cooldown)?;
         check_duration("soft retry interval", config.soft_interval)?;
+        for (name, base, cap) in [
+            ("refresh backoff", config.backoff.base, config.backoff.cap),
+            (
+                "rejection backoff",
+                config.rejection_base,
+                config.rejection_cap,
+            ),
+        ] {
+            check_duration(name, cap)?;
+            if base.is_zero() || base > cap {
+                return Err(Error::config(format!(
+                    "the token manager's {name} must start above zero and at most at its cap"
+                )));
+            }
+        }
         if self.timed && tokio::runtime::Handle::try_current().is_err() {
             return Err(no_runtime());
         }
@@ -419,6 +539,9 @@ impl TokenManager {
                 refresh_timeout: Duration::from_secs(10),
                 cooldown: Duration::from_secs(1),
                 soft_interval: Duration::from_secs(60),
+                backoff: Backoff::new(),
+                rejection_base: Duration::from_secs(1),
+                rejection_cap: Duration::from_secs(60),
             },
             on_session_expired: None,
             timed: false,
@@ -472,7 +595,8 @@ impl TokenManager {
                 &self.shared.config.windows,
             ));
             state.install(token.clone());
-            state.expired = false;
+            state.issued = Some((now, false));
+            state.expired = None;
             token
         };
         self.shared.changed.notify_waiters();
@@ -490,7 +614,7 @@ impl TokenManager {
             let mut state = lock(&self.shared.state);
             state.end_session();
             state.forget();
-            state.expired = true;
+            state.expired = Some(session_expired().with_message("logged out: log in again"));
         }
         if let Err(err) = self.shared.store.clear().await {
             tracing::warn!(error = %err, "could not clear the token store");
@@ -501,12 +625,40 @@ impl TokenManager {
     ///
     /// Returns at once with a valid token; in the soft window also starts one background
     /// refresh. In the hard window, after expiry, with no token yet (the store is consulted
-    /// first), or while a rejection-triggered refresh runs, waits for the single refresh.
+    /// first), or when the server rejected the current token (a rejected generation is
+    /// dead: it is never handed out again, whether its refresh is running or has failed),
+    /// waits for the single refresh, or starts it. Within the cool-down after a failed
+    /// refresh, gets that refresh's error at once instead.
     pub async fn current(&self) -> Outcome {
+        self.current_until(None).await
+    }
+
+    /// [`current`](Self::current), giving up at `deadline` with a `Timeout` error if it has
+    /// to wait for a refresh that long. Giving up never cancels the refresh: the other
+    /// waiters still get its outcome. The [`AuthLayer`](crate::AuthLayer) passes the
+    /// request's [`Deadline`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use xhttp_auth::TokenManager;
+    /// # async fn run(manager: TokenManager) {
+    /// let deadline = xhttp_core::Deadline::after(Duration::from_secs(2));
+    /// match manager.current_before(deadline).await {
+    ///     Ok(token) => println!("generation {}", token.generation()),
+    ///     Err(err) if err.is_timeout() => println!("no token within 2 s"),
+    ///     Err(err) => println!("{err}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn current_before(&self, deadline: Deadline) -> Outcome {
+        self.current_until(Some(deadline)).await
+    }
+
+    pub(crate) async fn current_until(&self, deadline: Option<Deadline>) -> Outcome {
         match self.shared.next_for_current() {
             Next::Use(token) => Ok(token),
             Next::Fail(err) => Err(err),
-            Next::Wait(flight) => flight.wait().await,
+            Next::Wait(flight) => flight.wait_until(deadline).await,
         }
     }
 
@@ -529,12 +681,46 @@ impl TokenManager {
     ///   `SessionExpired`, as for every call.)
     /// - The manager already holds a newer token of the same session (the late rejection of
     ///   a request that was in flight while another refresh ran): returns it with no call.
-    /// - Otherwise starts, or joins, the single refresh, and makes new callers wait for it.
+    /// - Otherwise the generation is **dead**: it is never handed out again. Starts, or
+    ///   joins, the single refresh, and new callers wait for it too. Within the cool-down
+    ///   after a failed refresh, fails at once with that refresh's error; while the server
+    ///   keeps rejecting the tokens of rejection-triggered refreshes at once, fails at once
+    ///   with `Unauthorized` until the back-off allows the next refresh
+    ///   ([`TokenManagerBuilder::rejection_backoff`]).
     pub async fn refresh_after_rejection(&self, generation: u64) -> Outcome {
+        self.refresh_after_rejection_until(generation, None).await
+    }
+
+    /// [`refresh_after_rejection`](Self::refresh_after_rejection), giving up at `deadline`
+    /// with a `Timeout` error if the refresh takes that long; the refresh goes on for the
+    /// other waiters.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use xhttp_auth::TokenManager;
+    /// # async fn run(manager: TokenManager, rejected_generation: u64) {
+    /// let deadline = xhttp_core::Deadline::after(Duration::from_secs(2));
+    /// let fresh = manager.refresh_after_rejection_before(rejected_generation, deadline).await;
+    /// # }
+    /// ```
+    pub async fn refresh_after_rejection_before(
+        &self,
+        generation: u64,
+        deadline: Deadline,
+    ) -> Outcome {
+        self.refresh_after_rejection_until(generation, Some(deadline))
+            .await
+    }
+
+    async fn refresh_after_rejection_until(
+        &self,
+        generation: u64,
+        deadline: Option<Deadline>,
+    ) -> Outcome {
         match self.shared.next_after_rejection(generation) {
             Next::Use(token) => Ok(token),
             Next::Fail(err) => Err(err),
-            Next::Wait(flight) => flight.wait().await,
+            Next::Wait(flight) => flight.wait_until(deadline).await,
         }
     }
 
@@ -569,7 +755,7 @@ impl TokenManager {
 
     /// Whether the session has expired (the refresh credential is dead).
     pub fn is_session_expired(&self) -> bool {
-        lock(&self.shared.state).expired
+        lock(&self.shared.state).expired.is_some()
     }
 }
 
@@ -580,7 +766,7 @@ impl fmt::Debug for TokenManager {
             .field("grant", &self.shared.grant)
             .field("generation", &state.generation)
             .field("refreshing", &state.flight.is_some())
-            .field("session_expired", &state.expired)
+            .field("session_expired", &state.expired.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -592,19 +778,17 @@ impl Shared {
         }
         let now = self.clock.now();
         let mut state = lock(&self.state);
-        if state.expired {
-            return Next::Fail(session_expired());
+        if let Some(err) = &state.expired {
+            return Next::Fail(err.clone());
         }
         if state.flight.as_ref().is_some_and(Flight::is_lost) {
             state.flight = None;
-            state.paused = false;
-        }
-        if state.paused {
-            if let Some(flight) = &state.flight {
-                return Next::Wait(flight.clone());
-            }
         }
         match state.token.clone() {
+            Some(token) if token.generation() <= state.dead => {
+                // Rejected by the server: wait for (or start) the next refresh, never send it.
+                self.join_or_start(&mut state, now, true)
+            }
             Some(token) if !token.in_hard_window(now) => {
                 let soft_due = state.soft_attempt.is_none_or(|at| {
                     now.saturating_duration_since(at) >= self.config.soft_interval
@@ -613,11 +797,11 @@ impl Shared {
                     state.soft_attempt = Some(now);
                     // Without a runtime there is no background refresh: the valid token
                     // serves, and the hard window reports the missing runtime.
-                    let _ = self.start_flight(&mut state, now);
+                    let _ = self.start_flight(&mut state);
                 }
                 Next::Use(token)
             }
-            _ => self.join_or_start(&mut state, now),
+            _ => self.join_or_start(&mut state, now, false),
         }
     }
 
@@ -627,8 +811,8 @@ impl Shared {
         }
         let now = self.clock.now();
         let mut state = lock(&self.state);
-        if state.expired {
-            return Next::Fail(session_expired());
+        if let Some(err) = &state.expired {
+            return Next::Fail(err.clone());
         }
         if generation < state.session_floor {
             return Next::Fail(session_changed());
@@ -636,35 +820,77 @@ impl Shared {
         if state.flight.as_ref().is_some_and(Flight::is_lost) {
             state.flight = None;
         }
-        if let Some(token) = &state.token {
+        if let Some(token) = state.token.clone() {
             if token.generation() > generation {
-                return Next::Use(token.clone());
+                return Next::Use(token);
+            }
+            if token.generation() > state.dead {
+                state.dead = token.generation();
+                self.note_rejection(&mut state, now);
             }
         }
-        let next = self.join_or_start(&mut state, now);
-        if matches!(next, Next::Wait(_)) {
-            state.paused = true;
-        }
-        next
+        self.join_or_start(&mut state, now, true)
     }
 
-    fn join_or_start(self: &Arc<Self>, state: &mut State, now: Instant) -> Next {
+    /// The server rejected the current token for the first time: if a rejection-triggered
+    /// refresh issued it moments ago, the server rejects even fresh tokens, and the next
+    /// rejection-triggered refresh is held back, longer each time in a row.
+    fn note_rejection(&self, state: &mut State, now: Instant) {
+        match state.issued {
+            Some((at, true)) if now.saturating_duration_since(at) < FRESH_REJECTION => {
+                state.churn = state.churn.saturating_add(1);
+                let wait = self
+                    .config
+                    .rejection_base
+                    .checked_mul(2u32.saturating_pow((state.churn - 1).min(31)))
+                    .map_or(self.config.rejection_cap, |d| {
+                        d.min(self.config.rejection_cap)
+                    });
+                let until = at.checked_add(wait).unwrap_or(now);
+                tracing::warn!(
+                    in_a_row = state.churn,
+                    ?wait,
+                    "the server rejected a token a refresh had just issued: holding back the next refresh"
+                );
+                let err = Error::new(ErrorKind::Unauthorized)
+                    .with_message(
+                        "the server rejected the token a refresh had just issued; the next \
+                         refresh is held back",
+                    )
+                    .with_retry_after(until.saturating_duration_since(now));
+                state.hold = Some((until, err));
+            }
+            _ => {
+                state.churn = 0;
+                state.hold = None;
+            }
+        }
+    }
+
+    fn join_or_start(self: &Arc<Self>, state: &mut State, now: Instant, rejected: bool) -> Next {
         if let Some(flight) = &state.flight {
             return Next::Wait(flight.clone());
         }
-        if let Some((started, err)) = &state.failed {
-            if now.saturating_duration_since(*started) < self.config.cooldown {
+        if let Some((ended, err)) = &state.failed {
+            if now.saturating_duration_since(*ended) < self.config.cooldown {
                 return Next::Fail(err.clone());
             }
         }
-        match self.start_flight(state, now) {
+        if rejected {
+            if let Some((until, err)) = &state.hold {
+                if now < *until {
+                    return Next::Fail(err.clone());
+                }
+            }
+        }
+        match self.start_flight(state) {
             Ok(flight) => Next::Wait(flight),
             Err(err) => Next::Fail(err),
         }
     }
 
     /// Starts the refresh task. Called with the state locked, so exactly one starts.
-    fn start_flight(self: &Arc<Self>, state: &mut State, now: Instant) -> Result<Flight, Error> {
+    fn start_flight(self: &Arc<Self>, state: &mut State) -> Result<Flight, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
         let (tell, outcome) = watch::channel(None);
         let flight = Flight { outcome };
@@ -673,18 +899,26 @@ impl Shared {
         let epoch = state.epoch;
         let shared = self.clone();
         runtime.spawn(async move {
-            let run = AssertUnwindSafe(shared.refresh(held)).catch_unwind();
-            let result = match tokio::time::timeout(shared.config.refresh_timeout, run).await {
+            let calls = AtomicU32::new(0);
+            let timeout = shared.config.refresh_timeout;
+            // One deadline for the whole flight: store lock, token calls and the waits
+            // between them.
+            let deadline = Instant::now() + timeout;
+            let run = AssertUnwindSafe(shared.refresh(held, &calls, deadline)).catch_unwind();
+            let result = match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_panic)) => {
                     Err(Error::new(ErrorKind::Internal).with_message("the token refresh panicked"))
                 }
-                Err(_elapsed) => Err(Error::new(ErrorKind::RefreshFailed).with_message(format!(
-                    "the token endpoint did not answer within {:?}",
-                    shared.config.refresh_timeout
-                ))),
+                Err(_elapsed) => Err(Error::new(ErrorKind::RefreshFailed)
+                    .with_refresh_failure(RefreshFailure::Timeout)
+                    .with_message(format!(
+                        "the token refresh did not finish within {timeout:?}"
+                    ))),
             };
-            let outcome = shared.finish(result, now, epoch).await;
+            let calls = calls.load(Ordering::SeqCst);
+            let result = result.map_err(|err| err.with_attempts(calls));
+            let outcome = shared.finish(result, epoch).await;
             // Nobody waiting is fine: the outcome is in the state already.
             let _ = tell.send(Some(outcome));
         });
@@ -692,9 +926,14 @@ impl Shared {
     }
 
     /// One refresh, as the store's protocol says: lock, adopt what another process stored,
-    /// or call the grant and compare-and-swap the result in.
-    async fn refresh(&self, held: Option<Arc<Token>>) -> Result<TokenData, Error> {
-        let _fleet_lock = self.store.lock().await.map_err(as_refresh_failed)?;
+    /// or call the grant (retrying what may be retried) and compare-and-swap the result in.
+    async fn refresh(
+        &self,
+        held: Option<Arc<Token>>,
+        calls: &AtomicU32,
+        deadline: Instant,
+    ) -> Result<TokenData, Error> {
+        let _fleet_lock = self.store.lock().await.map_err(store_failed)?;
         let stored = match self.store.load().await {
             Ok(stored) => stored.filter(|stored| match check_stored(stored) {
                 Ok(()) => true,
@@ -725,7 +964,9 @@ impl Shared {
         if self.grant.needs_refresh_token() && refresh_token.is_none() {
             return Err(session_expired().with_message("no refresh token: log in first"));
         }
-        let response = self.grant.request(refresh_token.as_ref()).await?;
+        let response = self
+            .request_with_retries(refresh_token.as_ref(), calls, deadline)
+            .await?;
         check_access_token(&response.access_token)
             .and_then(|()| {
                 response
@@ -733,7 +974,11 @@ impl Shared {
                     .as_ref()
                     .map_or(Ok(()), check_refresh_token)
             })
-            .map_err(|why| Error::new(ErrorKind::RefreshFailed).with_message(why))?;
+            .map_err(|why| {
+                Error::new(ErrorKind::RefreshFailed)
+                    .with_refresh_failure(RefreshFailure::Malformed)
+                    .with_message(why)
+            })?;
         let data = TokenData::from_grant(response, refresh_token.clone());
         let new = self.data_to_stored(&data);
         match self.store.swap(refresh_token.as_ref(), &new).await {
@@ -750,14 +995,53 @@ impl Shared {
         }
     }
 
+    /// The grant's call, sent again after the failures [`retry::retries`] allows for this
+    /// grant, with [`Backoff`] waits, as long as the wait ends before `deadline`. `calls`
+    /// counts the token calls, for the error's `attempts()`.
+    async fn request_with_retries(
+        &self,
+        refresh_token: Option<&Secret>,
+        calls: &AtomicU32,
+        deadline: Instant,
+    ) -> Result<GrantResponse, Error> {
+        let safety = self.grant.retry_safety();
+        let mut retry: u32 = 0;
+        loop {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let err = match self.grant.request(refresh_token).await {
+                Ok(response) => return Ok(response),
+                Err(err) => classify(err),
+            };
+            if !retry::retries(&err, safety) {
+                return Err(err);
+            }
+            let wait = self.config.backoff.delay(retry, &err);
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|at| at >= deadline)
+            {
+                tracing::debug!(
+                    ?wait,
+                    "token call failed; a retry would end past the refresh deadline"
+                );
+                return Err(err);
+            }
+            tracing::debug!(
+                retry,
+                ?wait,
+                status = ?err.status(),
+                failure = ?err.refresh_failure(),
+                "token call failed, retrying inside the refresh"
+            );
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
     /// Publishes a refresh's result in the state before any waiter wakes; a result of an
     /// older session (`epoch`) is dropped, and its waiters learn that the session changed.
-    async fn finish(
-        &self,
-        result: Result<TokenData, Error>,
-        started: Instant,
-        epoch: u64,
-    ) -> Outcome {
+    async fn finish(&self, result: Result<TokenData, Error>, epoch: u64) -> Outcome {
+        let now = self.clock.now();
         let outcome = {
             let mut state = lock(&self.state);
             if state.epoch != epoch {
@@ -765,9 +1049,12 @@ impl Shared {
                 return Err(session_changed());
             }
             state.flight = None;
-            state.paused = false;
             match result {
                 Ok(data) => {
+                    let after_rejection = state
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| t.generation() <= state.dead);
                     state.generation += 1;
                     let token = Arc::new(Token::new(
                         data.access,
@@ -779,17 +1066,26 @@ impl Shared {
                     ));
                     state.install(token.clone());
                     state.failed = None;
+                    // The once-a-minute limit is for failed background attempts: the new
+                    // token gets its own soft-window refresh.
+                    state.soft_attempt = None;
+                    state.issued = Some((now, after_rejection));
+                    if !after_rejection {
+                        state.churn = 0;
+                        state.hold = None;
+                    }
                     Ok(token)
                 }
                 Err(err) if err.kind() == ErrorKind::SessionExpired => {
-                    let first = !state.expired;
-                    state.expired = true;
+                    let first = state.expired.is_none();
+                    // One error value for every caller, now and later.
+                    let err = state.expired.get_or_insert(err).clone();
                     state.forget();
                     Err((err, first))
                 }
                 Err(err) => {
-                    let err = as_refresh_failed(err);
-                    state.failed = Some((started, err.clone()));
+                    let err = classify(err);
+                    state.failed = Some((now, err.clone()));
                     return Err(err);
                 }
             }
@@ -800,10 +1096,10 @@ impl Shared {
                 Ok(token)
             }
             Err((err, first)) => {
-                if let Err(clear) = self.store.clear().await {
-                    tracing::warn!(error = %clear, "could not clear the token store");
-                }
                 if first {
+                    if let Err(clear) = self.store.clear().await {
+                        tracing::warn!(error = %clear, "could not clear the token store");
+                    }
                     tracing::info!("session expired: the refresh credential was rejected");
                     if let Some(hook) = &self.on_session_expired {
                         hook();
@@ -904,14 +1200,60 @@ fn check_stored(stored: &StoredTokens) -> Result<(), &'static str> {
         .map_or(Ok(()), check_refresh_token)
 }
 
-fn as_refresh_failed(err: Error) -> Error {
+/// A refresh failure as every waiter sees it: `RefreshFailed` with what failed
+/// ([`RefreshFailure`]), the status, `Retry-After` and never-sent mark kept, the original as
+/// the cause. `SessionExpired`, `SessionChanged` and `Internal` (a panic: a bug, not a
+/// passing failure) stay as they are.
+fn classify(err: Error) -> Error {
     match err.kind() {
-        // A panic in the refresh task stays `Internal`: it is a bug, not a passing failure.
-        ErrorKind::RefreshFailed | ErrorKind::SessionExpired | ErrorKind::Internal => err,
-        _ => Error::new(ErrorKind::RefreshFailed)
-            .with_message("the token endpoint call failed")
-            .with_source(err),
+        ErrorKind::SessionExpired | ErrorKind::SessionChanged | ErrorKind::Internal => err,
+        ErrorKind::RefreshFailed if err.refresh_failure().is_some() => err,
+        ErrorKind::RefreshFailed => {
+            let failure = failure_of(&err);
+            err.with_refresh_failure(failure)
+        }
+        _ => {
+            let mut failed = Error::new(ErrorKind::RefreshFailed)
+                .with_message("the token endpoint call failed")
+                .with_refresh_failure(failure_of(&err))
+                .with_source(err.clone());
+            if let Some(status) = err.status() {
+                failed = failed.with_status(status);
+            }
+            if let Some(wait) = err.retry_after() {
+                failed = failed.with_retry_after(wait);
+            }
+            if err.is_never_sent() {
+                failed = failed.with_never_sent();
+            }
+            failed
+        }
     }
+}
+
+/// What failed, read from an error that does not say.
+fn failure_of(err: &Error) -> RefreshFailure {
+    if err.is_never_sent() {
+        return RefreshFailure::Unreachable;
+    }
+    if err.is_timeout() {
+        return RefreshFailure::Timeout;
+    }
+    match err.kind() {
+        ErrorKind::Status | ErrorKind::Business => RefreshFailure::Endpoint,
+        ErrorKind::Transport => RefreshFailure::Interrupted,
+        ErrorKind::Decode | ErrorKind::BodyTooLarge => RefreshFailure::Malformed,
+        _ if err.status().is_some() => RefreshFailure::Endpoint,
+        _ => RefreshFailure::Other,
+    }
+}
+
+/// The token store failed to lock: the refresh cannot run.
+fn store_failed(err: Error) -> Error {
+    Error::new(ErrorKind::RefreshFailed)
+        .with_message("could not lock the token store")
+        .with_refresh_failure(RefreshFailure::Other)
+        .with_source(err)
 }
 
 /// Wakes at the start of each token's soft window and asks for the token, which starts the

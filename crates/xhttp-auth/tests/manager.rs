@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use xhttp_auth::{GrantResponse, RefreshGrant, Secret, TokenManager};
+use xhttp_core::error::RefreshFailure;
 use xhttp_core::{Error, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +21,10 @@ enum Mode {
     Transient,
     InvalidGrant,
     Panic,
+    /// The endpoint answered this status (with this `Retry-After` in seconds).
+    Status(u16, Option<u64>),
+    /// A 200 whose body is not a token response.
+    Malformed,
 }
 
 /// A token endpoint in memory: counts calls, waits on a gate, rotates refresh tokens.
@@ -32,6 +37,10 @@ struct Inner {
     reuse: AtomicUsize,
     gate: watch::Sender<bool>,
     mode: Mutex<Mode>,
+    /// Outcomes for the next calls, in order, before `mode` applies again.
+    script: Mutex<std::collections::VecDeque<Mode>>,
+    /// When each call was made.
+    at: Mutex<Vec<Instant>>,
     lifetime: Mutex<Option<Duration>>,
     latency: Mutex<Duration>,
     /// The refresh token that is valid now, and every one retired.
@@ -46,6 +55,8 @@ impl Endpoint {
             reuse: AtomicUsize::new(0),
             gate: watch::channel(true).0,
             mode: Mutex::new(Mode::Ok),
+            script: Mutex::new(Default::default()),
+            at: Mutex::new(Vec::new()),
             lifetime: Mutex::new(lifetime),
             latency: Mutex::new(Duration::ZERO),
             live: Mutex::new("refresh-0".into()),
@@ -65,6 +76,14 @@ impl Endpoint {
         *self.0.mode.lock().unwrap() = mode;
     }
 
+    fn script(&self, modes: impl IntoIterator<Item = Mode>) {
+        self.0.script.lock().unwrap().extend(modes);
+    }
+
+    fn call_times(&self) -> Vec<Instant> {
+        self.0.at.lock().unwrap().clone()
+    }
+
     fn close_gate(&self) {
         self.0.gate.send_replace(false);
     }
@@ -81,13 +100,15 @@ impl RefreshGrant for Endpoint {
     ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
         Box::pin(async move {
             let n = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.at.lock().unwrap().push(Instant::now());
+            let scripted = self.0.script.lock().unwrap().pop_front();
             let mut gate = self.0.gate.subscribe();
             gate.wait_for(|open| *open).await.unwrap();
             let latency = *self.0.latency.lock().unwrap();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            let mode = *self.0.mode.lock().unwrap();
+            let mode = scripted.unwrap_or_else(|| *self.0.mode.lock().unwrap());
             match mode {
                 Mode::Ok => {}
                 Mode::Hang => std::future::pending::<()>().await,
@@ -98,6 +119,22 @@ impl RefreshGrant for Endpoint {
                     return Err(Error::new(ErrorKind::SessionExpired).with_message("invalid_grant"))
                 }
                 Mode::Panic => panic!("the grant blew up"),
+                Mode::Status(status, retry_after) => {
+                    let mut err = Error::new(ErrorKind::RefreshFailed)
+                        .with_refresh_failure(RefreshFailure::Endpoint)
+                        .with_status(http::StatusCode::from_u16(status).unwrap())
+                        .with_message(format!("the token endpoint answered {status}"));
+                    if let Some(secs) = retry_after {
+                        err = err.with_retry_after(Duration::from_secs(secs));
+                    }
+                    return Err(err);
+                }
+                Mode::Malformed => {
+                    return Err(Error::new(ErrorKind::RefreshFailed)
+                        .with_refresh_failure(RefreshFailure::Malformed)
+                        .with_status(http::StatusCode::OK)
+                        .with_message("token response is not JSON"))
+                }
             }
             let presented = refresh.map(|r| r.expose().to_string()).unwrap_or_default();
             let mut live = self.0.live.lock().unwrap();
@@ -261,8 +298,8 @@ async fn hung_token_endpoint_fails_every_waiter_at_the_refresh_timeout() {
         );
     }
     assert_eq!(endpoint.calls(), 1);
-    // The next call starts a new refresh (the cool-down counts from the failed attempt's
-    // start, 10 s ago).
+    // After the cool-down (counted from the end of the failed refresh) a new one starts.
+    tokio::time::advance(Duration::from_secs(1)).await;
     endpoint.set_mode(Mode::Ok);
     let token = manager.refresh_after_rejection(1).await.unwrap();
     assert_eq!(token.generation(), 2);
@@ -956,4 +993,395 @@ async fn the_current_tokens_are_known_secrets_while_current() {
         quoted(USER_B_REFRESH).contains(USER_B_REFRESH),
         "dropped on clear"
     );
+}
+
+// ---- A failed refresh must not fail thousands of calls (issue 10) ----
+
+/// The tokens these tests hand out and rotate: none may appear in any error.
+const ENDPOINT_SECRETS: [&str; 4] = ["access-0", "refresh-0", "access-1", "refresh-1"];
+
+fn assert_no_token(err: &Error) {
+    let shown = format!("{err} {err:?}");
+    for secret in ENDPOINT_SECRETS {
+        assert!(!shown.contains(secret), "a token is shown: {shown}");
+    }
+}
+
+/// A manager with deterministic backoff (the full bound: 100 ms, 200 ms, 400 ms, ...).
+async fn exact_manager(endpoint: &Endpoint, lifetime: Option<Duration>) -> TokenManager {
+    let manager = TokenManager::builder(endpoint.clone())
+        .refresh_jitter(|| 1.0)
+        .build();
+    manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            lifetime,
+        )
+        .await
+        .unwrap();
+    manager
+}
+
+/// `n` tasks calling `refresh_after_rejection(1)`, all registered before this returns.
+async fn rejected_waiters(
+    manager: &TokenManager,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(Result<Arc<xhttp_auth::Token>, Error>, Instant)>> {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (manager, entered) = (manager.clone(), entered.clone());
+            tokio::spawn(async move {
+                entered.fetch_add(1, Ordering::SeqCst);
+                let result = manager.refresh_after_rejection(1).await;
+                (result, Instant::now())
+            })
+        })
+        .collect();
+    while entered.load(Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    tasks
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    endpoint.script([Mode::Status(503, None), Mode::Status(503, None)]);
+    endpoint.close_gate();
+    let start = Instant::now();
+    let waiters = rejected_waiters(&manager, 20).await;
+    assert_eq!(endpoint.calls(), 1, "one flight for the 20 waiters");
+    endpoint.open_gate();
+    for waiter in waiters {
+        let (token, _) = waiter.await.unwrap();
+        assert_eq!(token.unwrap().generation(), 2, "no waiter saw the 503s");
+    }
+    assert_eq!(endpoint.calls(), 3, "exactly 3 token calls");
+    let offsets: Vec<_> = endpoint.call_times().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_millis(300)
+        ],
+        "exponential backoff between the calls"
+    );
+    assert_eq!(endpoint.reuse(), 0);
+
+    // The same at scale: 1,000 waiters, 503 twice, 3 calls, no failure. (A minute later: a
+    // token rejected at once after a rejection-triggered refresh would be held back.)
+    tokio::time::advance(Duration::from_secs(60)).await;
+    endpoint.script([Mode::Status(503, None), Mode::Status(429, None)]);
+    endpoint.close_gate();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (manager, entered) = (manager.clone(), entered.clone());
+            tokio::spawn(async move {
+                entered.fetch_add(1, Ordering::SeqCst);
+                manager.refresh_after_rejection(2).await
+            })
+        })
+        .collect();
+    while entered.load(Ordering::SeqCst) < 1000 {
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    assert_eq!(endpoint.calls(), 4);
+    endpoint.open_gate();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().generation(), 3);
+    }
+    assert_eq!(endpoint.calls(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadline() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    endpoint.script([Mode::Status(503, Some(3))]);
+    let start = Instant::now();
+    let waiters = rejected_waiters(&manager, 20).await;
+    for waiter in waiters {
+        let (token, at) = waiter.await.unwrap();
+        assert_eq!(token.unwrap().generation(), 2);
+        assert_eq!(
+            at - start,
+            Duration::from_secs(3),
+            "the server's 3 s, not 100 ms"
+        );
+    }
+    assert_eq!(endpoint.calls(), 2);
+
+    // A Retry-After past the 10 s refresh deadline: no retry, and no waiter waits for it.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    endpoint.script([Mode::Status(429, Some(30))]);
+    let start = Instant::now();
+    let waiters = rejected_waiters_of(&manager, 2, 20).await;
+    for waiter in waiters {
+        let (result, at) = waiter.await.unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(at, start, "failed at once, not at the deadline");
+        assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+        assert_eq!(err.refresh_failure(), Some(RefreshFailure::Endpoint));
+        assert_eq!(err.status(), Some(http::StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+        assert_eq!(err.attempts(), 1);
+        assert_no_token(&err);
+    }
+    assert_eq!(endpoint.calls(), 3);
+}
+
+/// Like [`rejected_waiters`], for a rejection of `generation`.
+async fn rejected_waiters_of(
+    manager: &TokenManager,
+    generation: u64,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(Result<Arc<xhttp_auth::Token>, Error>, Instant)>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                let result = manager.refresh_after_rejection(generation).await;
+                (result, Instant::now())
+            })
+        })
+        .collect();
+    settle().await;
+    tasks
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_500_from_a_rotating_grant_is_not_retried() {
+    for status in [500, 502, 504] {
+        let endpoint = Endpoint::new(None);
+        let manager = exact_manager(&endpoint, None).await;
+        endpoint.script([Mode::Status(status, None)]);
+        let waiters = rejected_waiters(&manager, 20).await;
+        for waiter in waiters {
+            let err = waiter.await.unwrap().0.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
+            assert_eq!(err.attempts(), 1);
+        }
+        assert_eq!(
+            endpoint.calls(),
+            1,
+            "{status} may have consumed the refresh token"
+        );
+        assert_eq!(endpoint.reuse(), 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    endpoint.set_mode(Mode::InvalidGrant);
+    endpoint.close_gate();
+    let waiters = rejected_waiters(&manager, 1000).await;
+    endpoint.open_gate();
+    let mut seen = HashSet::new();
+    for waiter in waiters {
+        let err = waiter.await.unwrap().0.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+        assert_eq!(err.attempts(), 1);
+        assert_no_token(&err);
+        seen.insert(format!("{err} {err:?}"));
+    }
+    // Later callers, from the expired state, get the identical error.
+    for _ in 0..20 {
+        let err = manager.current().await.unwrap_err();
+        seen.insert(format!("{err} {err:?}"));
+        let err = manager.refresh_after_rejection(1).await.unwrap_err();
+        seen.insert(format!("{err} {err:?}"));
+    }
+    assert_eq!(seen.len(), 1, "one error for everyone: {seen:?}");
+    assert!(seen.iter().all(|e| e.contains("invalid_grant")));
+    assert_eq!(endpoint.calls(), 1, "never retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    assert_eq!(manager.current().await.unwrap().generation(), 1);
+    endpoint.script([Mode::Status(500, None)]);
+    let failed = manager.refresh_after_rejection(1).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::RefreshFailed);
+    // Generation 1 is dead: 20 calls within the cool-down get the refresh's error, never
+    // the rejected token, and cost no token call.
+    for _ in 0..20 {
+        assert!(manager.current_now().is_none());
+        let err = manager.current().await.unwrap_err();
+        assert_eq!(format!("{err:?}"), format!("{failed:?}"));
+    }
+    assert_eq!(endpoint.calls(), 1);
+    // After the cool-down the next caller starts a new refresh, and everyone gets its token.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..20 {
+        let token = manager.current().await.unwrap();
+        assert_eq!(token.generation(), 2);
+        assert_eq!(token.access().expose(), "access-2");
+    }
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cool_down_counts_from_the_end_of_a_timed_out_refresh() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    endpoint.set_mode(Mode::Hang);
+    let start = Instant::now();
+    let waiters = rejected_waiters(&manager, 20).await;
+    let mut first = None;
+    for waiter in waiters {
+        let (result, at) = waiter.await.unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(at - start, Duration::from_secs(10));
+        assert_eq!(err.refresh_failure(), Some(RefreshFailure::Timeout));
+        first.get_or_insert(err);
+    }
+    endpoint.set_mode(Mode::Ok);
+    // Waves of callers right after the timeout: the error at once, no token call.
+    for _ in 0..3 {
+        for _ in 0..20 {
+            let err = manager.current().await.unwrap_err();
+            assert_eq!(err.refresh_failure(), Some(RefreshFailure::Timeout));
+        }
+        tokio::time::advance(Duration::from_millis(333)).await;
+    }
+    assert_eq!(
+        endpoint.calls(),
+        1,
+        "the cool-down applied after a 10 s timeout"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(manager.current().await.unwrap().generation(), 2);
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshes() {
+    // Every call: take the token, the API rejects it. Every refresh succeeds.
+    async fn call(manager: &TokenManager) {
+        if let Ok(token) = manager.current().await {
+            let _ = manager.refresh_after_rejection(token.generation()).await;
+        }
+    }
+
+    // 21 sequential calls at one instant: the login token's refresh, then the refreshed
+    // token is rejected at once and the next refresh is held back (1 s): 1 token call.
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    for _ in 0..21 {
+        call(&manager).await;
+    }
+    assert_eq!(endpoint.calls(), 1);
+    let err = manager.current().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    assert_no_token(&err);
+
+    // One call a second for 21 s: refreshes at 0, 1, 3, 7 and 15 s (holds of 1, 2, 4, 8, 16
+    // s after each refreshed token): 5 token calls, not 21.
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    let start = Instant::now();
+    for _ in 0..21 {
+        call(&manager).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let offsets: Vec<_> = endpoint
+        .call_times()
+        .iter()
+        .map(|t| (*t - start).as_secs())
+        .collect();
+    assert_eq!(offsets, [0, 1, 3, 7, 15]);
+    assert_eq!(endpoint.reuse(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_token_gets_its_soft_window_refresh() {
+    // 4 s tokens: 0.4 s skew, soft window from 2.88 s, hard window from 3.24 s.
+    let lifetime = Some(Duration::from_secs(4));
+    let endpoint = Endpoint::new(lifetime);
+    let manager = exact_manager(&endpoint, lifetime).await;
+    let start = Instant::now();
+    let mut last = 1;
+    for _ in 0..400 {
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let token = manager
+            .current_now()
+            .expect("no caller ever waits: every refresh is a background one");
+        assert!(token.generation() >= last);
+        last = token.generation();
+        settle().await;
+    }
+    // 20 s of 4 s tokens: a background refresh 2.9 s into each token's life (the first
+    // 50 ms step in its soft window), six in all.
+    let offsets: Vec<_> = endpoint.call_times().iter().map(|t| *t - start).collect();
+    let expected: Vec<_> = (1..=6).map(|i| Duration::from_millis(2900 * i)).collect();
+    assert_eq!(offsets, expected);
+    assert_eq!(last, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_failures_say_what_failed() {
+    async fn failure_of(modes: &[Mode]) -> Error {
+        let endpoint = Endpoint::new(None);
+        let manager = exact_manager(&endpoint, None).await;
+        endpoint.script(modes.iter().copied());
+        let err = manager.refresh_after_rejection(1).await.unwrap_err();
+        assert_no_token(&err);
+        err
+    }
+    let timeout = failure_of(&[Mode::Hang]).await;
+    assert_eq!(timeout.kind(), ErrorKind::RefreshFailed);
+    assert_eq!(timeout.refresh_failure(), Some(RefreshFailure::Timeout));
+    assert_eq!(timeout.attempts(), 1);
+
+    let endpoint = failure_of(&[Mode::Status(503, None), Mode::Status(502, None)]).await;
+    assert_eq!(endpoint.refresh_failure(), Some(RefreshFailure::Endpoint));
+    assert_eq!(endpoint.status(), Some(http::StatusCode::BAD_GATEWAY));
+    assert_eq!(endpoint.attempts(), 2, "the token calls the flight made");
+
+    let malformed = failure_of(&[Mode::Malformed]).await;
+    assert_eq!(malformed.refresh_failure(), Some(RefreshFailure::Malformed));
+    assert_eq!(malformed.attempts(), 1);
+
+    let dead = failure_of(&[Mode::InvalidGrant]).await;
+    assert_eq!(dead.kind(), ErrorKind::SessionExpired);
+    assert_eq!(dead.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_with_a_deadline_stops_at_it_without_cancelling_the_refresh() {
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    endpoint.close_gate();
+    let start = Instant::now();
+    let patient = rejected_waiters(&manager, 10).await;
+    let hurried = {
+        let manager = manager.clone();
+        let deadline = xhttp_core::Deadline::after(Duration::from_secs(2));
+        tokio::spawn(async move {
+            let result = manager.current_before(deadline).await;
+            (result, Instant::now())
+        })
+    };
+    let (result, at) = hurried.await.unwrap();
+    let err = result.unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(at - start, Duration::from_secs(2));
+    endpoint.open_gate();
+    for waiter in patient {
+        assert_eq!(waiter.await.unwrap().0.unwrap().generation(), 2);
+    }
+    assert_eq!(endpoint.calls(), 1);
 }

@@ -1,21 +1,20 @@
-//! One token request, as every grant makes it: send through the grant's own transport,
-//! retry only what is safe to send again, parse the answer.
+//! One token request, as every grant makes it: send once through the grant's own transport,
+//! parse the answer, and say what failed.
 //!
-//! # Why the refresh grants retry so little
+//! # Why nothing is retried here
 //!
-//! A rotating refresh token is consumed by the server when it answers. If the server rotated
-//! it and then failed (a 502 from a proxy, a timeout while the answer was on its way), a retry
-//! would present the consumed token again, and reuse revokes the whole token family (RFC 9700
-//! section 4.14.2): one retry logs the user out. So grants that send a refresh token retry
-//! only failures that provably never reached the server. Client credentials rotate nothing
-//! and may also retry 5xx, 429 and timeouts. Either way the budget is small (two retries,
-//! 100 ms then 200 ms): the manager's own refresh timeout bounds the whole exchange.
+//! Whether a failed token call may be sent again is decided in one place, the manager's
+//! single flight ([`crate::TokenManager`]), which knows the refresh deadline and the grant's
+//! [`RetrySafety`](super::RetrySafety). This function only makes sure the error carries what
+//! that decision needs: the status, the server's `Retry-After`, whether the request was
+//! never sent, and what failed ([`RefreshFailure`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, Uri};
 use tokio::time::Instant;
 use tower::ServiceExt;
+use xhttp_core::error::RefreshFailure;
 use xhttp_core::{Body, BodyLimit, Error, ErrorKind};
 
 use super::{parse_token_response, GrantResponse, GrantTransport, TokenResponseFields};
@@ -24,91 +23,62 @@ use super::{parse_token_response, GrantResponse, GrantTransport, TokenResponseFi
 /// broken or hostile endpoint from filling memory.
 pub(super) const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit(1024 * 1024);
 
-/// The waits before the first and second retry.
-const BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(200)];
-
 /// Secrets shorter than this are not searched for in error texts: they would match by chance.
 const MIN_SCRUBBED_SECRET: usize = 4;
 
-/// Which failures a grant sends again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RetryPolicy {
-    /// Only failures that provably never reached the server: for grants that present a
-    /// rotating refresh token.
-    NeverSent,
-    /// Also timeouts, broken connections, 408, 429, 500, 502, 503 and 504: for grants whose
-    /// request consumes nothing (client credentials).
-    Transient,
-}
-
-impl RetryPolicy {
-    fn retries_error(self, err: &Error) -> bool {
-        if err.is_never_sent() {
-            return true;
-        }
-        self == RetryPolicy::Transient
-            && matches!(err.kind(), ErrorKind::Transport | ErrorKind::Timeout(_))
-    }
-
-    fn retries_status(self, status: StatusCode) -> bool {
-        self == RetryPolicy::Transient
-            && matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-    }
-}
-
-/// Sends the request that `build` makes (once per attempt), retrying as `retry` allows, and
-/// parses the answer. Errors never contain any of `secrets`.
+/// Sends the request that `build` makes, once, and parses the answer. Errors never contain
+/// any of `secrets`, and record one attempt.
 pub(super) async fn exchange(
     transport: &GrantTransport,
     build: impl Fn() -> Result<Request<Body>, Error>,
-    retry: RetryPolicy,
     fields: &TokenResponseFields,
     secrets: &[&str],
 ) -> Result<GrantResponse, Error> {
-    let mut attempts: u32 = 0;
-    loop {
-        attempts += 1;
-        let mut request = build()?;
-        request.extensions_mut().insert(TOKEN_RESPONSE_LIMIT);
-        let outcome = transport.clone().oneshot(request).await;
-        let retryable = match &outcome {
-            Err(err) => retry.retries_error(err),
-            Ok(response) => retry.retries_status(response.status()),
-        };
-        let backoff = usize::try_from(attempts - 1)
-            .ok()
-            .and_then(|i| BACKOFF.get(i));
-        if let (true, Some(&delay)) = (retryable, backoff) {
-            match &outcome {
-                Err(err) => {
-                    tracing::debug!(attempts, ?delay, kind = ?err.kind(), "token request failed, retrying")
-                }
-                Ok(response) => {
-                    tracing::debug!(attempts, ?delay, status = %response.status(), "token request failed, retrying")
-                }
-            }
-            tokio::time::sleep(delay).await;
-            continue;
+    let mut request = build()?;
+    request.extensions_mut().insert(TOKEN_RESPONSE_LIMIT);
+    let result = match transport.clone().oneshot(request).await {
+        Err(err) => Err(transport_failure(err)),
+        Ok(response) => {
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| {
+                    xhttp_core::retry_after::parse_retry_after(value, SystemTime::now())
+                });
+            parse_token_response(&response, fields, Instant::now(), SystemTime::now()).map_err(
+                |err| match retry_after {
+                    Some(wait) if !response.status().is_success() => err.with_retry_after(wait),
+                    _ => err,
+                },
+            )
         }
-        let result = match outcome {
-            Err(err) => Err(transport_failure(err)),
-            Ok(response) => {
-                parse_token_response(&response, fields, Instant::now(), SystemTime::now())
-            }
-        };
-        return result.map_err(|err| scrub(err, secrets).with_attempts(attempts));
-    }
+    };
+    result.map_err(|err| scrub(err, secrets).with_attempts(1))
 }
 
 /// A failure of the grant's transport, as the manager understands it: transient, with the
-/// original as the cause (a body over the limit included).
+/// original as the cause, what failed, and whether it was never sent.
 fn transport_failure(err: Error) -> Error {
     if err.kind() == ErrorKind::SessionExpired {
         return err;
     }
-    let status = err.status();
-    let mut failed = Error::new(ErrorKind::RefreshFailed).with_source(err);
-    if let Some(status) = status {
+    let failure = if err.is_never_sent() {
+        RefreshFailure::Unreachable
+    } else if err.is_timeout() {
+        RefreshFailure::Timeout
+    } else if err.kind() == ErrorKind::BodyTooLarge {
+        RefreshFailure::Malformed
+    } else {
+        RefreshFailure::Interrupted
+    };
+    let mut failed = Error::new(ErrorKind::RefreshFailed)
+        .with_refresh_failure(failure)
+        .with_source(err.clone());
+    if err.is_never_sent() {
+        failed = failed.with_never_sent();
+    }
+    if let Some(status) = err.status() {
         failed = failed.with_status(status);
     }
     failed
@@ -129,6 +99,15 @@ fn scrub(err: Error, secrets: &[&str]) -> Error {
         Error::new(err.kind()).with_message("details withheld because they contained a credential");
     if let Some(status) = err.status() {
         clean = clean.with_status(status);
+    }
+    if let Some(failure) = err.refresh_failure() {
+        clean = clean.with_refresh_failure(failure);
+    }
+    if let Some(wait) = err.retry_after() {
+        clean = clean.with_retry_after(wait);
+    }
+    if err.is_never_sent() {
+        clean = clean.with_never_sent();
     }
     clean
 }
@@ -189,6 +168,7 @@ pub(super) fn with_query(uri: &Uri, query: &str) -> Result<Uri, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn token_urls_must_be_absolute_http_or_https() {
@@ -236,22 +216,5 @@ mod tests {
             scrub(harmless, &["SECRET-RT-123", ""]).message(),
             Some("busy")
         );
-    }
-
-    #[test]
-    fn only_never_sent_failures_are_retried_for_rotating_grants() {
-        let never_sent = Error::transport("refused").with_never_sent();
-        let reset = Error::transport("reset");
-        let timeout = Error::timeout(xhttp_core::TimeoutScope::Attempt);
-        assert!(RetryPolicy::NeverSent.retries_error(&never_sent));
-        assert!(!RetryPolicy::NeverSent.retries_error(&reset));
-        assert!(!RetryPolicy::NeverSent.retries_error(&timeout));
-        assert!(!RetryPolicy::NeverSent.retries_status(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(RetryPolicy::Transient.retries_error(&reset));
-        assert!(RetryPolicy::Transient.retries_error(&timeout));
-        assert!(RetryPolicy::Transient.retries_status(StatusCode::TOO_MANY_REQUESTS));
-        assert!(!RetryPolicy::Transient.retries_status(StatusCode::NOT_IMPLEMENTED));
-        assert!(!RetryPolicy::Transient.retries_status(StatusCode::BAD_REQUEST));
-        assert!(!RetryPolicy::Transient.retries_error(&Error::body_too_large(1)));
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Body, Error, ErrorKind};
 
-use super::exchange::{exchange, token_url, with_query, RetryPolicy};
+use super::exchange::{exchange, token_url, with_query};
 use super::{GrantResponse, GrantTransport, RefreshGrant, TokenResponseFields};
 use crate::Secret;
 
@@ -277,7 +277,6 @@ impl RefreshGrant for JsonGrant {
             exchange(
                 &self.transport,
                 || self.build(refresh_token),
-                RetryPolicy::NeverSent,
                 &self.response,
                 &[refresh_token.expose()],
             )
@@ -482,11 +481,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retries_only_requests_that_never_left() {
-        let (transport, log) = endpoint(|n| if n < 2 { refused() } else { answer(200, OK) });
+    async fn each_request_is_one_call_and_a_rotating_grant_retries_only_unprocessed_calls() {
+        let (transport, log) = endpoint(|_| refused());
         let grant = JsonGrant::new(transport, URL).unwrap();
-        grant.request(Some(&refresh_token())).await.unwrap();
-        assert_eq!(log.calls(), 3);
+        let err = grant.request(Some(&refresh_token())).await.unwrap_err();
+        assert!(err.is_never_sent());
+        assert_eq!(log.calls(), 1);
+        assert_eq!(
+            grant.retry_safety(),
+            crate::grant::RetrySafety::NotProcessed
+        );
 
         let (transport, log) = endpoint(|_| answer(503, ""));
         let grant = JsonGrant::new(transport, URL).unwrap();

@@ -32,6 +32,7 @@ mod response;
 
 pub use json::JsonGrant;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
+
 pub use response::{parse_token_response, TokenResponseFields};
 
 /// The stack a grant sends its requests through: any tower service from `Request<Body>` to
@@ -100,4 +101,36 @@ pub trait RefreshGrant: Send + Sync + fmt::Debug + 'static {
     fn needs_refresh_token(&self) -> bool {
         true
     }
+
+    /// Which failed calls the manager may send again within the refresh (see
+    /// [`RetrySafety`]). The default, [`RetrySafety::NotProcessed`], is right for any grant
+    /// that presents a rotating refresh token; a grant whose call consumes nothing (client
+    /// credentials, a vault read) may answer [`RetrySafety::Always`].
+    fn retry_safety(&self) -> RetrySafety {
+        RetrySafety::NotProcessed
+    }
+}
+
+/// Which failed token calls may be sent again inside the refresh.
+///
+/// A rotating refresh token is consumed when the server processes the call. If the server
+/// rotated it and then failed (a 502 from a proxy, a timeout while the answer was on its way,
+/// a reset mid-response), a retry would present the consumed token again, and reuse revokes
+/// the whole token family (RFC 9700 section 4.14.2): one retry logs the user out.
+///
+/// ```
+/// use xhttp_auth::grant::RetrySafety;
+/// assert_eq!(RetrySafety::default(), RetrySafety::NotProcessed);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetrySafety {
+    /// Only failures where the server did not process the call: never sent (connection
+    /// refused, DNS, connect timeout), or answered 503, 429 or 408, which say so (RFC 9110
+    /// sections 15.6.4, 15.5.9; RFC 6585 section 4).
+    #[default]
+    NotProcessed,
+    /// Also failures after which the server may have processed the call: 500, 502, 504, a
+    /// timeout after sending, a connection broken mid-answer. For grants that consume nothing.
+    Always,
 }

@@ -3,9 +3,9 @@
 //!
 //! Both send `Accept: application/json`, read the answer with
 //! [`TokenResponseFields::oauth2`] (or fields of the caller's choice) and refuse a token
-//! response over 1 MiB. They differ in what they may retry: a refresh token may rotate, so
-//! [`OAuth2Refresh`] resends only requests that provably never reached the server (see
-//! `exchange.rs` for why), while [`ClientCredentials`] also retries 5xx, 429 and timeouts.
+//! response over 1 MiB. Each request is one call; the manager's single flight retries, as
+//! the grant's [`RetrySafety`] allows: a refresh token may rotate, so [`OAuth2Refresh`] is
+//! [`RetrySafety::NotProcessed`], while [`ClientCredentials`] is [`RetrySafety::Always`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Body, Error};
 
 use super::base64;
-use super::exchange::{exchange, token_url, RetryPolicy};
-use super::{GrantResponse, GrantTransport, RefreshGrant, TokenResponseFields};
+use super::exchange::{exchange, token_url};
+use super::{GrantResponse, GrantTransport, RefreshGrant, RetrySafety, TokenResponseFields};
 use crate::Secret;
 
 /// The OAuth 2.0 refresh grant (RFC 6749 section 6): POSTs
@@ -29,10 +29,11 @@ use crate::Secret;
 /// with [`basic_auth(false)`](Self::basic_auth); a public client (an id and no secret) sends
 /// its `client_id` in the body.
 ///
-/// A rotating refresh token is consumed when the server answers, so this grant resends only
-/// requests that provably never reached the server (at most twice, after 100 ms and 200 ms):
-/// a retry after a 5xx or a timeout could present a consumed token, and reuse revokes the
-/// whole session (RFC 9700 section 4.14.2).
+/// A rotating refresh token is consumed when the server processes the call, so the manager
+/// resends this grant's request only after failures where the server did not process it
+/// (never sent, 503, 429, 408; [`RetrySafety::NotProcessed`]): a retry after a 500, 502, 504
+/// or a timeout could present a consumed token, and reuse revokes the whole session (RFC 9700
+/// section 4.14.2). Each [`request`](RefreshGrant::request) is one call.
 ///
 /// ```
 /// use xhttp_auth::{GrantTransport, OAuth2Refresh, RefreshGrant, Secret};
@@ -148,9 +149,7 @@ impl RefreshGrant for OAuth2Refresh {
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose()),
             ];
-            self.client
-                .send(&form, RetryPolicy::NeverSent, refresh_token.expose())
-                .await
+            self.client.send(&form, refresh_token.expose()).await
         })
     }
 }
@@ -165,9 +164,10 @@ impl fmt::Debug for OAuth2Refresh {
 /// `grant_type=client_credentials`, for a service acting on its own behalf. It needs no
 /// refresh token (`needs_refresh_token()` is `false`): each refresh asks again.
 ///
-/// Nothing rotates, so a failed request is safe to send again: it retries failures that never
-/// reached the server, timeouts, broken connections, 408, 429, 500, 502, 503 and 504, at most
-/// twice (after 100 ms and 200 ms).
+/// Nothing rotates, so a failed request is safe to send again ([`RetrySafety::Always`]): the
+/// manager retries failures that never reached the server, timeouts, broken connections,
+/// 408, 429, 500, 502, 503 and 504, within its refresh deadline. Each
+/// [`request`](RefreshGrant::request) is one call.
 ///
 /// ```
 /// use xhttp_auth::{ClientCredentials, GrantTransport, RefreshGrant, Secret};
@@ -225,12 +225,18 @@ impl RefreshGrant for ClientCredentials {
     ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
         Box::pin(async move {
             let form = [("grant_type", "client_credentials")];
-            self.client.send(&form, RetryPolicy::Transient, "").await
+            self.client.send(&form, "").await
         })
     }
 
     fn needs_refresh_token(&self) -> bool {
         false
+    }
+
+    /// [`RetrySafety::Always`]: the call consumes nothing, so any transient failure may be
+    /// sent again.
+    fn retry_safety(&self) -> RetrySafety {
+        RetrySafety::Always
     }
 }
 
@@ -273,14 +279,12 @@ impl OAuthClient {
     async fn send(
         &self,
         grant: &[(&str, &str)],
-        retry: RetryPolicy,
         refresh_token: &str,
     ) -> Result<GrantResponse, Error> {
         let client_secret = self.client_secret.as_ref().map_or("", Secret::expose);
         exchange(
             &self.transport,
             || self.build(grant),
-            retry,
             &self.fields,
             &[refresh_token, client_secret],
         )
@@ -372,6 +376,7 @@ mod tests {
     use super::super::fake::{answer, endpoint, refused};
     use super::*;
     use crate::grant::exchange::TOKEN_RESPONSE_LIMIT;
+    use xhttp_core::error::RefreshFailure;
     use xhttp_core::ErrorKind;
 
     const SECRET_RT: &str = "SECRET-RT-123";
@@ -479,23 +484,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refresh_retries_twice_when_the_request_never_left() {
-        let (transport, log) = endpoint(|n| if n < 2 { refused() } else { answer(200, OK) });
-        let grant = OAuth2Refresh::new(transport, URL).unwrap();
-        let started = tokio::time::Instant::now();
-        grant.request(Some(&refresh_token())).await.unwrap();
-        assert_eq!(log.calls(), 3);
-        assert_eq!(started.elapsed(), std::time::Duration::from_millis(300));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refresh_gives_up_after_two_retries_with_refresh_failed() {
+    async fn a_refused_connection_is_one_call_that_says_unreachable_and_never_sent() {
         let (transport, log) = endpoint(|_| refused());
         let grant = OAuth2Refresh::new(transport, URL).unwrap();
         let err = grant.request(Some(&refresh_token())).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-        assert_eq!(err.attempts(), 3);
-        assert_eq!(log.calls(), 3);
+        assert_eq!(err.refresh_failure(), Some(RefreshFailure::Unreachable));
+        assert!(err.is_never_sent());
+        assert_eq!(err.attempts(), 1);
+        assert_eq!(
+            log.calls(),
+            1,
+            "retries are the manager's decision, not the grant's"
+        );
         // The cause chain keeps the transport's own words (Display prints one level each).
         let mut chain = Vec::new();
         let mut source = std::error::Error::source(&err);
@@ -510,25 +511,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refresh_never_retries_a_503_that_may_have_consumed_the_token() {
-        let (transport, log) = endpoint(|_| answer(503, ""));
+    async fn a_503_is_one_call_with_its_status_and_retry_after() {
+        let (transport, log) = endpoint(|_| {
+            let mut response = answer(503, "")?;
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("3"),
+            );
+            Ok(response)
+        });
         let grant = OAuth2Refresh::new(transport, URL).unwrap();
         let err = grant.request(Some(&refresh_token())).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+        assert_eq!(err.refresh_failure(), Some(RefreshFailure::Endpoint));
         assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(3)));
         assert_eq!(log.calls(), 1);
+        assert_eq!(grant.retry_safety(), RetrySafety::NotProcessed);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refresh_never_retries_a_timeout_or_a_reset() {
-        for failure in [
-            Error::timeout(xhttp_core::TimeoutScope::Attempt),
-            Error::transport("connection reset"),
+    async fn a_timeout_or_a_reset_is_one_call_that_says_what_failed() {
+        for (failure, what) in [
+            (
+                Error::timeout(xhttp_core::TimeoutScope::Attempt),
+                RefreshFailure::Timeout,
+            ),
+            (
+                Error::transport("connection reset"),
+                RefreshFailure::Interrupted,
+            ),
         ] {
             let (transport, log) = endpoint(move |_| Err(failure.clone()));
             let grant = OAuth2Refresh::new(transport, URL).unwrap();
             let err = grant.request(Some(&refresh_token())).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+            assert_eq!(err.refresh_failure(), Some(what));
+            assert!(!err.is_never_sent());
             assert_eq!(log.calls(), 1);
         }
     }
@@ -624,26 +643,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn client_credentials_retries_5xx_429_and_timeouts_within_the_budget() {
-        let (transport, log) = endpoint(|_| answer(503, ""));
+    async fn client_credentials_is_safe_to_retry_and_makes_one_call_per_request() {
+        let (transport, log) = endpoint(|_| answer(502, ""));
         let grant = ClientCredentials::new(transport, URL).unwrap();
+        assert_eq!(grant.retry_safety(), RetrySafety::Always);
         let err = grant.request(None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-        assert_eq!(log.calls(), 3);
-
-        let (transport, log) = endpoint(|n| match n {
-            0 => answer(429, ""),
-            1 => Err(Error::timeout(xhttp_core::TimeoutScope::Attempt)),
-            _ => answer(200, OK),
-        });
-        let grant = ClientCredentials::new(transport, URL).unwrap();
-        grant.request(None).await.unwrap();
-        assert_eq!(log.calls(), 3);
-
-        let (transport, log) = endpoint(|n| if n < 2 { refused() } else { answer(200, OK) });
-        let grant = ClientCredentials::new(transport, URL).unwrap();
-        grant.request(None).await.unwrap();
-        assert_eq!(log.calls(), 3);
+        assert_eq!(err.status(), Some(http::StatusCode::BAD_GATEWAY));
+        assert_eq!(log.calls(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
+use xhttp_core::error::RefreshFailure;
 use xhttp_core::json::{business_code, describe_error, normalize};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
@@ -362,7 +363,10 @@ fn failure_status(status: StatusCode, json: Option<&Value>, fields: &TokenRespon
         ErrorKind::RefreshFailed
     };
     let message = message.unwrap_or_else(|| format!("the token endpoint answered {status}"));
-    Error::new(kind).with_message(message).with_status(status)
+    Error::new(kind)
+        .with_message(message)
+        .with_status(status)
+        .with_refresh_failure(RefreshFailure::Endpoint)
 }
 
 /// The error for an OAuth `error` field in a 2xx answer, if there is one.
@@ -373,7 +377,11 @@ fn oauth_error(json: &Value, fields: &TokenResponseFields) -> Option<Error> {
     } else {
         ErrorKind::RefreshFailed
     };
-    Some(Error::new(kind).with_message(message))
+    Some(
+        Error::new(kind)
+            .with_message(message)
+            .with_refresh_failure(RefreshFailure::Endpoint),
+    )
 }
 
 /// The OAuth error code and a readable message (`code: description`), when the body has one.
@@ -404,11 +412,18 @@ fn dialect_failure(json: &Value, fields: &TokenResponseFields) -> Option<Error> 
         Some(text) => format!("the token endpoint answered code {code}: {text}"),
         None => format!("the token endpoint answered code {code}"),
     };
-    Some(Error::new(kind).with_message(message))
+    Some(
+        Error::new(kind)
+            .with_message(message)
+            .with_refresh_failure(RefreshFailure::Endpoint),
+    )
 }
 
+/// A 2xx answer that cannot be read as tokens.
 fn refresh_failed(message: &str) -> Error {
-    Error::new(ErrorKind::RefreshFailed).with_message(message)
+    Error::new(ErrorKind::RefreshFailed)
+        .with_message(message)
+        .with_refresh_failure(RefreshFailure::Malformed)
 }
 
 /// A non-empty string at `pointer`, made safe to print by the core masker: known secrets
