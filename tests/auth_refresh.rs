@@ -301,10 +301,25 @@ async fn a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeou
         assert_eq!(err.kind(), ErrorKind::RefreshFailed, "{err}");
     }
     assert_eq!(setup.server.counters().hits(Route::Token), 1);
-    // After the cool-down (1 s from the failed attempt's start; the attempt took 300 ms), the
-    // next call starts a new refresh, and this time the endpoint answers.
+    // Within the cool-down (1 s from the END of the failed refresh) callers get its error at
+    // once, with no token call; after it the next call starts a new refresh, and this time
+    // the endpoint answers.
     setup.server.set_faults(Route::Token, Faults::default());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for i in 0..20 {
+        let err = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RefreshFailed, "{err}");
+        assert_eq!(
+            err.refresh_failure(),
+            Some(xhttp_core::error::RefreshFailure::Timeout)
+        );
+    }
+    assert_eq!(setup.server.counters().hits(Route::Token), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let response = setup.client.get("/api/items/1").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(setup.server.counters().hits(Route::Token), 2);

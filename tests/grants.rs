@@ -5,11 +5,16 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tower::{Layer, ServiceExt};
 use xhttp::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xhttp_auth::{
-    ClientCredentials, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant, Secret,
+    ClientCredentials, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant, Secret, TokenManager,
 };
+use xhttp_core::error::RefreshFailure;
 use xhttp_core::{Body, Error, ErrorKind};
 use xhttp_testkit::{refused_addr, Faults, Route, TestServer};
 
@@ -33,6 +38,107 @@ async fn works(server: &TestServer, access_token: &Secret) -> bool {
 
 fn error_text(err: &Error) -> String {
     format!("{err} {err:?}")
+}
+
+const SECRET_AT: &str = "SECRET-AT-scripted-login";
+const SECRET_RT: &str = "SECRET-RT-scripted-login";
+const TOKENS: &str = r#"{"access_token":"SECRET-AT-scripted","refresh_token":"SECRET-RT-scripted","expires_in":3600}"#;
+
+/// No known secret of these tests in `shown`.
+fn assert_hidden(shown: &str) {
+    for secret in [
+        SECRET_AT,
+        SECRET_RT,
+        "SECRET-AT-scripted",
+        "SECRET-RT-scripted",
+        "SECRET-CS-grants",
+    ] {
+        assert!(!shown.contains(secret), "a secret is shown: {shown}");
+    }
+}
+
+/// A token endpoint on a real socket that answers its n-th request with `script[n]`
+/// (status, body, `Retry-After`), the last entry repeating; one connection per request.
+struct Scripted {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    async fn start(script: Vec<(u16, &'static str, Option<&'static str>)>) -> Scripted {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (counter, script) = (counter.clone(), script.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // The head, then as many body bytes as Content-Length says.
+                    loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&request).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, body, retry_after) = script[n.min(script.len() - 1)];
+                    let retry_after = retry_after
+                        .map(|v| format!("retry-after: {v}\r\n"))
+                        .unwrap_or_default();
+                    let response = format!(
+                        "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n{retry_after}\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Scripted { url, hits, task }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A manager with the rotating OAuth 2.0 refresh grant against `endpoint`, logged in.
+async fn rotating_manager(endpoint: &Scripted) -> TokenManager {
+    let grant = OAuth2Refresh::new(transport(), &endpoint.url).unwrap();
+    let manager = TokenManager::builder(grant).refresh_jitter(|| 0.0).build();
+    manager
+        .set_tokens(Secret::new(SECRET_AT), Some(Secret::new(SECRET_RT)), None)
+        .await
+        .unwrap();
+    manager
 }
 
 #[tokio::test]
@@ -176,36 +282,133 @@ async fn a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call() {
 }
 
 #[tokio::test]
-async fn client_credentials_retries_a_failing_endpoint_twice() {
-    let server = TestServer::start().await;
-    server.set_faults(
-        Route::Token,
-        Faults {
-            fail_rate: 1.0,
-            ..Faults::default()
-        },
-    );
-    let grant = ClientCredentials::new(transport(), &server.url("/auth/token"))
+async fn the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating_grant() {
+    let endpoint = Scripted::start(vec![(502, "", None), (200, TOKENS, None)]).await;
+    let grant = ClientCredentials::new(transport(), &endpoint.url)
         .unwrap()
         .client_id("admin")
-        .client_secret(Secret::new("secret"));
-    let err = grant.request(None).await.unwrap_err();
+        .client_secret(Secret::new("SECRET-CS-grants"));
+    let manager = TokenManager::builder(grant).refresh_jitter(|| 0.0).build();
+    let token = manager.current().await.unwrap();
+    assert_eq!(token.access().expose(), "SECRET-AT-scripted");
+    assert_eq!(endpoint.hits(), 2, "nothing rotates: the 502 is sent again");
+
+    let endpoint = Scripted::start(vec![(502, "", None), (200, TOKENS, None)]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let err = manager.refresh_after_rejection(1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-    assert_eq!(err.attempts(), 3);
-    assert_eq!(server.counters().hits(Route::Token), 3);
+    assert_eq!(err.status(), Some(http::StatusCode::BAD_GATEWAY));
+    assert_eq!(
+        endpoint.hits(),
+        1,
+        "the 502 may have consumed the refresh token"
+    );
+    assert_hidden(&error_text(&err));
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_retried_twice_then_refresh_failed() {
+async fn a_refused_connection_is_retried_within_the_refresh_deadline() {
     let url = format!("http://{}/auth/token", refused_addr());
     let grant = OAuth2Refresh::new(transport(), &url).unwrap();
+    // One call per request: the grant itself never retries.
     let err = grant
-        .request(Some(&Secret::new("SECRET-RT-123")))
+        .request(Some(&Secret::new(SECRET_RT)))
         .await
         .unwrap_err();
+    assert_eq!(err.attempts(), 1);
+    assert!(err.is_never_sent());
+    // The manager sends it again after 100, 200 and 400 ms; the next wait (800 ms) would
+    // end past the 1 s deadline, so it stops after 4 calls.
+    let manager = TokenManager::builder(grant)
+        .refresh_timeout(Duration::from_secs(1))
+        .refresh_jitter(|| 1.0)
+        .build();
+    manager
+        .set_tokens(Secret::new(SECRET_AT), Some(Secret::new(SECRET_RT)), None)
+        .await
+        .unwrap();
+    let err = manager.refresh_after_rejection(1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
-    assert_eq!(err.attempts(), 3);
-    assert!(!error_text(&err).contains("SECRET-RT-123"));
+    assert_eq!(err.refresh_failure(), Some(RefreshFailure::Unreachable));
+    assert_eq!(err.attempts(), 4);
+    assert_hidden(&error_text(&err));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter() {
+    let endpoint =
+        Scripted::start(vec![(503, "", None), (503, "", None), (200, TOKENS, None)]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.refresh_after_rejection(1).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let token = waiter.await.unwrap().unwrap();
+        assert_eq!(token.generation(), 2);
+        assert_eq!(token.access().expose(), "SECRET-AT-scripted");
+    }
+    assert_eq!(endpoint.hits(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadline() {
+    let endpoint = Scripted::start(vec![(429, "", Some("1")), (200, TOKENS, None)]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let started = std::time::Instant::now();
+    manager.refresh_after_rejection(1).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited the server's 1 s"
+    );
+    assert_eq!(endpoint.hits(), 2);
+
+    // Past the deadline: one call, the error at once, the server's wait readable.
+    let endpoint = Scripted::start(vec![(503, "", Some("120"))]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let err = manager.refresh_after_rejection(1).await.unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+    assert_eq!(endpoint.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_500_from_a_rotating_grant_is_not_retried() {
+    let endpoint = Scripted::start(vec![(500, "", None), (200, TOKENS, None)]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let err = manager.refresh_after_rejection(1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RefreshFailed);
+    assert_eq!(err.refresh_failure(), Some(RefreshFailure::Endpoint));
+    assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(endpoint.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error() {
+    let body =
+        r#"{"error":"invalid_grant","error_description":"SECRET-RT-scripted-login is revoked"}"#;
+    let endpoint = Scripted::start(vec![(400, body, None), (200, TOKENS, None)]).await;
+    let manager = rotating_manager(&endpoint).await;
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.refresh_after_rejection(1).await })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for waiter in waiters {
+        let err = waiter.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+        assert_hidden(&error_text(&err));
+        seen.insert(error_text(&err));
+    }
+    let later = manager.current().await.unwrap_err();
+    seen.insert(error_text(&later));
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(endpoint.hits(), 1);
 }
 
 #[tokio::test]

@@ -32,19 +32,44 @@
 //!   keeps no session id, so write a new login through `set_tokens`, not straight into a
 //!   shared store.
 //! - At most one refresh runs at a time, as **its own task**, so a dropped caller never
-//!   cancels it; it is bounded by a timeout (default 10 s), and a panic in it becomes an
-//!   error for every waiter. Proactive refreshes (token about to expire) and reactive ones
-//!   (a rejection) share that single flight.
-//! - After a rejection, new callers **wait** for the refresh (pause-while-refreshing): no
-//!   request goes out with a token known to be dead.
+//!   cancels it; it is bounded by one deadline (default 10 s) that covers all of it, retries
+//!   included, and a panic in it becomes an error for every waiter. Proactive refreshes
+//!   (token about to expire) and reactive ones (a rejection) share that single flight. A
+//!   waiter with a deadline of its own ([`TokenManager::current_before`], or a request's
+//!   [`Deadline`] through the [`AuthLayer`](crate::AuthLayer)) stops waiting at it with a
+//!   `Timeout`; the flight goes on for the others.
+//! - **A transient failure is retried inside the flight**, not handed to every waiter: a
+//!   token call that never left (connection refused, DNS, connect timeout) or that the
+//!   server says it did not process (503, 429, 408) is sent again after an exponential
+//!   backoff with jitter (100 ms doubling to 2 s, or the server's `Retry-After`) while the
+//!   waiters keep waiting; a retry whose wait would end past the deadline is not made.
+//!   Never retried: `invalid_grant` and every other 4xx, an answer that cannot be read,
+//!   and, for a grant that presents a rotating refresh token, any failure after which the
+//!   server may have consumed it (500, 502, 504, a timeout after sending, a reset
+//!   mid-answer): a grant that consumes nothing says so with
+//!   [`RetrySafety::Always`](crate::grant::RetrySafety). The decision lives in one place
+//!   (`retry.rs`), for every grant.
+//! - **A rejected token is dead.** Once the server rejected generation `g`, no caller is
+//!   handed `g` again: while the refresh runs they wait for it (pause-while-refreshing), and
+//!   after it failed they start the next one, or, within the cool-down, get its error.
 //! - A **definitive** failure (`invalid_grant`) clears the tokens, fires
-//!   `on_session_expired` once, and every caller, now and later, gets `SessionExpired` at
-//!   once with no token call, until [`TokenManager::set_tokens`]. A **transient** failure gives
-//!   waiters `RefreshFailed`; for a cool-down (default 1 s from the failed attempt's start)
-//!   callers that need a refresh get that error at once instead of hammering the endpoint.
+//!   `on_session_expired` once, and every caller, now and later, gets the **same**
+//!   `SessionExpired` error at once with no token call, until [`TokenManager::set_tokens`].
+//!   When the flight gives up on a **transient** failure its waiters get `RefreshFailed`,
+//!   saying what failed ([`Error::refresh_failure`]: timeout, endpoint status, malformed
+//!   answer, unreachable) and how many token calls the flight made (`attempts()`); for a
+//!   cool-down (default 1 s, counted from the **end** of the failed refresh, so a timeout is
+//!   followed by quiet too) callers that need a refresh get that error at once.
+//! - **A server that rejects even fresh tokens** does not cost a token call per request:
+//!   when a token a rejection-triggered refresh issued is rejected within 30 s, the next
+//!   rejection-triggered refresh waits `1 s, 2 s, 4 s, ...` (at most 60 s) after that token
+//!   was issued, and callers get `Unauthorized` meanwhile
+//!   ([`TokenManagerBuilder::rejection_backoff`]): at most about `log2(60) + 2 + T / 60`
+//!   token calls in `T` seconds.
 //! - In the soft window before expiry, callers get the still-valid token at once and one
-//!   background refresh starts (at most one a minute); if it fails the valid token stays in
-//!   service.
+//!   background refresh starts; if it fails the valid token stays in service, and the next
+//!   background attempt waits a minute. A successful one never delays the next token's:
+//!   every token gets its soft-window refresh.
 //!
 //! # What is refused where
 //!
