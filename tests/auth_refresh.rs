@@ -388,6 +388,76 @@ async fn a_server_that_rejects_the_fresh_token_too_gives_unauthorized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshes() {
+    let setup = setup().await;
+    setup.server.set_faults(
+        Route::Items,
+        Faults {
+            fail_rate: 1.0,
+            status: 401,
+            ..Faults::default()
+        },
+    );
+    for i in 0..21 {
+        let err = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    }
+    // Call 1: a refresh and a replay. Call 2: its fresh token is rejected at once, so the
+    // next refresh is held back for 1 s; meanwhile the dead token is never sent. (21 calls
+    // take milliseconds; a machine slow enough to pass the 1 s hold makes one more.)
+    let counters = setup.server.counters();
+    assert!(counters.token_calls() <= 2, "{}", counters.token_calls());
+    assert!(
+        counters.hits(Route::Items) <= 5,
+        "{}",
+        counters.hits(Route::Items)
+    );
+    assert_eq!(counters.reuse_detected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh() {
+    let setup = setup().await;
+    expire_access_token_on_server(&setup).await;
+    // A 500 from the token endpoint: not retried (it may have consumed the refresh token).
+    setup.server.set_faults(
+        Route::Token,
+        Faults {
+            fail_rate: 1.0,
+            status: 500,
+            ..Faults::default()
+        },
+    );
+    let first = setup.client.get("/api/items/0").send().await.unwrap_err();
+    assert_eq!(first.kind(), ErrorKind::RefreshFailed, "{first}");
+    let counters = setup.server.counters();
+    let (items, unauthorized) = (counters.hits(Route::Items), counters.unauthorized());
+    assert_eq!(items, 1);
+    for i in 1..=20 {
+        let err = setup
+            .client
+            .get(&format!("/api/items/{i}"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RefreshFailed, "{err}");
+        assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    assert_eq!(
+        counters.hits(Route::Items),
+        items,
+        "0 requests with the dead token"
+    );
+    assert_eq!(counters.unauthorized(), unauthorized);
+    assert_eq!(counters.hits(Route::Token), 1, "the cool-down holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_and_other_origins_cost_no_token_call() {
     let setup = setup().await;
     let response = setup.client.get("/status/403").send().await.unwrap();
