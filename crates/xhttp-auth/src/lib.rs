@@ -28,6 +28,13 @@
 //!   expiry: it is used until rejected, with one warning, instead of a refresh per call.
 //! - **Impossible configuration is a `Config` error**, never a panic
 //!   ([`TokenManagerBuilder::try_build`]).
+//! - **A failed token call does not fail the waiters.** The single flight retries, within its
+//!   refresh deadline (10 s), what the server did not process (never sent, 503, 429, 408),
+//!   with backoff and `Retry-After`; never `invalid_grant` or another 4xx, and never what may
+//!   have consumed a rotating refresh token unless the grant is [`RetrySafety::Always`].
+//!   A refresh error says what failed (`Error::refresh_failure`).
+//! - **A rejected token is dead**: no request is sent with it again, whether its refresh is
+//!   running or has failed; the cool-down after a failure counts from its end.
 //! - **Credentials are known secrets**: the current tokens, OAuth client secrets and the
 //!   field values of a [`JsonGrant`] are registered with the core masker while in use, so no
 //!   error or log line shows them.
