@@ -1385,3 +1385,47 @@ async fn a_waiter_with_a_deadline_stops_at_it_without_cancelling_the_refresh() {
     }
     assert_eq!(endpoint.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_with_a_deadline_stops_waiting_for_the_refresh_at_it() {
+    use tower::{Layer, ServiceExt};
+    let lifetime = Some(Duration::from_secs(20));
+    let endpoint = Endpoint::new(lifetime);
+    let manager = exact_manager(&endpoint, lifetime).await;
+    tokio::time::advance(Duration::from_secs(25)).await;
+    endpoint.close_gate();
+    let api = tower::service_fn(|request: http::Request<()>| async move {
+        let auth = request.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Ok::<_, Error>(http::Response::new(auth))
+    });
+    let origin = xhttp_core::Origin::parse("https://api.example.com").unwrap();
+    let service = xhttp_auth::AuthLayer::new(manager.clone(), [origin]).layer(api);
+    let start = Instant::now();
+    let mut hurried = http::Request::get("https://api.example.com/v1/me")
+        .body(())
+        .unwrap();
+    hurried
+        .extensions_mut()
+        .insert(xhttp_core::Deadline::after(Duration::from_secs(2)));
+    let patient = tokio::spawn({
+        let service = service.clone();
+        let request = http::Request::get("https://api.example.com/v1/me")
+            .body(())
+            .unwrap();
+        async move { service.oneshot(request).await }
+    });
+    let err = service.clone().oneshot(hurried).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    endpoint.open_gate();
+    let response = patient.await.unwrap().unwrap();
+    assert_eq!(response.body(), "Bearer access-1");
+    assert_eq!(
+        endpoint.calls(),
+        1,
+        "the refresh went on for the patient caller"
+    );
+}
