@@ -275,7 +275,11 @@ pub(crate) async fn require_bearer(
     request: Request,
     next: Next,
 ) -> Response {
-    let rejection = match bearer_token(request.headers()).map(|t| shared.tokens.check(t)) {
+    let token = bearer_token(request.headers());
+    if token.is_some_and(|t| shared.tokens.was_rejected(t)) {
+        shared.counters.dead_token();
+    }
+    let rejection = match token.map(|t| shared.tokens.check(t)) {
         None => Rejection::Missing,
         Some(AccessCheck::Current) => return next.run(request).await,
         Some(AccessCheck::Superseded) => {
@@ -291,6 +295,9 @@ pub(crate) async fn require_bearer(
         }
         Some(AccessCheck::Unknown) => Rejection::InvalidToken("unknown access token"),
     };
+    if let Some(token) = token {
+        shared.tokens.note_rejected(token);
+    }
     reject(&shared, rejection)
 }
 

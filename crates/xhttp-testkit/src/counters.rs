@@ -21,6 +21,8 @@ pub struct Counters {
     unauthorized: AtomicU64,
     stale_tokens: AtomicU64,
     bytes_streamed: AtomicU64,
+    dead_token_requests: AtomicU64,
+    scripted_faults: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +95,27 @@ impl Counters {
         self.bytes_streamed.load(Ordering::SeqCst)
     }
 
+    /// Protected requests that arrived bearing an access token this server had already
+    /// turned away (answered 401, or the business "token expired" code, at least once
+    /// before): a token is dead once the server rejected it. A client that pauses its
+    /// callers while it refreshes keeps this at 0, except for requests that were already on
+    /// the wire when the first rejection was sent.
+    ///
+    /// ```
+    /// use xhttp_testkit::Counters;
+    ///
+    /// assert_eq!(Counters::default().dead_token_requests(), 0);
+    /// ```
+    pub fn dead_token_requests(&self) -> u64 {
+        self.dead_token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered by a [`Script`](crate::Script) step (also counted in
+    /// [`faults_injected`](Self::faults_injected), delays and slow bodies included).
+    pub fn scripted_faults(&self) -> u64 {
+        self.scripted_faults.load(Ordering::SeqCst)
+    }
+
     /// Sets every counter to 0, except [`in_flight`](Self::in_flight), which keeps
     /// counting the requests still running; the peak restarts from it.
     pub fn reset(&self) {
@@ -105,6 +128,8 @@ impl Counters {
             &self.unauthorized,
             &self.stale_tokens,
             &self.bytes_streamed,
+            &self.dead_token_requests,
+            &self.scripted_faults,
         ];
         for counter in counters.into_iter().chain(&self.hits) {
             counter.store(0, Ordering::SeqCst);
@@ -147,6 +172,15 @@ impl Counters {
 
     pub(crate) fn stale_token(&self) {
         self.stale_tokens.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn dead_token(&self) {
+        self.dead_token_requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn scripted(&self) {
+        self.scripted_faults.fetch_add(1, Ordering::SeqCst);
+        self.faults_injected.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn streamed(&self, bytes: u64) {

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::splitmix;
+use crate::{Action, Script};
 
 /// A route of the [`TestServer`](crate::TestServer), for counters and fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,6 +221,10 @@ struct RouteFaults {
     faults: RwLock<Option<Arc<Faults>>>,
     /// Requests seen since `faults` were last set: the `n` of [`Faults::decide`].
     sequence: AtomicU64,
+    /// `None` when no script is set.
+    script: RwLock<Option<Arc<Script>>>,
+    /// Requests seen since `script` was last set: the position [`Script::action`] reads.
+    script_sequence: AtomicU64,
 }
 
 /// The faults drawn for one request.
@@ -255,6 +260,36 @@ impl FaultTable {
             *guard = faults.clone();
             slot.sequence.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// Sets the script of `route` (every route for [`Route::Any`]) and restarts its count.
+    pub(crate) fn set_script(&self, route: Route, script: Script) {
+        let script = (!script.is_empty()).then(|| Arc::new(script));
+        let targets: &[Route] = match route {
+            Route::Any => &Route::ALL,
+            _ => std::slice::from_ref(&route),
+        };
+        for target in targets {
+            let slot = &self.routes[target.index()];
+            let mut guard = slot
+                .script
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner());
+            *guard = script.clone();
+            slot.script_sequence.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// The scripted action of the next request on `route`, if its script names it.
+    pub(crate) fn scripted(&self, route: Route) -> Option<Action> {
+        let slot = self.routes.get(route.index())?;
+        let guard = slot
+            .script
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let script = guard.as_ref()?;
+        let n = slot.script_sequence.fetch_add(1, Ordering::SeqCst);
+        script.action(n).cloned()
     }
 
     /// Draws the decision for the next request on `route`; `None` when it has no faults.

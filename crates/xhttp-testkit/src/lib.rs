@@ -89,12 +89,18 @@
 //! | `GET /slow-body/{ms}` | sends half the body at once and the rest after `ms` milliseconds |
 //! | `ANY /redirect?to=<url>&status=<3xx>` | a redirect (default 302) to any URL |
 //!
-//! Every route can misbehave on demand: see [`Faults`] and [`TestServer::set_faults`].
+//! Every route can misbehave on demand: at random with [`Faults`] and
+//! [`TestServer::set_faults`], at named positions with a [`Script`] and
+//! [`TestServer::set_script`] (the token endpoint failing its 3rd call, a burst of 503s, the
+//! k-th request hanging or trickling its body). [`ChaosPlan`] puts them together into the
+//! seeded chaos run of the demo's `--chaos` and of `tests/chaos.rs`, and [`StartLog`] tells
+//! the seconds of a run in which calls could not start.
 //! Below HTTP, [`RawServer`] sends garbage, hangs or resets, and [`refused_addr`] gives an
 //! address where nothing listens.
 
 mod auth;
 mod bodies;
+mod chaos;
 mod config;
 mod connection;
 mod counters;
@@ -104,14 +110,19 @@ mod raw;
 mod readiness;
 mod resources;
 mod responses;
+mod script;
 mod server;
 mod splitmix;
+mod stall;
 mod tokens;
 
+pub use chaos::ChaosPlan;
 pub use config::{Config, ExpiryMode, TokenPair};
 pub use counters::Counters;
 pub use faults::{fault_pattern, FaultDecision, Faults, Route};
 pub use gate::Gate;
 pub use raw::{refused_addr, RawServer};
 pub use readiness::ReadinessProbe;
+pub use script::{Action, Script};
 pub use server::TestServer;
+pub use stall::StartLog;

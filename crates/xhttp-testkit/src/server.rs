@@ -15,11 +15,12 @@ use http::StatusCode;
 use tokio::sync::watch;
 
 use crate::auth::{self, BusinessRejection};
+use crate::bodies::Paused;
 use crate::connection::{bind_loopback, ConnectionHandle, DroppableListener};
 use crate::faults::{FaultTable, Injection};
 use crate::tokens::TokenBook;
 use crate::{resources, responses};
-use crate::{Config, Counters, FaultDecision, Faults, Gate, Route, TokenPair};
+use crate::{Action, Config, Counters, FaultDecision, Faults, Gate, Route, Script, TokenPair};
 
 /// Largest body `/echo` reads: uploads in tests stay well below it.
 const ECHO_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -144,6 +145,24 @@ impl TestServer {
     /// [`fault_pattern`](crate::fault_pattern) from its start.
     pub fn set_faults(&self, route: Route, faults: Faults) {
         self.shared.faults.set(route, faults);
+    }
+
+    /// Sets the script of `route` ([`Route::Any`]: of every route); `Script::new()` turns it
+    /// off. Restarts the route's script count, so the next request is position 0. A scripted
+    /// request gets its [`Action`] instead of the route's [`Faults`].
+    ///
+    /// ```
+    /// use xhttp_testkit::{Action, Route, Script, TestServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = TestServer::start().await;
+    /// // The token endpoint fails its 1st call with a 503: one refresh must retry.
+    /// server.set_script(Route::Token, Script::new().on(0, Action::fail(503)));
+    /// # }
+    /// ```
+    pub fn set_script(&self, route: Route, script: Script) {
+        self.shared.faults.set_script(route, script);
     }
 
     /// Issues a token pair directly, as a login would, without counting a token call.
@@ -311,6 +330,10 @@ async fn inject_faults(
     next: Next,
 ) -> Response {
     shared.counters.hit(route);
+    if let Some(action) = shared.faults.scripted(route) {
+        shared.counters.scripted();
+        return perform(&shared, action, request, next).await;
+    }
     let Some(Injection { faults, decision }) = shared.faults.draw(route) else {
         return next.run(request).await;
     };
@@ -332,6 +355,47 @@ async fn inject_faults(
         FaultDecision::Hang => {
             shared.stopped().await;
             drop_connection(&request)
+        }
+    }
+}
+
+/// Largest body a [`Action::SlowBody`] holds back: the API routes answer far less.
+const SLOW_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Carries out one scripted [`Action`].
+async fn perform(shared: &Shared, action: Action, request: Request, next: Next) -> Response {
+    match action {
+        Action::Fail {
+            status,
+            retry_after,
+        } => {
+            let status = StatusCode::from_u16(status)
+                .ok()
+                .filter(|status| status.as_u16() >= 200)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            responses::error_with_retry_after(status, "scripted fault", retry_after.as_deref())
+        }
+        Action::Drop => drop_connection(&request),
+        Action::Hang(duration) => {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = shared.stopped() => {}
+            }
+            drop_connection(&request)
+        }
+        Action::Delay(duration) => {
+            tokio::time::sleep(duration).await;
+            next.run(request).await
+        }
+        Action::SlowBody(pause) => {
+            let (mut parts, body) = next.run(request).await.into_parts();
+            let Ok(mut first) = axum::body::to_bytes(body, SLOW_BODY_LIMIT).await else {
+                return responses::error(StatusCode::INTERNAL_SERVER_ERROR, "body too large");
+            };
+            let rest = first.split_off(first.len() / 2);
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let body = Paused::slow(first, pause, rest);
+            Response::from_parts(parts, axum::body::Body::new(body))
         }
     }
 }

@@ -6,7 +6,7 @@
 //! one refresh token, and RFC 9700 section 4.14.2 asks the server to assume theft and revoke
 //! the family: the client is logged out. Clients under test must never trigger it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -79,6 +79,8 @@ struct State {
     families: Vec<Family>,
     access: HashMap<String, AccessRecord>,
     refresh: HashMap<String, RefreshRecord>,
+    /// Access tokens a protected route has turned away: from then on they are dead.
+    rejected: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -108,6 +110,7 @@ impl TokenBook {
                 families: Vec::new(),
                 access: HashMap::new(),
                 refresh: HashMap::new(),
+                rejected: HashSet::new(),
             }),
         }
     }
@@ -180,6 +183,22 @@ impl TokenBook {
             expires_in: state.expires_in(),
             ttl: state.ttl,
         })
+    }
+
+    /// Records that a protected route turned `access_token` away; true when it had been
+    /// turned away before.
+    pub(crate) fn note_rejected(&self, access_token: &str) -> bool {
+        let mut state = self.state();
+        if state.rejected.contains(access_token) {
+            return true;
+        }
+        state.rejected.insert(access_token.to_owned());
+        false
+    }
+
+    /// Whether a protected route has turned `access_token` away before.
+    pub(crate) fn was_rejected(&self, access_token: &str) -> bool {
+        self.state().rejected.contains(access_token)
     }
 
     /// Revokes every family: all access and refresh tokens issued so far become invalid.
@@ -299,6 +318,16 @@ mod tests {
         assert_ne!(a.access_token, c.access_token);
         assert_ne!(Some(&a.access_token), a.refresh_token.as_ref());
         assert_eq!(a.access_token.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_token_stays_dead() {
+        let book = TokenBook::new(0, HOUR);
+        let issued = book.issue(true);
+        assert!(!book.was_rejected(&issued.access_token));
+        assert!(!book.note_rejected(&issued.access_token));
+        assert!(book.was_rejected(&issued.access_token));
+        assert!(book.note_rejected(&issued.access_token));
     }
 
     #[tokio::test]
