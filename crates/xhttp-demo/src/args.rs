@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use xhttp_testkit::ChaosPlan;
+
 pub(crate) const USAGE: &str = "\
 xhttp-demo: drive the xhttp stack against a loopback API server and print a summary
 
@@ -15,10 +17,27 @@ FLAGS:
   --fail-rate F         share of API requests answered 503 by the server, 0..1 (default 0)
   --duplicate-rate D    share of requests that repeat one already in flight, 0..1 (default 0)
   --seed S              seed of the server's faults and of the request mix (default 1)
+  --chaos               the chaos run of issue 10: 100000 requests (unless --requests says
+                        otherwise), concurrency 64, 500 ms or 2 s tokens, 503 bursts, hangs,
+                        resets, slow bodies, 5% duplicates (unless --duplicate-rate) and a
+                        token endpoint that fails 5 times in total (xhttp_testkit::ChaosPlan);
+                        --fail-rate and --token-ttl-ms are ignored
   --http2               speak HTTP/2 (prior knowledge) instead of HTTP/1.1
   --json                print one JSON object on stdout instead of the table
   -h, --help            this text
+
+JSON FIELDS beyond the table's:
+  dead_token_requests   API requests that arrived bearing an access token the server had
+                        already rejected (answered 401 for), counted by the server
+  stalled_seconds       whole wall-clock seconds of the request phase, before the last call
+                        started, in which fewer calls started than 10% of the median second
 ";
+
+/// Requests of the `--chaos` run: the size of issue 10's run.
+const CHAOS_REQUESTS: usize = 100_000;
+
+/// Duplicates of the `--chaos` run, so dedupe's followers meet the faults too.
+const CHAOS_DUPLICATE_RATE: f64 = 0.05;
 
 /// The demo's settings.
 #[derive(Debug, Clone)]
@@ -29,6 +48,7 @@ pub(crate) struct Args {
     pub(crate) fail_rate: f64,
     pub(crate) duplicate_rate: f64,
     pub(crate) seed: u64,
+    pub(crate) chaos: bool,
     pub(crate) http2: bool,
     pub(crate) json: bool,
     pub(crate) help: bool,
@@ -43,6 +63,7 @@ impl Default for Args {
             fail_rate: 0.0,
             duplicate_rate: 0.0,
             seed: 1,
+            chaos: false,
             http2: false,
             json: false,
             help: false,
@@ -63,6 +84,7 @@ impl fmt::Display for ArgError {
 impl Args {
     pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         let mut out = Args::default();
+        let (mut requests, mut duplicate_rate) = (None, None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -76,19 +98,32 @@ impl Args {
                     .ok_or_else(|| ArgError(format!("{name} needs a value")))
             };
             match flag.as_str() {
-                "--requests" => out.requests = number(&flag, &value(&flag)?)?,
+                "--requests" => requests = Some(number(&flag, &value(&flag)?)?),
                 "--concurrency" => out.concurrency = number(&flag, &value(&flag)?)?,
                 "--token-ttl-ms" => {
                     out.token_ttl = Duration::from_millis(number(&flag, &value(&flag)?)?)
                 }
                 "--fail-rate" => out.fail_rate = share(&flag, &value(&flag)?)?,
-                "--duplicate-rate" => out.duplicate_rate = share(&flag, &value(&flag)?)?,
+                "--duplicate-rate" => duplicate_rate = Some(share(&flag, &value(&flag)?)?),
                 "--seed" => out.seed = number(&flag, &value(&flag)?)?,
+                "--chaos" => out.chaos = true,
                 "--http2" => out.http2 = true,
                 "--json" => out.json = true,
                 "-h" | "--help" => out.help = true,
                 other => return Err(ArgError(format!("unknown flag {other}"))),
             }
+        }
+        // The chaos run has its own size and mix; explicit flags still win.
+        let (default_requests, default_duplicates) = if out.chaos {
+            (CHAOS_REQUESTS, CHAOS_DUPLICATE_RATE)
+        } else {
+            (out.requests, out.duplicate_rate)
+        };
+        out.requests = requests.unwrap_or(default_requests);
+        out.duplicate_rate = duplicate_rate.unwrap_or(default_duplicates);
+        if out.chaos {
+            // The plan's lifetime is the one the server uses; the table shows it.
+            out.token_ttl = ChaosPlan::scaled(out.seed, out.requests as u64).access_ttl;
         }
         if out.concurrency == 0 {
             return Err(ArgError("--concurrency must be at least 1".into()));
@@ -130,6 +165,16 @@ mod tests {
         assert_eq!(args.requests, 10);
         assert_eq!(args.fail_rate, 0.1);
         assert!(args.json);
+    }
+
+    #[test]
+    fn chaos_sets_its_size_unless_told() {
+        let args = parse(&["--chaos"]).unwrap();
+        assert!(args.chaos);
+        assert_eq!((args.requests, args.duplicate_rate), (100_000, 0.05));
+        assert_eq!(args.token_ttl, Duration::from_secs(2));
+        let args = parse(&["--requests", "500", "--chaos", "--duplicate-rate=0"]).unwrap();
+        assert_eq!((args.requests, args.duplicate_rate), (500, 0.0));
     }
 
     #[test]

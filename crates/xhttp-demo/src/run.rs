@@ -13,7 +13,10 @@ use xhttp::envelope::Envelope;
 use xhttp::retry::RetryPolicy;
 use xhttp::status::StatusLayer;
 use xhttp::{Client, Error};
-use xhttp_testkit::{Config, Faults, Route, TestServer};
+use xhttp_testkit::{ChaosPlan, Config, Faults, Route, StartLog, TestServer};
+
+/// A stalled second has fewer call starts than this share of the median second.
+const STALL_SHARE: f64 = 0.1;
 
 use crate::args::Args;
 
@@ -46,6 +49,11 @@ pub(crate) struct Summary {
     pub(crate) upstream_requests: u64,
     /// Faults the server injected.
     pub(crate) faults_injected: u64,
+    /// API requests that arrived bearing an access token the server had already rejected.
+    pub(crate) dead_token_requests: u64,
+    /// Seconds of the request phase in which fewer calls started than 10% of the median
+    /// second (see `StartLog::stalled_seconds`).
+    pub(crate) stalled_seconds: u64,
     /// Most API requests the server held at once.
     pub(crate) peak_concurrency: u64,
     /// Median latency of a logical request, microseconds.
@@ -71,19 +79,28 @@ struct Item {
 }
 
 pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
-    let server = TestServer::start_with(Config {
-        access_ttl: args.token_ttl,
-        seed: args.seed,
-        ..Config::default()
-    })
-    .await;
-    server.set_faults(
-        Route::Items,
-        Faults {
-            fail_rate: args.fail_rate,
-            ..Faults::default()
-        },
-    );
+    let plan = args
+        .chaos
+        .then(|| ChaosPlan::scaled(args.seed, args.requests as u64));
+    let server = match &plan {
+        Some(plan) => TestServer::start_with(plan.config()).await,
+        None => {
+            let server = TestServer::start_with(Config {
+                access_ttl: args.token_ttl,
+                seed: args.seed,
+                ..Config::default()
+            })
+            .await;
+            server.set_faults(
+                Route::Items,
+                Faults {
+                    fail_rate: args.fail_rate,
+                    ..Faults::default()
+                },
+            );
+            server
+        }
+    };
 
     let builder = || {
         let builder = Client::builder()
@@ -132,21 +149,32 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         )
         .await?;
     let first_generation = manager.generation();
+    // The faults start with the calls, so the login above is never scripted.
+    if let Some(plan) = &plan {
+        plan.apply(&server);
+    }
 
     let ids = Arc::new(request_ids(args));
     let next = Arc::new(AtomicUsize::new(0));
     let progress = progress_bar(args);
     let started = Instant::now();
+    let starts = StartLog::new();
     let mut workers = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency.min(args.requests.max(1)) {
-        let (client, ids, next, progress) =
-            (client.clone(), ids.clone(), next.clone(), progress.clone());
+        let (client, ids, next, progress, starts) = (
+            client.clone(),
+            ids.clone(),
+            next.clone(),
+            progress.clone(),
+            starts.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(i) else { break };
                 let start = Instant::now();
+                starts.record();
                 let outcome = call(&client, *id).await;
                 tally.record(start.elapsed(), outcome);
                 progress.inc(1);
@@ -183,6 +211,8 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         coalesced: client.dedupe_stats().coalesced,
         upstream_requests: counters.hits(Route::Items),
         faults_injected: counters.faults_injected(),
+        dead_token_requests: counters.dead_token_requests(),
+        stalled_seconds: starts.stalled_seconds(STALL_SHARE),
         peak_concurrency: counters.peak_concurrency(),
         p50_us: percentile(&tally.latencies_us, 0.50),
         p99_us: percentile(&tally.latencies_us, 0.99),
@@ -306,7 +336,8 @@ impl Summary {
         };
         let _ = writeln!(
             out,
-            "xhttp demo: {} requests, concurrency {}, token ttl {} ms, fail rate {}, duplicate rate {}, seed {}{}",
+            "xhttp demo{}: {} requests, concurrency {}, token ttl {} ms, fail rate {}, duplicate rate {}, seed {}{}",
+            if args.chaos { " (chaos)" } else { "" },
             args.requests,
             args.concurrency,
             args.token_ttl.as_millis(),
@@ -346,6 +377,16 @@ impl Summary {
             &mut out,
             "faults injected",
             self.faults_injected.to_string(),
+        );
+        row(
+            &mut out,
+            "dead-token requests",
+            self.dead_token_requests.to_string(),
+        );
+        row(
+            &mut out,
+            "stalled seconds",
+            self.stalled_seconds.to_string(),
         );
         row(
             &mut out,
