@@ -18,7 +18,7 @@ FLAGS:
   --duplicate-rate D    share of requests that repeat one already in flight, 0..1 (default 0)
   --seed S              seed of the server's faults and of the request mix (default 1)
   --chaos               the chaos run of issue 10: 100000 requests (unless --requests says
-                        otherwise), concurrency 64, 500 ms or 2 s tokens, 503 bursts, hangs,
+                        otherwise), concurrency 64, 300 ms tokens, 503 bursts, hangs,
                         resets, slow bodies, 5% duplicates (unless --duplicate-rate) and a
                         token endpoint that fails 5 times in total (xhttp_testkit::ChaosPlan);
                         --fail-rate and --token-ttl-ms are ignored
@@ -172,7 +172,7 @@ mod tests {
         let args = parse(&["--chaos"]).unwrap();
         assert!(args.chaos);
         assert_eq!((args.requests, args.duplicate_rate), (100_000, 0.05));
-        assert_eq!(args.token_ttl, Duration::from_secs(2));
+        assert_eq!(args.token_ttl, Duration::from_millis(300));
         let args = parse(&["--requests", "500", "--chaos", "--duplicate-rate=0"]).unwrap();
         assert_eq!((args.requests, args.duplicate_rate), (500, 0.0));
     }
