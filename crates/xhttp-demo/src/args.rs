@@ -21,7 +21,10 @@ FLAGS:
                         otherwise), concurrency 64, 300 ms tokens, 503 bursts, hangs,
                         resets, slow bodies, 5% duplicates (unless --duplicate-rate) and a
                         token endpoint that fails 5 times in total (xhttp_testkit::ChaosPlan);
-                        --fail-rate and --token-ttl-ms are ignored
+                        --fail-rate and --token-ttl-ms are ignored; checks the run (no
+                        hung call, failures only Status/Transport/Timeout after 4 attempts,
+                        no refresh-token reuse, no dead-token request, no stalled second)
+                        and exits 1 when a rule is broken
   --http2               speak HTTP/2 (prior knowledge) instead of HTTP/1.1
   --json                print one JSON object on stdout instead of the table
   -h, --help            this text
@@ -31,6 +34,7 @@ JSON FIELDS beyond the table's:
                         already rejected (answered 401 for), counted by the server
   stalled_seconds       whole wall-clock seconds of the request phase, before the last call
                         started, in which fewer calls started than 10% of the median second
+  hung_calls            calls not ended 2 s after the 30 s deadline (also failed as Hung)
 ";
 
 /// Requests of the `--chaos` run: the size of issue 10's run.

@@ -52,7 +52,19 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", summary.table(&args));
             }
-            ExitCode::SUCCESS
+            if !args.chaos {
+                return ExitCode::SUCCESS;
+            }
+            let breaches = summary.chaos_breaches();
+            for breach in &breaches {
+                eprintln!("xhttp-demo: chaos rule broken: {breach}");
+            }
+            if breaches.is_empty() {
+                eprintln!("xhttp-demo: the chaos run kept every rule");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(err) => {
             // Display prints one level; the causes follow, one per line.

@@ -15,6 +15,57 @@ use xhttp::status::StatusLayer;
 use xhttp::{Client, Error};
 use xhttp_testkit::{ChaosPlan, Config, Faults, Route, StartLog, TestServer};
 
+/// The facade's default deadline (30 s) plus a 2 s margin: a request not ended by then hung.
+const HUNG_AFTER: Duration = Duration::from_secs(32);
+
+/// Retries of the facade's default policy: a failure it allows made this many attempts.
+const FULL_ATTEMPTS: u32 = 4;
+
+impl Summary {
+    /// The rules of the `--chaos` run that this run broke; empty when it kept them all.
+    ///
+    /// No hung call; failures only of the kinds the retry policy gives up with after all
+    /// its attempts on an upstream fault (`Status`, `Transport`, `Timeout`), so never
+    /// `RefreshFailed`, `Unauthorized`, `SessionExpired` or `Internal`; no refresh-token
+    /// reuse; no dead-token request; no stalled second.
+    pub(crate) fn chaos_breaches(&self) -> Vec<String> {
+        let mut breaches = Vec::new();
+        if self.hung_calls > 0 {
+            breaches.push(format!("{} calls hung", self.hung_calls));
+        }
+        for (kind, n) in &self.failed_by_kind {
+            let allowed = kind == "Status" || kind == "Transport" || kind.starts_with("Timeout");
+            if !allowed {
+                breaches.push(format!("{n} calls failed with {kind}"));
+            }
+        }
+        let short: u64 = self
+            .failed_by_attempts
+            .iter()
+            .filter(|(attempts, _)| **attempts < FULL_ATTEMPTS)
+            .map(|(_, n)| n)
+            .sum();
+        if short > 0 {
+            breaches.push(format!(
+                "{short} failed calls made fewer than {FULL_ATTEMPTS} attempts"
+            ));
+        }
+        if self.reuse_detected > 0 {
+            breaches.push(format!("{} refresh tokens reused", self.reuse_detected));
+        }
+        if self.dead_token_requests > 0 {
+            breaches.push(format!(
+                "{} requests sent with a token the server had rejected",
+                self.dead_token_requests
+            ));
+        }
+        if self.stalled_seconds > 0 {
+            breaches.push(format!("{} stalled seconds", self.stalled_seconds));
+        }
+        breaches
+    }
+}
+
 /// A stalled second has fewer call starts than this share of the median second.
 const STALL_SHARE: f64 = 0.1;
 
@@ -54,6 +105,9 @@ pub(crate) struct Summary {
     /// Seconds of the request phase in which fewer calls started than 10% of the median
     /// second (see `StartLog::stalled_seconds`).
     pub(crate) stalled_seconds: u64,
+    /// Requests that had not ended 2 s after the facade's 30 s deadline (each also counted
+    /// in `failed_by_kind` as `Hung`): the library bounds every call, so this stays 0.
+    pub(crate) hung_calls: u64,
     /// Most API requests the server held at once.
     pub(crate) peak_concurrency: u64,
     /// Median latency of a logical request, microseconds.
@@ -175,8 +229,10 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
                 let Some(id) = ids.get(i) else { break };
                 let start = Instant::now();
                 starts.record();
-                let outcome = call(&client, *id).await;
-                tally.record(start.elapsed(), outcome);
+                match tokio::time::timeout(HUNG_AFTER, call(&client, *id)).await {
+                    Ok(outcome) => tally.record(start.elapsed(), outcome),
+                    Err(_) => tally.hung(start.elapsed()),
+                }
                 progress.inc(1);
             }
             tally
@@ -213,6 +269,7 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         faults_injected: counters.faults_injected(),
         dead_token_requests: counters.dead_token_requests(),
         stalled_seconds: starts.stalled_seconds(STALL_SHARE),
+        hung_calls: tally.hung,
         peak_concurrency: counters.peak_concurrency(),
         p50_us: percentile(&tally.latencies_us, 0.50),
         p99_us: percentile(&tally.latencies_us, 0.99),
@@ -274,6 +331,7 @@ fn unit(word: u64) -> f64 {
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    hung: u64,
     failed_by_kind: BTreeMap<String, u64>,
     failed_by_attempts: BTreeMap<u32, u64>,
     latencies_us: Vec<u64>,
@@ -294,8 +352,16 @@ impl Tally {
         }
     }
 
+    /// A request that had not ended after [`HUNG_AFTER`]: counted as the kind `Hung`.
+    fn hung(&mut self, latency: Duration) {
+        self.latencies_us.push(latency.as_micros() as u64);
+        self.hung += 1;
+        *self.failed_by_kind.entry("Hung".to_owned()).or_default() += 1;
+    }
+
     fn merge(&mut self, other: Tally) {
         self.ok += other.ok;
+        self.hung += other.hung;
         for (kind, n) in other.failed_by_kind {
             *self.failed_by_kind.entry(kind).or_default() += n;
         }
@@ -388,6 +454,7 @@ impl Summary {
             "stalled seconds",
             self.stalled_seconds.to_string(),
         );
+        row(&mut out, "hung calls", self.hung_calls.to_string());
         row(
             &mut out,
             "peak concurrency",
