@@ -525,7 +525,11 @@ mod tests {
         // behind an earlier success code.
         let err = unwrap(json(r#"{"code":0,"code":40009,"result":1}"#), &envelope).unwrap_err();
         assert_eq!(err.business_code(), Some(&BusinessCode::Int(40009)));
-        let ok = unwrap(json(r#"{"code":1,"code":0,"result":2,"result":3}"#), &envelope).unwrap();
+        let ok = unwrap(
+            json(r#"{"code":1,"code":0,"result":2,"result":3}"#),
+            &envelope,
+        )
+        .unwrap();
         let value: serde_json::Value =
             serde_json::from_str(r#"{"code":1,"code":0,"result":2,"result":3}"#).unwrap();
         assert_eq!(ok.body().as_ref(), value["result"].to_string().as_bytes());

@@ -102,8 +102,7 @@ impl Response {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(self.inner.body()).map_err(|e| {
             let why = xhttp_core::json::describe_error(&e);
-            Error::decode(format!("JSON body: {why}"))
-            .with_status(self.status())
+            Error::decode(format!("JSON body: {why}")).with_status(self.status())
         })
     }
 
