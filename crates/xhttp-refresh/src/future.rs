@@ -45,12 +45,23 @@ where
         );
         // `SessionChanged` (the trip was sent in an older session) ends here too: no replay
         // with another session's credentials.
-        if let Err(err) = self
-            .config
-            .manager
-            .refresh_after_rejection(generation)
-            .await
-        {
+        // The caller's deadline bounds its wait for the refresh (the flight goes on for others).
+        let deadline = self.request.as_deref().and_then(xhttp_core::Deadline::of);
+        let refreshed = match deadline {
+            Some(deadline) => {
+                self.config
+                    .manager
+                    .refresh_after_rejection_before(generation, deadline)
+                    .await
+            }
+            None => {
+                self.config
+                    .manager
+                    .refresh_after_rejection(generation)
+                    .await
+            }
+        };
+        if let Err(err) = refreshed {
             if err.kind() == xhttp_core::ErrorKind::SessionChanged {
                 tracing::debug!("rejected in an older session: returned without a replay");
             }

@@ -509,3 +509,57 @@ async fn a_401_error_for_a_streaming_body_past_its_cap_is_returned_marked() {
         assert!(!printed.contains("refresh-"), "{printed}");
     }
 }
+
+/// A grant that takes 5 s to answer `access-slow`.
+#[derive(Debug, Default, Clone)]
+struct Slow(Arc<AtomicUsize>);
+
+impl RefreshGrant for Slow {
+    fn request<'a>(&'a self, _: Option<&'a Secret>) -> BoxFuture<'a, Result<GrantResponse, Error>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(GrantResponse {
+                access_token: Secret::new("access-slow"),
+                refresh_token: Some(Secret::new("refresh-slow")),
+                expires_in: None,
+                received_at: tokio::time::Instant::now(),
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_waits_for_the_refresh_no_longer_than_its_deadline_and_the_flight_goes_on() {
+    let grant = Slow::default();
+    let manager = TokenManager::builder(grant.clone()).build();
+    manager
+        .set_tokens(
+            Secret::new("access-0"),
+            Some(Secret::new("refresh-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    let (upstream, seen) = make_upstream(|token| (token == "Bearer access-0").then(|| status(401)));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+
+    let started = tokio::time::Instant::now();
+    let mut request = get();
+    request
+        .extensions_mut()
+        .insert(xhttp_core::Deadline::after(Duration::from_secs(1)));
+    let err = service.clone().oneshot(request).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+
+    // The flight was not cancelled: a caller without a deadline gets its token, with no
+    // second token call.
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(seen.lock().unwrap().last().unwrap().0, "Bearer access-slow");
+}
