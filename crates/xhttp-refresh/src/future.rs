@@ -1,6 +1,7 @@
 //! The response future of [`Refresh`](crate::Refresh): the inner future on the common path,
 //! a boxed refresh-and-replay only after a rejection.
 
+use futures_util::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,13 +80,28 @@ where
         drop(first);
         let mut request = *request;
         request.extensions_mut().insert(Replayed);
-        request.extensions_mut().insert(GenerationSlot::new());
+        let replay_slot = GenerationSlot::new();
+        request.extensions_mut().insert(replay_slot.clone());
         let second = S::clone(&self.service)
             .oneshot(request)
             .await
             .map_err(|e| Error::from_boxed(e.into()));
         match self.config.triggers.rejection(&second) {
-            Some(rejection) => Err(rejection.into_error()),
+            Some(rejection) => {
+                // The fresh token was rejected too: it is dead, so tell the manager (no call
+                // sends it again; the manager's rejection back-off bounds the refreshes a
+                // server that rejects every fresh token can cause). Only the synchronous
+                // part runs here: the refresh, if one starts, is the manager's own task and
+                // this caller does not wait for it.
+                if let Some(generation) = replay_slot.get() {
+                    let _ = self
+                        .config
+                        .manager
+                        .refresh_after_rejection(generation)
+                        .now_or_never();
+                }
+                Err(rejection.into_error())
+            }
             None => second,
         }
     }

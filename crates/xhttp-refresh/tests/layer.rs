@@ -563,3 +563,27 @@ async fn a_replay_waits_for_the_refresh_no_longer_than_its_deadline_and_the_flig
     assert_eq!(started.elapsed(), Duration::from_secs(5));
     assert_eq!(seen.lock().unwrap().last().unwrap().0, "Bearer access-slow");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_rejected_on_the_replay_is_dead_and_never_sent_again() {
+    let (manager, grant) = manager().await;
+    // The API rejects every token, fresh ones included.
+    let (upstream, seen) = make_upstream(|_| Some(status(401)));
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+
+    let err = service.clone().oneshot(get()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+
+    for _ in 0..5 {
+        let _ = service.clone().oneshot(get()).await;
+    }
+    let sent = seen.lock().unwrap().clone();
+    let with = |token: &str| sent.iter().filter(|(t, _)| t == token).count();
+    assert_eq!(with("Bearer access-0"), 1, "{sent:?}");
+    assert_eq!(with("Bearer access-1"), 1, "{sent:?}");
+    for n in 2..=grant.0.load(Ordering::SeqCst) {
+        assert!(with(&format!("Bearer access-{n}")) <= 1, "{sent:?}");
+    }
+}
