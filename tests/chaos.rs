@@ -1,4 +1,4 @@
-//! The chaos run of issue 10, bounded for CI: an adversarial upstream (rotating refresh
+//! The chaos run, bounded for CI: an adversarial upstream (rotating refresh
 //! tokens with reuse detection, 300 ms access tokens, a token endpoint that fails 5 times,
 //! 503 bursts, resets, hangs, slow bodies) against the whole facade stack at concurrency 64.
 //!

@@ -123,14 +123,14 @@ impl AuthLayer {
         Arc::make_mut(&mut self.config)
     }
 
-    /// The scheme before the token (default `Bearer`, the seeds' `authenticationScheme`);
+    /// The scheme before the token (default `Bearer`, as axios wrappers' `authenticationScheme`);
     /// an empty scheme sends the bare token.
     pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
         self.config_mut().scheme = scheme.into();
         self
     }
 
-    /// The header that carries the token (default `authorization`; seed 001's backend reads
+    /// The header that carries the token (default `authorization`; some admin back ends read
     /// `access_token`). Use with `.scheme("")` for a bare token.
     pub fn header(mut self, header: HeaderName) -> Self {
         self.config_mut().header = header;

@@ -446,7 +446,7 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// Called once when the session expires (the seeds' "clear the token and log out"), not
+    /// Called once when the session expires (where a front end would clear the token and log out), not
     /// once per failed request.
     pub fn on_session_expired(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_session_expired = Some(Arc::new(hook));
@@ -454,7 +454,7 @@ impl TokenManagerBuilder {
     }
 
     /// Also refresh on a timer, at the start of each token's soft window, from a background
-    /// task that ends when the last handle to the manager is dropped (the seeds' timed
+    /// task that ends when the last handle to the manager is dropped (the timed
     /// refresh). Off by default: refresh on use covers callers that are active. Needs a tokio
     /// runtime when the manager is built.
     pub fn timed_refresh(mut self, enabled: bool) -> Self {

@@ -1,4 +1,4 @@
-//! Token stores: where tokens live between calls (the seeds' `localStorage`).
+//! Token stores: where tokens live between calls (what `localStorage` is to a front end).
 //!
 //! # Why the trait has this shape
 //!

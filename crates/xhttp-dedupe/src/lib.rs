@@ -1,6 +1,6 @@
 //! Duplicate requests, handled on purpose.
 //!
-//! Seed 000 lists "ignore duplicate requests"; vue-vben-admin cancels the older of two
+//! Admin front ends ignore duplicate requests; vue-vben-admin cancels the older of two
 //! duplicates but keys on method and URL without the query, so different searches cancel
 //! each other (#167), and its pending map is never cleared on error. [`DedupeLayer`] keys on
 //! identity, compares keys by value, and cleans up on every outcome.

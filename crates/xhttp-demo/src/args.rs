@@ -37,7 +37,7 @@ JSON FIELDS beyond the table's:
   hung_calls            calls not ended 2 s after the 30 s deadline (also failed as Hung)
 ";
 
-/// Requests of the `--chaos` run: the size of issue 10's run.
+/// Requests of the `--chaos` run: the full-size fault scenario.
 const CHAOS_REQUESTS: usize = 100_000;
 
 /// Duplicates of the `--chaos` run, so dedupe's followers meet the faults too.

@@ -1,7 +1,7 @@
 //! Unwrapping `{code, message, result}` envelopes.
 //!
-//! The seeds' backends answer HTTP 200 with an envelope: `{"code":0,"message":"ok","result":
-//! {...}}` (vue-vben-admin), `{"Code":200,"Msg":"..","Data":{..}}` (seed 000's
+//! Admin back ends often answer HTTP 200 with an envelope: `{"code":0,"message":"ok","result":
+//! {...}}` (vue-vben-admin), `{"Code":200,"Msg":"..","Data":{..}}` (an axios wrapper's
 //! `formatResponse`), `{"code":200,"msg":"..","data":{..}}`. Every front end unwraps it in an
 //! interceptor; [`EnvelopeLayer`] does it once, below retry and refresh, so that they see a
 //! business failure as a typed [`Error::business`](xhttp_core::Error::business):
@@ -139,7 +139,7 @@ impl Envelope {
         Envelope::new("code", "message", "result")
     }
 
-    /// Seed 000's `formatResponse` shape: `{"Code":200,"Msg":"..","Data":..}`, success 200.
+    /// The `formatResponse` shape of some axios wrappers: `{"Code":200,"Msg":"..","Data":..}`, success 200.
     pub fn pascal() -> Envelope {
         Envelope::new("Code", "Msg", "Data").success_codes([200])
     }

@@ -21,7 +21,7 @@
 //! What counts as a rejection ([`Triggers`]): status 401 (with or without a challenge),
 //! `WWW-Authenticate: Bearer error="invalid_token"` (in any of the response's challenges,
 //! parsed per RFC 9110: the same words inside another scheme's quoted parameter do not
-//! count), a business code such as the seeds' 40009, 409 or 1002 (from an `Error::Business`
+//! count), a business code such as 40009, 409 or 1002 (from an `Error::Business`
 //! of the envelope layer, or read from a `Bytes` body's `code` field when no envelope layer
 //! runs; both normalised by the core's one rule), and gRPC `grpc-status: 16`
 //! (UNAUTHENTICATED). Never 403: `insufficient_scope` is not cured by a new token.
@@ -134,7 +134,7 @@ impl Triggers {
         self
     }
 
-    /// Business codes that mean "token expired" (the seeds' backends answer HTTP 200 with
+    /// Business codes that mean "token expired" (admin back ends often answer HTTP 200 with
     /// code 40009, 409 or 1002). Codes compare after the core's one normalisation
     /// ([`xhttp_core::json::business_code`]): a configured `40009` or `"40009"` matches a body's
     /// `40009`, `"40009"` or `40009.0`, through a `Bytes` body and an envelope error alike.

@@ -379,7 +379,7 @@ fn retryable_status(status: StatusCode) -> bool {
 }
 
 impl RetryPolicy {
-    /// The built-in classification (issue 4 of the design): never-sent failures for any
+    /// The built-in classification: never-sent failures for any
     /// method; timeouts, resets and 408/429/500/502/503/504 only for idempotent methods or a
     /// request with an `Idempotency-Key`; never 501, other 4xx, decode errors, body limits or
     /// auth errors.

@@ -1,6 +1,6 @@
 //! Where the hooks of an axios wrapper go in a tower stack (documentation only).
 //!
-//! Seed 000's `VAxios` (vue-vben-admin) exposes hooks around one axios call. In tower each
+//! vue-vben-admin's `VAxios` exposes hooks around one axios call. In tower each
 //! becomes a layer, and where it sits in the `ServiceBuilder` says what it sees: layers
 //! listed first are outermost, so they see the request first and the response last.
 //!

@@ -1,6 +1,6 @@
 //! The default message of a failure status when the body has none, in English or Chinese.
 //!
-//! The Chinese wording is that of vue-vben-admin's `checkStatus`, which the seeds copy: an
+//! The Chinese wording is that of vue-vben-admin's `checkStatus`, which many admin front ends copy: an
 //! admin front end shows these sentences to its users as they are, so a Rust service that
 //! relays them keeps the wording its users already know. 400 and 429, which vben leaves to the
 //! server's own message, get sentences in the same style.

@@ -83,7 +83,7 @@ pub(crate) struct Config {
 /// redirect layer, or a redirect the caller wants to read), and a 304 answers a conditional
 /// request, telling the caller its cached copy is good; neither is a failure. A 1xx is never
 /// a final response except 101 for an upgrade the caller asked for. That leaves client and
-/// server errors (RFC 9110 sections 15.5 and 15.6), the statuses the seeds' `checkStatus`
+/// server errors (RFC 9110 sections 15.5 and 15.6), the statuses an axios wrapper's `checkStatus`
 /// turns into messages; a status outside 100..=599 fails as well.
 ///
 /// ```

@@ -1,6 +1,6 @@
 //! Failure statuses as typed errors with a message a person can read.
 //!
-//! Every admin front end that the seeds of this project come from has a `checkStatus(status,
+//! Admin front ends built on axios have a `checkStatus(status,
 //! msg)`: a 4xx or 5xx becomes a message, the server's own when its body has one, else a
 //! sentence per status (vue-vben-admin keys its messages by status, in Chinese and English).
 //! [`StatusLayer`] is that function as a tower layer, so that every layer above it (retry,
@@ -39,7 +39,7 @@
 //!
 //! The crate also holds [`ReportLayer`] ([`report`]), the outermost layer, which turns the
 //! final error of each caller into a notice, an error log record and a tracing event, and
-//! [`hooks`], which shows where each hook of the seeds' axios wrapper goes in a tower stack.
+//! [`hooks`], which shows where each hook of an axios wrapper goes in a tower stack.
 //!
 //! ```
 //! use bytes::Bytes;

@@ -148,7 +148,7 @@ struct CustomTokens {
 }
 
 /// `POST /auth/refresh`: `{"refreshToken"}` in, the tokens in an envelope out. Failures are
-/// business failures on HTTP 200, as in the seed documents' back ends.
+/// business failures on HTTP 200, as many admin back ends do.
 pub(crate) async fn custom_refresh(
     State(shared): State<Arc<Shared>>,
     body: Result<Json<CustomRefreshBody>, JsonRejection>,

@@ -65,7 +65,7 @@ pub struct ChaosPlan {
 }
 
 impl ChaosPlan {
-    /// The full run of issue 10: 100 000 calls, 300 ms tokens, 5 token-endpoint failures,
+    /// The full-size run: 100 000 calls, 300 ms tokens, 5 token-endpoint failures,
     /// 20 bursts of 50 503s, 20 hangs of 5 s, 200 slow bodies of 300 ms, 0.2% resets and
     /// 0.5% scattered 503s.
     pub fn full(seed: u64) -> ChaosPlan {

@@ -11,7 +11,7 @@ pub enum ExpiryMode {
     Http401,
     /// HTTP 200 with the envelope
     /// `{"code": <business_expired_code>, "message": "token expired", "result": null}`,
-    /// as the admin back ends of the seed documents do.
+    /// as many admin back ends do.
     BusinessCode,
 }
 
@@ -41,8 +41,8 @@ pub struct Config {
     pub credentials: (String, String),
     /// How protected routes reject tokens. Default [`ExpiryMode::Http401`].
     pub expiry_mode: ExpiryMode,
-    /// The business code of [`ExpiryMode::BusinessCode`]. Default 40009, the code of the
-    /// seed documents' back end.
+    /// The business code of [`ExpiryMode::BusinessCode`]. Default 40009, a code many
+    /// admin back ends use.
     pub business_expired_code: i64,
     /// Whether an access token is rejected as soon as a refresh of its family issues a newer
     /// one. Default `false`: RFC 6749 leaves an access token valid until it expires, and

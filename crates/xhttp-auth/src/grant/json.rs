@@ -1,6 +1,6 @@
 //! [`JsonGrant`]: refresh against a backend's own JSON dialect.
 //!
-//! Admin back ends rarely speak RFC 6749. The seeds' refresh call is
+//! Admin back ends rarely speak RFC 6749. A typical admin back end's refresh call is
 //! `POST /auth/refresh {"refreshToken": "..."}` answered by
 //! `{"code": 0, "message": "ok", "result": {"accessToken": ..., "refreshToken": ..., "expiresIn": ...}}`
 //! (or `instance.get(url, params)` with the token in the query, or the refresh token sent as
@@ -25,7 +25,7 @@ use crate::Secret;
 
 /// A refresh grant for a backend's own JSON dialect.
 ///
-/// Defaults, matching the seeds and the testkit's `/auth/refresh`: `POST` with the JSON body
+/// Defaults, matching common admin back ends and the testkit's `/auth/refresh`: `POST` with the JSON body
 /// `{"refreshToken": "<refresh token>"}`, and the answer read with
 /// [`TokenResponseFields::envelope`] (`/result/accessToken`, `/result/refreshToken`,
 /// `/result/expiresIn`; code `0` is success, code `401` means the refresh token is dead).

@@ -8,7 +8,7 @@
 //! - [`OAuth2Refresh`]: RFC 6749 section 6, `grant_type=refresh_token`, form-encoded;
 //! - [`ClientCredentials`]: RFC 6749 section 4.4, for service accounts (no refresh token);
 //! - [`JsonGrant`]: a backend's own JSON dialect, with request and response field mapping
-//!   (the seeds' `{"refreshToken": ...}` -> `{"code":0,"result":{"accessToken":...}}`).
+//!   (the admin back-end dialect `{"refreshToken": ...}` -> `{"code":0,"result":{"accessToken":...}}`).
 
 use std::fmt;
 use std::time::Duration;

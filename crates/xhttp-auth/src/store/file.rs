@@ -1,5 +1,5 @@
 //! [`FileStore`]: tokens in a JSON file, so that a CLI or a daemon keeps its session across
-//! restarts (the seeds' `localStorage`, for a process).
+//! restarts (what `localStorage` is to a front end, for a process).
 //!
 //! A token file is a credential, so the store writes it the careful way: a temporary file in
 //! the same directory, created readable by its owner only (mode 0600 on unix), written,

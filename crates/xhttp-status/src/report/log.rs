@@ -1,4 +1,4 @@
-//! The error log: one record per failed caller (the seeds' `addAjaxErrorInfo`).
+//! The error log: one record per failed caller (an axios wrapper's `addAjaxErrorInfo`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Reporting a failed call once per caller: a notice, an error log record, a tracing event.
 //!
-//! The seeds do this in their response interceptor's catch: `checkStatus` shows a message
+//! Axios wrappers do this in their response interceptor's catch: `checkStatus` shows a message
 //! (vben's `createMessage.error`, or a modal when `errorMessageMode` says so), the error goes
 //! to the error-log store (`addAjaxErrorInfo`), and a 401 logs the user out. Done at the
 //! bottom of a stack, it runs once per attempt: four retries are four toasts and four log
