@@ -6,50 +6,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use xhttp::auth::{FileStore, OAuth2Refresh, Secret, SkipAuth, TokenManager, TokenStore};
 use xhttp::refresh::Triggers;
 use xhttp::{Client, ErrorKind};
-use xhttp_testkit::{Config, ExpiryMode, Faults, Route, TestServer, TokenPair};
+use xhttp_testkit::{Config, ExpiryMode, Faults, Route, TestServer, TokenPair, TraceLog};
 
-/// Everything every test's tracing events wrote, to prove no token is ever logged.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-        buffer
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// Every test's tracing events, to prove no token is ever logged.
+fn log() -> &'static TraceLog {
+    TraceLog::global()
 }
 
 fn assert_not_logged(secrets: &[&str]) {
-    let log = log().lock().unwrap();
-    let text = String::from_utf8_lossy(&log);
-    for secret in secrets {
-        assert!(!text.contains(secret), "a secret reached a tracing event");
-    }
+    log().assert_free_of(secrets);
 }
 
 struct Setup {
@@ -915,11 +887,10 @@ async fn an_expired_on_arrival_token_is_used_with_reactive_refresh_only() {
         0,
         "no refresh per call"
     );
-    {
-        let log = log().lock().unwrap();
-        let text = String::from_utf8_lossy(&log);
-        assert!(text.contains("over on arrival"), "one warning says why");
-    }
+    assert!(
+        log().text().contains("over on arrival"),
+        "one warning says why"
+    );
     // When the server does reject it, one refresh and a replay.
     setup.server.set_token_ttl(Duration::from_millis(1));
     let short = setup.server.login();

@@ -115,6 +115,7 @@ mod server;
 mod splitmix;
 mod stall;
 mod tokens;
+mod trace_log;
 
 pub use chaos::ChaosPlan;
 pub use config::{Config, ExpiryMode, TokenPair};
@@ -126,3 +127,4 @@ pub use readiness::ReadinessProbe;
 pub use script::{Action, Script};
 pub use server::TestServer;
 pub use stall::StartLog;
+pub use trace_log::TraceLog;

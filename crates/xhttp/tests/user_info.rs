@@ -4,49 +4,23 @@
 //! TRACE), and credentials are never sent twice nor dropped silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex, OnceLock};
-
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use xhttp::{Client, ErrorKind};
-use xhttp_testkit::{Route, TestServer};
+use xhttp_testkit::{Route, TestServer, TraceLog};
 
 const PASSWORD: &str = "hunter2";
 /// `base64("bob:hunter2")`.
 const BASIC: &str = "Basic Ym9iOmh1bnRlcjI=";
 
 /// Everything every test's tracing events wrote, at TRACE, hyper's and hyper-util's included.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-        buffer
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn log() -> &'static TraceLog {
+    TraceLog::global()
 }
 
 fn logged() -> String {
-    String::from_utf8_lossy(&log().lock().unwrap()).into_owned()
+    log().text()
 }
 
 fn with_user_info(base_url: &str) -> String {
