@@ -277,7 +277,7 @@ pub(crate) async fn require_bearer(
 ) -> Response {
     let token = bearer_token(request.headers());
     if token.is_some_and(|t| shared.tokens.was_rejected(t)) {
-        shared.counters.dead_token();
+        shared.counters.rejected_token_arrival();
     }
     let rejection = match token.map(|t| shared.tokens.check(t)) {
         None => Rejection::Missing,
@@ -301,7 +301,7 @@ pub(crate) async fn require_bearer(
     reject(&shared, rejection)
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -23,7 +23,10 @@ const CHAOS_STREAM: u64 = 0x63_6861_6f73; // "chaos"
 ///   [`slow_bodies`](Self::slow_bodies) answers whose body stalls for
 ///   [`slow_body_pause`](Self::slow_body_pause) halfway, and a share of connection resets
 ///   ([`reset_rate`](Self::reset_rate)) and of scattered 503s
-///   ([`fail_rate`](Self::fail_rate)) drawn per request.
+///   ([`fail_rate`](Self::fail_rate)) drawn per request;
+/// - on the API route, [`revocations`](Self::revocations) requests whose live access token
+///   the server revokes on arrival (answered 401 while its refresh token stays valid), so
+///   the client must refresh on a rejection, replay, and never send that token again.
 ///
 /// ```
 /// use xhttp_testkit::{ChaosPlan, Route, TestServer};
@@ -62,18 +65,20 @@ pub struct ChaosPlan {
     pub reset_rate: f64,
     /// Share of API requests answered 503 outside the bursts.
     pub fail_rate: f64,
+    /// API requests whose live access token is revoked on arrival ([`Action::Revoke`]).
+    pub revocations: u64,
 }
 
 impl ChaosPlan {
     /// The full-size run: 100 000 calls, 300 ms tokens, 5 token-endpoint failures,
-    /// 20 bursts of 50 503s, 20 hangs of 5 s, 200 slow bodies of 300 ms, 0.2% resets and
-    /// 0.5% scattered 503s.
+    /// 20 bursts of 50 503s, 20 hangs of 5 s, 200 slow bodies of 300 ms, 200 revoked access
+    /// tokens, 0.2% resets and 0.5% scattered 503s.
     pub fn full(seed: u64) -> ChaosPlan {
         ChaosPlan::scaled(seed, 100_000)
     }
 
-    /// The same mix for `calls` API calls: the token failures stay 5, the bursts, hangs
-    /// and slow bodies scale with the calls (at least 2 of each), and tokens live 300 ms (so
+    /// The same mix for `calls` API calls: the token failures stay 5, the bursts, hangs,
+    /// slow bodies and revocations scale with the calls (at least 2 of each), and tokens live 300 ms (so
     /// a run of a few seconds refreshes often enough to meet every token failure).
     pub fn scaled(seed: u64, calls: u64) -> ChaosPlan {
         let per = |every: u64| (calls / every).max(2);
@@ -90,6 +95,7 @@ impl ChaosPlan {
             slow_body_pause: Duration::from_millis(300),
             reset_rate: 0.002,
             fail_rate: 0.005,
+            revocations: per(500),
         }
     }
 
@@ -112,7 +118,8 @@ impl ChaosPlan {
     }
 
     /// The API route's script: the bursts (spread evenly, each at a seeded offset in its
-    /// share of the calls), then the hangs and the slow bodies at seeded free positions.
+    /// share of the calls), then the hangs, the slow bodies and the revocations at seeded
+    /// free positions.
     pub fn api_script(&self) -> Script {
         let calls = self.calls.max(1);
         let share = (calls / self.bursts.max(1)).max(self.burst_len + 1);
@@ -134,6 +141,12 @@ impl ChaosPlan {
                 self.slow_bodies as usize,
                 0..calls,
                 Action::SlowBody(self.slow_body_pause),
+            )
+            .seeded(
+                self.seed ^ 2,
+                self.revocations as usize,
+                0..calls,
+                Action::Revoke,
             )
     }
 
@@ -176,7 +189,8 @@ mod tests {
     fn the_api_script_holds_every_fault_within_the_calls() {
         let plan = ChaosPlan::full(1);
         let script = plan.api_script();
-        let expected = plan.bursts * plan.burst_len + plan.hangs + plan.slow_bodies;
+        let expected =
+            plan.bursts * plan.burst_len + plan.hangs + plan.slow_bodies + plan.revocations;
         assert_eq!(script.len() as u64, expected);
         assert!(script.last_position().is_some_and(|n| n < plan.calls));
         assert_eq!(plan.api_script(), script, "same seed, same script");

@@ -21,7 +21,7 @@ pub struct Counters {
     unauthorized: AtomicU64,
     stale_tokens: AtomicU64,
     bytes_streamed: AtomicU64,
-    dead_token_requests: AtomicU64,
+    rejected_token_arrivals: AtomicU64,
     scripted_faults: AtomicU64,
 }
 
@@ -97,17 +97,21 @@ impl Counters {
 
     /// Protected requests that arrived bearing an access token this server had already
     /// turned away (answered 401, or the business "token expired" code, at least once
-    /// before): a token is dead once the server rejected it. A client that pauses its
-    /// callers while it refreshes keeps this at 0, except for requests that were already on
-    /// the wire when the first rejection was sent.
+    /// before): a token is dead once the server rejected it.
+    ///
+    /// The server cannot tell when such a request was sent: this counts the requests that
+    /// were already on the wire when the first rejection went out (a race no client can
+    /// avoid, at most one per request in flight then) together with those a client sent after
+    /// it had seen the rejection (a defect). [`TokenProbe`](crate::TokenProbe), on the client
+    /// side, counts the second kind alone.
     ///
     /// ```
     /// use xhttp_testkit::Counters;
     ///
-    /// assert_eq!(Counters::default().dead_token_requests(), 0);
+    /// assert_eq!(Counters::default().rejected_token_arrivals(), 0);
     /// ```
-    pub fn dead_token_requests(&self) -> u64 {
-        self.dead_token_requests.load(Ordering::SeqCst)
+    pub fn rejected_token_arrivals(&self) -> u64 {
+        self.rejected_token_arrivals.load(Ordering::SeqCst)
     }
 
     /// Requests answered by a [`Script`](crate::Script) step (also counted in
@@ -128,7 +132,7 @@ impl Counters {
             &self.unauthorized,
             &self.stale_tokens,
             &self.bytes_streamed,
-            &self.dead_token_requests,
+            &self.rejected_token_arrivals,
             &self.scripted_faults,
         ];
         for counter in counters.into_iter().chain(&self.hits) {
@@ -174,8 +178,8 @@ impl Counters {
         self.stale_tokens.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn dead_token(&self) {
-        self.dead_token_requests.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn rejected_token_arrival(&self) {
+        self.rejected_token_arrivals.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn scripted(&self) {

@@ -37,6 +37,11 @@ pub enum Action {
     /// The normal head and the first half of the body at once, the rest after this long: a
     /// slow body that an attempt timeout covering the body must cut.
     SlowBody(Duration),
+    /// The access token this request bears is revoked alone (its family and refresh token
+    /// stay valid), so the request is answered as any dead token is: 401 `invalid_token`, or
+    /// the business "token expired" code. A live token the server turns away before its
+    /// expiry: the client must refresh, replay, and never send that token again.
+    Revoke,
 }
 
 impl Action {

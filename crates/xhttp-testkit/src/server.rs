@@ -387,6 +387,12 @@ async fn perform(shared: &Shared, action: Action, request: Request, next: Next) 
             tokio::time::sleep(duration).await;
             next.run(request).await
         }
+        Action::Revoke => {
+            if let Some(token) = auth::bearer_token(request.headers()) {
+                shared.tokens.revoke_access(token);
+            }
+            next.run(request).await
+        }
         Action::SlowBody(pause) => {
             let (mut parts, body) = next.run(request).await.into_parts();
             let Ok(mut first) = axum::body::to_bytes(body, SLOW_BODY_LIMIT).await else {

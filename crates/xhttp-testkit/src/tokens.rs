@@ -201,6 +201,21 @@ impl TokenBook {
         self.state().rejected.contains(access_token)
     }
 
+    /// Revokes one access token alone: from now on it is dead, while its family, its
+    /// refresh token and the family's later tokens stay valid (a server that drops one
+    /// access token from its cache, or revokes it after a password check). Unknown tokens
+    /// are ignored; true when `access_token` was known.
+    pub(crate) fn revoke_access(&self, access_token: &str) -> bool {
+        let now = Instant::now();
+        match self.state().access.get_mut(access_token) {
+            Some(record) => {
+                record.expires_at = record.expires_at.min(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Revokes every family: all access and refresh tokens issued so far become invalid.
     pub(crate) fn revoke_all(&self) {
         for family in &mut self.state().families {

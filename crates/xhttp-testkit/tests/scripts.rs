@@ -90,7 +90,7 @@ async fn a_token_is_dead_once_the_server_rejected_it() {
         client.get_with_token(&url, &pair.access_token).await.status,
         401
     );
-    assert_eq!(server.counters().dead_token_requests(), 0);
+    assert_eq!(server.counters().rejected_token_arrivals(), 0);
     // Sent again after the 401: dead-token requests.
     assert_eq!(
         client.get_with_token(&url, &pair.access_token).await.status,
@@ -100,7 +100,7 @@ async fn a_token_is_dead_once_the_server_rejected_it() {
         client.get_with_token(&url, &pair.access_token).await.status,
         401
     );
-    assert_eq!(server.counters().dead_token_requests(), 2);
+    assert_eq!(server.counters().rejected_token_arrivals(), 2);
     let fresh = server.login();
     assert_eq!(
         client
@@ -109,5 +109,32 @@ async fn a_token_is_dead_once_the_server_rejected_it() {
             .status,
         200
     );
-    assert_eq!(server.counters().dead_token_requests(), 2);
+    assert_eq!(server.counters().rejected_token_arrivals(), 2);
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_is_dead_while_its_refresh_token_lives() {
+    let server = TestServer::start().await;
+    let client = TestClient::http1();
+    let pair = server.login();
+    server.set_script(Route::Items, Script::new().on(1, Action::Revoke));
+    let url = server.url("/api/items/1");
+    let get = |token: String| {
+        let (client, url) = (&client, &url);
+        async move { client.get_with_token(url, &token).await.status }
+    };
+    assert_eq!(get(pair.access_token.clone()).await, 200);
+    assert_eq!(get(pair.access_token.clone()).await, 401, "revoked");
+    assert_eq!(get(pair.access_token.clone()).await, 401, "and stays dead");
+    assert_eq!(server.counters().rejected_token_arrivals(), 1);
+    let reply = client
+        .post_form(
+            &server.url("/auth/token"),
+            &format!("grant_type=refresh_token&refresh_token={}", pair.refresh_token),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "the refresh token is still valid");
+    let fresh = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(get(fresh).await, 200);
+    assert_eq!(server.counters().reuse_detected(), 0);
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
-use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use tower::util::{BoxCloneSyncService, Either};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use xhttp_auth::SkipAuth;
 use xhttp_auth::{AuthLayer, TokenManager};
 use xhttp_core::Origin;
@@ -28,6 +30,19 @@ use crate::user_info;
 
 /// The composed stack as a plain tower service, for users who add their own layers.
 pub type BoxService = BoxCloneSyncService<Request<Body>, Response<Bytes>, Error>;
+
+/// The response body at the transport end of a client with
+/// [`transport_layer`](ClientBuilder::transport_layer)s: whatever those layers answer with,
+/// boxed.
+pub type TransportBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The transport end of the stack, below collect, as the layers given to
+/// [`ClientBuilder::transport_layer`] see it: the HTTP transport (or the layers added
+/// before), boxed.
+pub type BoxTransport = BoxCloneSyncService<Request<Body>, Response<TransportBody>, BoxError>;
+
+/// One layer at the transport end, applied at build time.
+type TransportLayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send>;
 
 /// An HTTP client with the xhttp stack inside. Cheap to clone (an `Arc`), `Send + Sync`, so
 /// it fits in axum state and is shared by every task.
@@ -281,10 +296,23 @@ struct Timeouts {
 /// no extra boxing.
 fn canonical_stack(
     transport: HttpTransport,
+    transport_layers: Vec<TransportLayerFn>,
     timeouts: Timeouts,
     limit: BodyLimit,
     layers: Layers,
 ) -> BoxService {
+    let collect = CollectLayer::with_limit(limit);
+    // Without transport layers the transport is not boxed: the common client pays nothing
+    // for the hook.
+    let bottom = if transport_layers.is_empty() {
+        Either::Left(collect.layer(transport))
+    } else {
+        let boxed = transport_layers
+            .into_iter()
+            .rev()
+            .fold(box_transport(transport), |inner, layer| layer(inner));
+        Either::Right(collect.layer(boxed))
+    };
     let service = ServiceBuilder::new()
         .option_layer(layers.report)
         .option_layer(layers.dedupe)
@@ -295,9 +323,26 @@ fn canonical_stack(
         .option_layer(layers.envelope)
         .option_layer(layers.auth)
         .layer(AttemptTimeoutLayer::new(timeouts.attempt))
-        .layer(CollectLayer::with_limit(limit))
-        .service(transport);
+        .service(bottom);
     BoxService::new(service)
+}
+
+/// Boxes a transport-end service, its body and its error.
+fn box_transport<S, B>(service: S) -> BoxTransport
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxTransport::new(
+        service
+            .map_response(|response: Response<B>| {
+                response.map(|body| body.map_err(Into::into).boxed_unsync())
+            })
+            .map_err(Into::into),
+    )
 }
 
 /// The small stack a grant calls its token endpoint through: transport, collect, attempt
@@ -360,6 +405,7 @@ pub struct ClientBuilder {
     body_limit: BodyLimit,
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
+    transport_layers: Vec<TransportLayerFn>,
     error: Option<Error>,
 }
 
@@ -389,6 +435,7 @@ impl fmt::Debug for ClientBuilder {
             .field("body_limit", &self.body_limit)
             .field("transport", &self.transport)
             .field("auth", &self.auth)
+            .field("transport_layers", &self.transport_layers.len())
             .field("error", &self.error)
             .finish()
     }
@@ -429,6 +476,7 @@ impl ClientBuilder {
             body_limit: BodyLimit::DEFAULT,
             transport: HttpTransport::builder(),
             auth: None,
+            transport_layers: Vec::new(),
             error: None,
         }
     }
@@ -627,6 +675,52 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a layer at the transport end of the stack: below collect and the attempt
+    /// timeout, over the HTTP transport, where it sees each trip's request as sent (the
+    /// token written, once per attempt) and the response as streamed from the wire. This is
+    /// the place of tower-http's decompression and redirect layers, of a metrics or
+    /// tracing layer per trip, and of a test probe.
+    ///
+    /// The first layer added is the outermost, the nearest collect, as with
+    /// `ServiceBuilder`. Its response body must yield `Bytes` (it is boxed, and collected
+    /// under the body limit); its error may be any `Into<BoxError>` (an `xhttp::Error`
+    /// passes through unchanged, any other error is a `Transport` error). A client with no
+    /// transport layer keeps the transport unboxed.
+    ///
+    /// ```
+    /// use tower::ServiceBuilder;
+    /// use tower::layer::layer_fn;
+    ///
+    /// // A layer that stamps every trip; any tower `Layer` fits.
+    /// let stamp = layer_fn(|inner: xhttp::BoxTransport| {
+    ///     ServiceBuilder::new()
+    ///         .map_request(|mut request: http::Request<xhttp::Body>| {
+    ///             request.headers_mut().insert("x-trip", http::HeaderValue::from_static("1"));
+    ///             request
+    ///         })
+    ///         .service(inner)
+    /// });
+    /// let client = xhttp::Client::builder()
+    ///     .base_url("http://127.0.0.1:8080")
+    ///     .transport_layer(stamp)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn transport_layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxTransport> + Send + 'static,
+        L::Service: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request<Body>>>::Error: Into<BoxError>,
+        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.transport_layers
+            .push(Box::new(move |inner| box_transport(layer.layer(inner))));
+        self
+    }
+
     /// Speak HTTP/2 without negotiation, also over plain TCP (h2c).
     pub fn http2_prior_knowledge(mut self) -> Self {
         self.transport = self.transport.http2_prior_knowledge(true);
@@ -734,6 +828,7 @@ impl ClientBuilder {
         }
         let service = canonical_stack(
             self.transport.build(),
+            self.transport_layers,
             Timeouts {
                 attempt: self.attempt_timeout,
                 total: self.deadline,

@@ -43,7 +43,9 @@ mod response;
 pub mod transport;
 mod user_info;
 
-pub use client::{grant_transport, BoxService, Client, ClientBuilder};
+pub use client::{
+    grant_transport, BoxService, BoxTransport, Client, ClientBuilder, TransportBody,
+};
 pub use future::ResponseFuture;
 pub use request::RequestBuilder;
 pub use response::Response;
