@@ -61,7 +61,8 @@
 //!   cool-down (default 1 s, counted from the **end** of the failed refresh, so a timeout is
 //!   followed by quiet too) callers that need a refresh get that error at once.
 //! - **A server that rejects even fresh tokens** does not cost a token call per request:
-//!   when a token a rejection-triggered refresh issued is rejected within 30 s, the next
+//!   when a token a rejection-triggered refresh issued is rejected before any response
+//!   accepted it, within 30 s and the first half of its life, the next
 //!   rejection-triggered refresh waits `1 s, 2 s, 4 s, ...` (at most 60 s) after that token
 //!   was issued, and callers get `Unauthorized` meanwhile
 //!   ([`TokenManagerBuilder::rejection_backoff`]): at most about `log2(60) + 2 + T / 60`
@@ -88,7 +89,7 @@
 //!   error, notice or log line can print them, even quoted by a server.
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -168,6 +169,9 @@ struct Shared {
     /// Why the configuration is impossible, when `build` was given one: every call fails with
     /// it instead of panicking.
     broken: Option<Error>,
+    /// The newest generation a response accepted ([`TokenManager::note_accepted`]): outside
+    /// the lock, so that the common path reads it with a load.
+    accepted: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -183,9 +187,11 @@ struct Config {
     rejection_cap: Duration,
 }
 
-/// A token rejected less than this after a rejection-triggered refresh issued it counts as
-/// "the server rejects even fresh tokens" (the answer to a request sent with it is back within
-/// a request's time, seconds; 30 s leaves room for a slow one).
+/// A token no response accepted, rejected less than this after a rejection-triggered refresh
+/// issued it (and within the first half of its life), counts as "the server rejects even
+/// fresh tokens" (the answer to a request sent with it is back within a request's time,
+/// seconds; 30 s leaves room for a slow one). A token that some response accepted, or one
+/// rejected late in its life, was revoked or expired: that is no sign of churn.
 const FRESH_REJECTION: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
@@ -412,13 +418,16 @@ impl TokenManagerBuilder {
     }
 
     /// How a server that rejects even fresh tokens is kept from costing a token call per
-    /// request. When the server rejects a token less than 30 s after a rejection-triggered
-    /// refresh issued it, for the `k`-th time in a row, no rejection-triggered refresh starts
+    /// request. When the server rejects a token that no response had accepted
+    /// ([`TokenManager::note_accepted`]) less than 30 s (and less than half the token's
+    /// lifetime) after a rejection-triggered refresh issued it, for the `k`-th time in a
+    /// row, no rejection-triggered refresh starts
     /// before `min(base * 2^(k-1), cap)` after that token was issued; meanwhile callers with
     /// the dead token get `Unauthorized` at once. Default 1 s and 60 s: over `T` seconds of
     /// such rejections, at most about `log2(cap / base) + 2 + T / cap` token calls (21
     /// sequential calls at one instant cost 1; one a second for 21 s cost 5). A token that
-    /// lives longer, or one a proactive refresh issued, ends the streak. A zero `base`, a
+    /// lives longer, one a response accepted, or one a proactive refresh issued, ends the
+    /// streak. A zero `base`, a
     /// `cap` below it or over ten years is a `Config` error.
     ///
     /// ```
@@ -498,6 +507,7 @@ impl TokenManagerBuilder {
             changed: Arc::new(Notify::new()),
             timed_task: Mutex::new(None),
             broken,
+            accepted: AtomicU64::new(0),
         });
         if timed {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -551,6 +561,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // so a poisoned lock still guards consistent state.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
+
 
 impl TokenManager {
     /// Options for a manager that refreshes with `grant`.
@@ -749,6 +760,30 @@ impl TokenManager {
         }
     }
 
+    /// Tells the manager that a response accepted the token of `generation`: the server
+    /// took it at least once. The refresh layer of `xhttp-refresh` calls this for
+    /// every answer that is not a rejection, and so does anyone who drives the manager by
+    /// hand. It tells churn from revocation: a token the server rejects before accepting it,
+    /// just after a rejection-triggered refresh issued it, means the server rejects even
+    /// fresh tokens, and the next refresh is held back
+    /// ([`TokenManagerBuilder::rejection_backoff`]); a token the server accepted and then
+    /// rejected was revoked or expired, and is simply refreshed. One atomic load on the
+    /// common path.
+    ///
+    /// ```
+    /// # async fn run(manager: xhttp_auth::TokenManager) -> Result<(), xhttp_core::Error> {
+    /// let token = manager.current().await?;
+    /// // ... the request sent with it came back 200:
+    /// manager.note_accepted(token.generation());
+    /// # Ok(()) }
+    /// ```
+    pub fn note_accepted(&self, generation: u64) {
+        let accepted = &self.shared.accepted;
+        if accepted.load(Ordering::Relaxed) < generation {
+            accepted.fetch_max(generation, Ordering::AcqRel);
+        }
+    }
+
     /// The generation of the token held now (0: none yet).
     pub fn generation(&self) -> u64 {
         lock(&self.shared.state).generation
@@ -851,18 +886,28 @@ impl Shared {
             }
             if token.generation() > state.dead {
                 state.dead = token.generation();
-                self.note_rejection(&mut state, now);
+                self.note_rejection(&mut state, &token, now);
             }
         }
         self.join_or_start(&mut state, now, true)
     }
 
     /// The server rejected the current token for the first time: if a rejection-triggered
-    /// refresh issued it moments ago, the server rejects even fresh tokens, and the next
-    /// rejection-triggered refresh is held back, longer each time in a row.
-    fn note_rejection(&self, state: &mut State, now: Instant) {
+    /// refresh issued it moments ago and no response has accepted it, the server rejects even
+    /// fresh tokens, and the next rejection-triggered refresh is held back, longer each time
+    /// in a row.
+    fn note_rejection(&self, state: &mut State, token: &Token, now: Instant) {
+        let never_accepted = self.accepted.load(Ordering::Acquire) < token.generation();
+        let fresh = |at: Instant| {
+            let window = token
+                .expires_at()
+                .map_or(FRESH_REJECTION, |expiry| {
+                    (expiry.saturating_duration_since(at) / 2).min(FRESH_REJECTION)
+                });
+            now.saturating_duration_since(at) < window
+        };
         match state.issued {
-            Some((at, true)) if now.saturating_duration_since(at) < FRESH_REJECTION => {
+            Some((at, true)) if never_accepted && fresh(at) => {
                 state.churn = state.churn.saturating_add(1);
                 let wait = self
                     .config

@@ -1307,6 +1307,65 @@ async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshe
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_token_the_server_accepted_and_then_rejected_is_refreshed_at_once() {
+    // A rejection-triggered refresh issues generation 2; a response accepts it; the server
+    // then revokes it. That is no churn: the next refresh starts at once, no hold.
+    let endpoint = Endpoint::new(None);
+    let manager = exact_manager(&endpoint, None).await;
+    let first = manager.current().await.unwrap();
+    let second = manager
+        .refresh_after_rejection(first.generation())
+        .await
+        .unwrap();
+    assert_eq!(endpoint.calls(), 1);
+    manager.note_accepted(second.generation());
+    let third = manager
+        .refresh_after_rejection(second.generation())
+        .await
+        .expect("a revoked token is refreshed, not held back");
+    assert_eq!(third.generation(), second.generation() + 1);
+    assert_eq!(endpoint.calls(), 2);
+    // Never accepted, rejected at once: churn, held back as before.
+    let err = manager
+        .refresh_after_rejection(third.generation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(endpoint.calls(), 2);
+    // A report for an older generation changes nothing.
+    manager.note_accepted(1);
+    assert_eq!(endpoint.reuse(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_token_rejected_late_in_its_life_is_no_churn() {
+    // 300 ms tokens: a token rejected 200 ms after a rejection-triggered refresh issued it
+    // (past half its life) expired or was revoked; the next refresh starts at once.
+    let lifetime = Some(Duration::from_millis(300));
+    let endpoint = Endpoint::new(lifetime);
+    let manager = exact_manager(&endpoint, lifetime).await;
+    let first = manager.current().await.unwrap();
+    let second = manager
+        .refresh_after_rejection(first.generation())
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let third = manager
+        .refresh_after_rejection(second.generation())
+        .await
+        .expect("not held back");
+    assert_eq!(third.generation(), second.generation() + 1);
+    // Rejected 10 ms after it was issued, never accepted: held back.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    let err = manager
+        .refresh_after_rejection(third.generation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_token_gets_its_soft_window_refresh() {
     // 4 s tokens: 0.4 s skew, soft window from 2.88 s, hard window from 3.24 s.
     let lifetime = Some(Duration::from_secs(4));

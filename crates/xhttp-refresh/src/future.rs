@@ -102,7 +102,21 @@ where
                 }
                 Err(rejection.into_error())
             }
-            None => second,
+            None => {
+                note_accepted(&self.config, &replay_slot, &second);
+                second
+            }
+        }
+    }
+}
+
+/// A response that is not a rejection tells the manager the server took the token (it tells
+/// a revoked token from one the server never accepts). An error is no such sign: a transport
+/// failure or a gateway's 503 may never have looked at it.
+fn note_accepted<T>(config: &Config, slot: &GenerationSlot, outcome: &Result<Response<T>, Error>) {
+    if outcome.is_ok() {
+        if let Some(generation) = slot.get() {
+            config.manager.note_accepted(generation);
         }
     }
 }
@@ -172,6 +186,7 @@ where
                         return Poll::Ready(result);
                     };
                     if replay.config.triggers.rejection(&result).is_none() {
+                        note_accepted(&replay.config, &replay.slot, &result);
                         return Poll::Ready(result);
                     }
                     // No token went out with this trip (another origin, SkipAuth): nothing
