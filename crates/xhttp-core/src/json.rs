@@ -1,10 +1,11 @@
-//! The JSON rules every layer shares: what a business code is, and how a parse failure is
-//! described without quoting the body.
+//! The JSON rules every layer shares: what a business code is, where a configured location
+//! points, and how a parse failure is described without quoting the body.
 //!
 //! Envelope, refresh and the token grants all read codes out of server JSON. They read them
 //! through [`business_code`], so that `40009`, `"40009"` and `40009.0` are one code everywhere
 //! and a failure envelope can never pass as a success through one path and trigger a refresh
-//! through another.
+//! through another. Likewise every location a user configures (`"code"`, `"/data/errMsg"`)
+//! is read by [`pointer`], so that a name means the same member in every layer.
 
 use serde_json::Value;
 
@@ -86,6 +87,59 @@ fn whole_float(float: f64) -> Option<i64> {
     in_range.then_some(float as i64)
 }
 
+/// A location given as a JSON pointer (RFC 6901) or as a member name, as a pointer.
+///
+/// Text that starts with `/` is a pointer and is kept as it is, and so is `""` (the whole
+/// document). Any other text is the name of a top-level member, escaped as RFC 6901 says
+/// (`~` as `~0`, `/` as `~1`): `a/b` names the member `"a/b"`, not a path.
+///
+/// ```
+/// use serde_json::json;
+/// use xhttp_core::json::pointer;
+///
+/// assert_eq!(&*pointer("token"), "/token");
+/// assert_eq!(&*pointer("/data/token"), "/data/token");
+/// assert_eq!(&*pointer("a/b"), "/a~1b");
+/// let body = json!({"data": {"token": "t"}, "a/b": 1});
+/// assert_eq!(body.pointer(&pointer("/data/token")), Some(&json!("t")));
+/// assert_eq!(body.pointer(&pointer("a/b")), Some(&json!(1)));
+/// ```
+pub fn pointer(location: &str) -> Box<str> {
+    if location.is_empty() || location.starts_with('/') {
+        return location.into();
+    }
+    format!("/{}", location.replace('~', "~0").replace('/', "~1")).into()
+}
+
+/// The reference tokens of a location read as [`pointer`] reads it, unescaped (`~1` is `/`,
+/// `~0` is `~`): the member names and array indices to walk, in order. The whole document
+/// (`""`) has none.
+///
+/// For code that walks a document serde_json's `Value::pointer` cannot reach, such as a
+/// borrowed `RawValue`.
+///
+/// ```
+/// use xhttp_core::json::pointer_tokens;
+///
+/// assert_eq!(pointer_tokens("/data/items/0"), ["data", "items", "0"]);
+/// assert_eq!(pointer_tokens("/a~1b/c~0d"), ["a/b", "c~d"]);
+/// assert_eq!(pointer_tokens("a/b"), ["a/b"]);
+/// assert!(pointer_tokens("").is_empty());
+/// ```
+pub fn pointer_tokens(location: &str) -> Vec<String> {
+    if location.is_empty() {
+        return Vec::new();
+    }
+    match location.strip_prefix('/') {
+        // `~1` first, as RFC 6901 section 4 says, so that `~01` reads as `~1`, not `/`.
+        Some(rest) => rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => vec![location.to_owned()],
+    }
+}
+
 /// A parse failure described by its category and position only.
 ///
 /// serde's own message quotes the offending value (`invalid type: string "eyJ..."`), which may
@@ -137,7 +191,45 @@ mod tests {
         assert_eq!(business_code(&json!([])), None);
     }
 
+    #[test]
+    fn escapes_read_in_the_order_rfc_6901_gives() {
+        assert_eq!(pointer_tokens("/~01"), ["~1"]);
+        assert_eq!(pointer_tokens("/"), [""]);
+        assert_eq!(&*pointer(""), "");
+        assert_eq!(&*pointer("~"), "/~0");
+    }
+
+    /// Walks `value` by the tokens, an array index read as RFC 6901 reads it (no leading zero).
+    fn walk<'a>(value: &'a Value, tokens: &[String]) -> Option<&'a Value> {
+        tokens
+            .iter()
+            .try_fold(value, |current, token| match current {
+                Value::Object(map) => map.get(token),
+                Value::Array(items) if token == "0" || !token.starts_with('0') => {
+                    items.get(token.parse::<usize>().ok()?)
+                }
+                _ => None,
+            })
+    }
+
     proptest::proptest! {
+        #[test]
+        fn tokens_walk_where_the_pointer_points(
+            location in "/?[a-c~/01]{0,6}",
+        ) {
+            let document = json!({
+                "a": {"b": 1, "a/b": [2, {"c": 3}]},
+                "a/b": 4,
+                "~": {"0": 5},
+                "": 6,
+                "c~1": 7,
+            });
+            proptest::prop_assert_eq!(
+                walk(&document, &pointer_tokens(&location)),
+                document.pointer(&pointer(&location))
+            );
+        }
+
         #[test]
         fn an_integer_reads_the_same_in_every_form(n in proptest::num::i64::ANY) {
             let expected = Some(BusinessCode::Int(n));

@@ -66,7 +66,7 @@ use pin_project_lite::pin_project;
 use serde_json::value::RawValue;
 use tower::{BoxError, Layer, Service};
 use xhttp_core::error::MAX_TEXT_LEN;
-use xhttp_core::json::{business_code, describe_error, normalize};
+use xhttp_core::json::{business_code, describe_error, normalize, pointer_tokens};
 use xhttp_core::mask::server_text;
 use xhttp_core::{BusinessCode, Error};
 
@@ -88,7 +88,8 @@ type SuccessPredicate = Arc<dyn Fn(&BusinessCode) -> bool + Send + Sync>;
 
 /// Where an envelope keeps its code, message and data, and which codes mean success.
 ///
-/// Locations are field names (`"code"`) or JSON pointers (`"/meta/code"`).
+/// Locations are field names (`"code"`) or JSON pointers (`"/meta/code"`), read as
+/// [`xhttp_core::json::pointer`] reads them.
 ///
 /// ```
 /// use xhttp_envelope::Envelope;
@@ -127,9 +128,9 @@ impl Envelope {
     /// An envelope with its code, message and data at these locations; success code `0`.
     pub fn new(code: &str, message: &str, data: &str) -> Envelope {
         Envelope {
-            code: pointer(code),
-            message: pointer(message),
-            data: pointer(data),
+            code: pointer_tokens(code),
+            message: pointer_tokens(message),
+            data: pointer_tokens(data),
             success: Success::Codes(vec![BusinessCode::Int(0)]),
         }
     }
@@ -172,17 +173,6 @@ impl Envelope {
             Success::Codes(codes) => codes.contains(code),
             Success::Predicate(predicate) => predicate(code),
         }
-    }
-}
-
-/// A field name or JSON pointer (RFC 6901) as the tokens to walk.
-fn pointer(location: &str) -> Vec<String> {
-    match location.strip_prefix('/') {
-        Some(rest) => rest
-            .split('/')
-            .map(|token| token.replace("~1", "/").replace("~0", "~"))
-            .collect(),
-        None => vec![location.to_string()],
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Response, StatusCode, Uri};
 use tower::Layer;
-use xhttp_core::{Error, SharedClock, TokioClock};
+use xhttp_core::{json, Error, SharedClock, TokioClock};
 
 use crate::message::{self, ENVELOPE_POINTERS};
 use crate::{Language, Status};
@@ -141,9 +141,10 @@ impl StatusLayerBuilder {
     }
 
     /// Also reads the message at `pointer` (RFC 6901, such as `/data/errMsg`; a bare name
-    /// such as `errMsg` means `/errMsg`), after the envelope members already listed.
+    /// such as `errMsg` is the top-level member of that name, as
+    /// [`xhttp_core::json::pointer`] reads it), after the envelope members already listed.
     pub fn message_pointer(mut self, pointer: impl AsRef<str>) -> Self {
-        self.envelope_pointers.push(normalize(pointer.as_ref()));
+        self.envelope_pointers.push(json::pointer(pointer.as_ref()));
         self
     }
 
@@ -156,7 +157,7 @@ impl StatusLayerBuilder {
     ) -> Self {
         self.envelope_pointers = pointers
             .into_iter()
-            .map(|p| normalize(p.as_ref()))
+            .map(|p| json::pointer(p.as_ref()))
             .collect();
         self
     }
@@ -177,14 +178,6 @@ impl StatusLayerBuilder {
                 clock: self.clock,
             }),
         }
-    }
-}
-
-fn normalize(pointer: &str) -> Box<str> {
-    if pointer.starts_with('/') {
-        pointer.into()
-    } else {
-        format!("/{pointer}").into()
     }
 }
 

@@ -24,7 +24,7 @@ use http::{header, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
 use xhttp_core::error::RefreshFailure;
-use xhttp_core::json::{business_code, describe_error, normalize};
+use xhttp_core::json::{business_code, describe_error, normalize, pointer};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
 use super::base64;
@@ -485,14 +485,6 @@ fn jwt_lifetime(token: &str, server_now: SystemTime) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     capped_seconds(left)
-}
-
-/// `name` becomes `/name` (escaped per RFC 6901); a pointer is kept as it is.
-fn pointer(pointer_or_name: &str) -> Box<str> {
-    if pointer_or_name.is_empty() || pointer_or_name.starts_with('/') {
-        return pointer_or_name.into();
-    }
-    format!("/{}", pointer_or_name.replace('~', "~0").replace('/', "~1")).into()
 }
 
 #[cfg(test)]
@@ -956,9 +948,10 @@ mod tests {
 
     #[test]
     fn names_without_a_slash_are_top_level_fields() {
-        assert_eq!(&*pointer("access_token"), "/access_token");
-        assert_eq!(&*pointer("a/b~c"), "/a~1b~0c");
-        assert_eq!(&*pointer("/result/token"), "/result/token");
+        let at = |location| TokenResponseFields::new(location).access_token;
+        assert_eq!(&*at("access_token"), "/access_token");
+        assert_eq!(&*at("a/b~c"), "/a~1b~0c");
+        assert_eq!(&*at("/result/token"), "/result/token");
     }
 
     #[test]
