@@ -266,43 +266,46 @@ impl Cursor<'_> {
         (self.at > start).then(|| String::from_utf8_lossy(&self.bytes[start..self.at]).into_owned())
     }
 
-    /// A `quoted-string`, unescaped; `None` when it never closes.
+    /// A `quoted-string`, unescaped; `None` (the cursor unmoved) when it never closes.
     fn quoted(&mut self) -> Option<String> {
-        let start = self.at;
-        if !self.eat(b'"') {
+        if self.peek() != Some(b'"') {
             return None;
         }
-        let mut value = Vec::new();
-        loop {
-            match self.peek() {
-                None => {
-                    self.at = start;
-                    return None;
-                }
-                Some(b'"') => {
-                    self.at += 1;
-                    return Some(String::from_utf8_lossy(&value).into_owned());
-                }
-                Some(b'\\') => {
-                    self.at += 1;
-                    match self.peek() {
-                        Some(escaped) => {
-                            value.push(escaped);
-                            self.at += 1;
-                        }
-                        None => {
-                            self.at = start;
-                            return None;
-                        }
-                    }
-                }
-                Some(byte) => {
-                    value.push(byte);
-                    self.at += 1;
-                }
+        let body = self.at + 1;
+        let close = closing_quote(self.bytes, body, b'"')?;
+        let mut value = Vec::with_capacity(close - body);
+        let mut escaped = false;
+        for &byte in &self.bytes[body..close] {
+            if byte == b'\\' && !escaped {
+                escaped = true;
+            } else {
+                value.push(byte);
+                escaped = false;
             }
         }
+        self.at = close + 1;
+        Some(String::from_utf8_lossy(&value).into_owned())
     }
+}
+
+/// Where the string whose content starts at `from` closes: the first `quote` byte (ASCII) at
+/// or after `from` that no backslash escapes. `None` when the string never closes, an escape
+/// cut off by the end included.
+///
+/// The one scan for a quoted string's end: the challenge parser unquotes parameters with it,
+/// and the masker finds the end of a quoted value with it.
+pub(crate) fn closing_quote(bytes: &[u8], from: usize, quote: u8) -> Option<usize> {
+    let mut at = from;
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'\\' {
+            at += 2;
+        } else if byte == quote {
+            return Some(at);
+        } else {
+            at += 1;
+        }
+    }
+    None
 }
 
 /// RFC 9110 `tchar`, plus `/` (token68) so that bare values like `a/b` read whole.
@@ -395,11 +398,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_string_closes_at_the_first_unescaped_quote() {
+        assert_eq!(closing_quote(br#""ab"c""#, 1, b'"'), Some(3));
+        assert_eq!(closing_quote(br#""a\"b"c"#, 1, b'"'), Some(5));
+        assert_eq!(closing_quote(br#""a\\"b"#, 1, b'"'), Some(4));
+        assert_eq!(closing_quote(b"'it''", 1, b'\''), Some(3));
+        assert_eq!(closing_quote(br#""never"#, 1, b'"'), None);
+        assert_eq!(closing_quote(br#""cut\"#, 1, b'"'), None);
+        assert_eq!(closing_quote(b"", 0, b'"'), None);
+    }
+
+    #[test]
+    fn a_quote_that_never_closes_is_no_value() {
+        let header = r#"Basic realm="x", Bearer error="invalid_token\""#;
+        let challenges = parse(header);
+        assert_eq!(challenges[0].param("realm"), Some("x"));
+        assert_eq!(challenges[1].param("error"), None);
+        assert!(!is_invalid_token(header));
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(text in ".{0,200}") {
             let _ = bearer_error(&text);
             let _ = is_invalid_token(&text);
+        }
+
+        /// Quoting then reading gives back the text, whatever it holds.
+        #[test]
+        fn a_quoted_value_reads_back_whole(value in ".{0,60}") {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            let challenges = parse(&format!(r#"Bearer realm="{escaped}""#));
+            proptest::prop_assert_eq!(challenges[0].param("realm"), Some(value.as_str()));
         }
 
         #[test]

@@ -695,23 +695,9 @@ fn unquoted_end(text: &str, start: usize) -> usize {
 fn mask_quoted(text: &str, at: usize, quote: &str, out: &mut String) -> usize {
     out.push_str(quote);
     let body = at + quote.len();
-    let close = if quote.len() == 1 {
+    let close = if let [q] = quote.as_bytes() {
         // Plain quotes: skip backslash escapes.
-        let bytes = text.as_bytes();
-        let q = quote.as_bytes()[0];
-        let mut i = body;
-        let mut found = None;
-        while i < bytes.len() {
-            if bytes[i] == b'\\' {
-                i += 2;
-            } else if bytes[i] == q {
-                found = Some(i);
-                break;
-            } else {
-                i += 1;
-            }
-        }
-        found
+        crate::challenge::closing_quote(text.as_bytes(), body, *q)
     } else {
         text[body..].find(quote).map(|n| body + n)
     };
