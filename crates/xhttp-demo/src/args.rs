@@ -17,11 +17,13 @@ FLAGS:
   --fail-rate F         share of API requests answered 503 by the server, 0..1 (default 0)
   --duplicate-rate D    share of requests that repeat one already in flight, 0..1 (default 0)
   --seed S              seed of the server's faults and of the request mix (default 1)
-  --chaos               the chaos run of issue 10: 100000 requests (unless --requests says
-                        otherwise), concurrency 64, 300 ms tokens, 503 bursts, hangs,
-                        resets, slow bodies, 5% duplicates (unless --duplicate-rate) and a
-                        token endpoint that fails 5 times in total (xhttp_testkit::ChaosPlan);
-                        --fail-rate and --token-ttl-ms are ignored; checks the run (no
+  --chaos               the chaos run: 100000 requests (unless --requests says otherwise),
+                        concurrency 64, 300 ms tokens, 503 bursts, hangs, resets, slow
+                        bodies, live tokens revoked, 5% duplicates (unless
+                        --duplicate-rate) and a token endpoint that fails 5 times in total
+                        (xhttp_testkit::ChaosPlan), on one thread so that the dead-token
+                        count is exact; --fail-rate and --token-ttl-ms are ignored; checks
+                        the run (no
                         hung call, failures only Status/Transport/Timeout after 4 attempts,
                         no refresh-token reuse, no dead-token request, no stalled second)
                         and exits 1 when a rule is broken
@@ -30,8 +32,14 @@ FLAGS:
   -h, --help            this text
 
 JSON FIELDS beyond the table's:
-  dead_token_requests   API requests that arrived bearing an access token the server had
-                        already rejected (answered 401 for), counted by the server
+  dead_token_requests   trips the client sent with an access token after a 401 for that
+                        token had come back to it (xhttp_testkit::TokenProbe at the
+                        transport end)
+  rejected_token_arrivals
+                        API requests that arrived bearing an access token the server had
+                        already rejected: dead_token_requests plus those already on the
+                        wire when the rejection went out, counted by the server
+  revoked_tokens        live access tokens the server revoked (the --chaos script)
   stalled_seconds       whole wall-clock seconds of the request phase, before the last call
                         started, in which fewer calls started than 10% of the median second
   hung_calls            calls not ended 2 s after the 30 s deadline (also failed as Hung)

@@ -29,10 +29,18 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The chaos run is on one thread: there the transport-end probe records a rejection in
+    // the same poll in which the layers above learn of it, so its dead-token count is exact.
+    let runtime = if args.chaos {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("xhttp-demo: cannot start the runtime: {err}");

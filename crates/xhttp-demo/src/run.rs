@@ -13,7 +13,7 @@ use xhttp::envelope::Envelope;
 use xhttp::retry::RetryPolicy;
 use xhttp::status::StatusLayer;
 use xhttp::{Client, Error};
-use xhttp_testkit::{ChaosPlan, Config, Faults, Route, StartLog, TestServer};
+use xhttp_testkit::{ChaosPlan, Config, Faults, Route, StartLog, TestServer, TokenProbe};
 
 /// The facade's default deadline (30 s) plus a 2 s margin: a request not ended by then hung.
 const HUNG_AFTER: Duration = Duration::from_secs(32);
@@ -55,7 +55,7 @@ impl Summary {
         }
         if self.dead_token_requests > 0 {
             breaches.push(format!(
-                "{} requests sent with a token the server had rejected",
+                "{} requests sent with a token the client had seen rejected",
                 self.dead_token_requests
             ));
         }
@@ -100,8 +100,16 @@ pub(crate) struct Summary {
     pub(crate) upstream_requests: u64,
     /// Faults the server injected.
     pub(crate) faults_injected: u64,
-    /// API requests that arrived bearing an access token the server had already rejected.
+    /// Trips the client sent with an access token after a 401 for that token had come back
+    /// to it (`TokenProbe` at the transport end): the client's defects, 0 when it keeps the
+    /// dead-token rule.
     pub(crate) dead_token_requests: u64,
+    /// API requests that arrived bearing an access token the server had already rejected:
+    /// `dead_token_requests` plus the requests already on the wire when a rejection went
+    /// out, which no client can recall.
+    pub(crate) rejected_token_arrivals: u64,
+    /// Live access tokens the server revoked (the `--chaos` run's scripted revocations).
+    pub(crate) revoked_tokens: u64,
     /// Seconds of the request phase in which fewer calls started than 10% of the median
     /// second (see `StartLog::stalled_seconds`).
     pub(crate) stalled_seconds: u64,
@@ -179,7 +187,11 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
             }
         })
         .build()?;
+    // The probe sees every trip as sent: it counts those that carry a token already seen
+    // rejected.
+    let probe = TokenProbe::new();
     let client = builder()
+        .transport_layer(probe.clone())
         .status(StatusLayer::new())
         .envelope(Envelope::vben())
         .retry(policy)
@@ -267,7 +279,9 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
         coalesced: client.dedupe_stats().coalesced,
         upstream_requests: counters.hits(Route::Items),
         faults_injected: counters.faults_injected(),
-        dead_token_requests: counters.dead_token_requests(),
+        dead_token_requests: probe.dead_token_requests(),
+        rejected_token_arrivals: counters.rejected_token_arrivals(),
+        revoked_tokens: counters.revoked_tokens(),
         stalled_seconds: starts.stalled_seconds(STALL_SHARE),
         hung_calls: tally.hung,
         peak_concurrency: counters.peak_concurrency(),
@@ -448,6 +462,14 @@ impl Summary {
             &mut out,
             "dead-token requests",
             self.dead_token_requests.to_string(),
+        );
+        row(
+            &mut out,
+            "rejected-token arrivals",
+            format!(
+                "{} (of {} revoked tokens)",
+                self.rejected_token_arrivals, self.revoked_tokens
+            ),
         );
         row(
             &mut out,

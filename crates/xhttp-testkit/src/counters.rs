@@ -23,6 +23,7 @@ pub struct Counters {
     bytes_streamed: AtomicU64,
     rejected_token_arrivals: AtomicU64,
     scripted_faults: AtomicU64,
+    revoked_tokens: AtomicU64,
 }
 
 impl Counters {
@@ -120,6 +121,11 @@ impl Counters {
         self.scripted_faults.load(Ordering::SeqCst)
     }
 
+    /// Live access tokens revoked by an [`Action::Revoke`](crate::Action::Revoke) step.
+    pub fn revoked_tokens(&self) -> u64 {
+        self.revoked_tokens.load(Ordering::SeqCst)
+    }
+
     /// Sets every counter to 0, except [`in_flight`](Self::in_flight), which keeps
     /// counting the requests still running; the peak restarts from it.
     pub fn reset(&self) {
@@ -134,6 +140,7 @@ impl Counters {
             &self.bytes_streamed,
             &self.rejected_token_arrivals,
             &self.scripted_faults,
+            &self.revoked_tokens,
         ];
         for counter in counters.into_iter().chain(&self.hits) {
             counter.store(0, Ordering::SeqCst);
@@ -180,6 +187,10 @@ impl Counters {
 
     pub(crate) fn rejected_token_arrival(&self) {
         self.rejected_token_arrivals.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn revoked(&self) {
+        self.revoked_tokens.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn scripted(&self) {

@@ -388,8 +388,9 @@ async fn perform(shared: &Shared, action: Action, request: Request, next: Next) 
             next.run(request).await
         }
         Action::Revoke => {
-            if let Some(token) = auth::bearer_token(request.headers()) {
-                shared.tokens.revoke_access(token);
+            let token = auth::bearer_token(request.headers());
+            if token.is_some_and(|token| shared.tokens.revoke_access(token)) {
+                shared.counters.revoked();
             }
             next.run(request).await
         }

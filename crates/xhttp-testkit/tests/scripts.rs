@@ -127,6 +127,7 @@ async fn a_revoked_access_token_is_dead_while_its_refresh_token_lives() {
     assert_eq!(get(pair.access_token.clone()).await, 401, "revoked");
     assert_eq!(get(pair.access_token.clone()).await, 401, "and stays dead");
     assert_eq!(server.counters().rejected_token_arrivals(), 1);
+    assert_eq!(server.counters().revoked_tokens(), 1);
     let reply = client
         .post_form(
             &server.url("/auth/token"),
