@@ -77,6 +77,35 @@ pub fn server_text(text: &str, cap: usize) -> String {
     masked
 }
 
+/// A server's message fit to show a person: [`server_text`], capped at `max_chars`
+/// characters rather than bytes, the last one an ellipsis when something was cut; `None` when
+/// nothing is left.
+///
+/// For the short texts a toast or a log line shows (a status message, the message of a token
+/// endpoint's refusal). Masking runs before the cap, so that a token cut by the cap cannot
+/// escape the rules that recognise it whole.
+///
+/// ```
+/// use xhttp_core::mask::server_message;
+///
+/// assert_eq!(server_message(" bad\n\tinput ", 32).as_deref(), Some("bad input"));
+/// assert_eq!(server_message("déjà vu", 4).as_deref(), Some("déj…"));
+/// let shown = server_message("token=abc123 expired", 64);
+/// assert_eq!(shown.as_deref(), Some("token=REDACTED expired"));
+/// assert_eq!(server_message("\u{200b}\r\n", 32), None);
+/// ```
+pub fn server_message(text: &str, max_chars: usize) -> Option<String> {
+    // Four bytes per character at most, and one more character to tell that a cut happened.
+    let mut shown = server_text(text, max_chars.saturating_add(1).saturating_mul(4));
+    if let Some((cut, _)) = shown.char_indices().nth(max_chars.checked_sub(1)?) {
+        if shown[cut..].chars().nth(1).is_some() {
+            shown.truncate(cut);
+            shown.push('…');
+        }
+    }
+    (!shown.is_empty()).then_some(shown)
+}
+
 /// How far past the window a known secret is looked for (64 KiB): no credential is longer.
 const MAX_LOOKAHEAD: usize = 64 * 1024;
 

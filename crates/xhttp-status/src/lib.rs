@@ -17,7 +17,7 @@
 //! - a body without one (an HTML page from a proxy, an empty body) gets the default message
 //!   of the status in the configured [`Language`];
 //! - the message goes through core's one masker
-//!   ([`xhttp_core::mask::server_text`]): flattened to one line, stripped of control, bidi and
+//!   ([`xhttp_core::mask::server_message`]): flattened to one line, stripped of control, bidi and
 //!   invisible characters, anything in it that looks like a credential masked, then capped at
 //!   [`MAX_MESSAGE_CHARS`] characters: the error is logged and shown, the server's text is not
 //!   vetted;

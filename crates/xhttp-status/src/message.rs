@@ -3,7 +3,7 @@
 
 use http::{header, HeaderMap};
 use serde_json::Value;
-use xhttp_core::mask::server_text;
+use xhttp_core::mask::server_message;
 
 /// Longest message kept, in characters: a sentence for a toast or a log line, not a page.
 pub const MAX_MESSAGE_CHARS: usize = 256;
@@ -26,6 +26,12 @@ const PROBLEM_POINTERS: [&str; 2] = ["/detail", "/title"];
 /// then `title` (only under `application/problem+json`), the envelope pointers, then
 /// `error.message`, `error_description` and a string `error`. Only non-empty strings count;
 /// a body that is not a JSON object gives `None`.
+///
+/// The text is made fit to keep by core's one masker ([`server_message`]): whitespace runs
+/// become one space, control, bidi-override and invisible characters go (they rewrite
+/// terminals, reorder log lines and split secrets), known secrets and credentials are masked,
+/// and the result is capped at [`MAX_MESSAGE_CHARS`] characters, the last one an ellipsis when
+/// something was cut.
 pub(crate) fn from_body(
     headers: &HeaderMap,
     body: &[u8],
@@ -47,7 +53,7 @@ pub(crate) fn from_body(
         .chain(envelope_pointers.iter().map(|p| &**p))
         .chain(ERROR_POINTERS)
         .filter_map(|pointer| value.pointer(pointer)?.as_str())
-        .find_map(clean)
+        .find_map(|text| server_message(text, MAX_MESSAGE_CHARS))
 }
 
 /// Whether the response says it is an RFC 9457 problem document.
@@ -63,29 +69,6 @@ pub(crate) fn is_problem(headers: &HeaderMap) -> bool {
         })
 }
 
-/// A server's text made fit to keep, by core's one masker ([`server_text`]): whitespace runs
-/// become one space, control, bidi-override and invisible characters go (they rewrite
-/// terminals, reorder log lines and split secrets), known secrets and credentials are masked,
-/// and the result is capped at [`MAX_MESSAGE_CHARS`] characters, the last one an ellipsis when
-/// something was cut; `None` when nothing is left.
-///
-/// Masking runs before the cap, so that a token cut by the cap cannot escape the rules that
-/// recognise it whole.
-pub(crate) fn clean(raw: &str) -> Option<String> {
-    // Four bytes per character at most, and one more character to tell that a cut happened.
-    let mut text = server_text(raw, 4 * (MAX_MESSAGE_CHARS + 1));
-    if text.is_empty() {
-        return None;
-    }
-    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS - 1) {
-        if text[cut..].chars().nth(1).is_some() {
-            text.truncate(cut);
-            text.push('…');
-        }
-    }
-    Some(text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +80,11 @@ mod tests {
 
     fn json(body: &str) -> Option<String> {
         from_body(&HeaderMap::new(), body.as_bytes(), &defaults())
+    }
+
+    /// The message a body carrying `raw` as its `message` gives.
+    fn clean(raw: &str) -> Option<String> {
+        json(&serde_json::json!({ "message": raw }).to_string())
     }
 
     fn problem(body: &str) -> Option<String> {

@@ -35,7 +35,7 @@ use crate::Secret;
 /// instant arithmetic downstream can overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
-/// The longest server message copied into an error, in bytes.
+/// The longest server message copied into an error, in characters (as the status layer's).
 const MAX_MESSAGE_CHARS: usize = 256;
 
 /// OAuth error codes that mean "this credential will never work" (RFC 6749 section 5.2).
@@ -430,8 +430,7 @@ fn refresh_failed(message: &str) -> Error {
 /// and credential shapes masked, control and invisible characters cleaned, length capped.
 fn text_at(json: &Value, pointer: Option<&str>) -> Option<String> {
     let text = json.pointer(pointer?)?.as_str()?;
-    let clean = xhttp_core::mask::server_text(text, MAX_MESSAGE_CHARS);
-    (!clean.trim().is_empty()).then_some(clean)
+    xhttp_core::mask::server_message(text, MAX_MESSAGE_CHARS)
 }
 
 /// `expires_in` as seconds: a number, a float or a numeric string. Zero, negative, non-finite
@@ -944,6 +943,8 @@ mod tests {
         let message = err.message().unwrap();
         assert!(!message.contains('\n'));
         assert!(message.len() < 300, "{}", message.len());
+        // Capped in characters, as the status layer caps, and the cut is shown.
+        assert!(message.ends_with('…'), "{message}");
     }
 
     #[test]

@@ -413,6 +413,25 @@ fn known_secrets_are_found_percent_encoded_and_json_escaped() {
 }
 
 #[test]
+fn a_message_is_capped_in_characters_with_an_ellipsis() {
+    let capped = server_message(&"é".repeat(10_000), 256).unwrap();
+    assert_eq!(capped.chars().count(), 256);
+    assert!(capped.ends_with('…'));
+    let exact = "b".repeat(256);
+    assert_eq!(server_message(&exact, 256).unwrap(), exact);
+    let spaced = "a ".repeat(128);
+    assert_eq!(server_message(&spaced, 256).unwrap(), spaced.trim_end());
+    assert_eq!(server_message("anything", 0), None);
+}
+
+#[test]
+fn a_token_in_a_message_is_masked_even_where_the_cap_cuts() {
+    let text = format!("{} {JWT}", "x".repeat(250));
+    let shown = server_message(&text, 256).unwrap();
+    assert!(!shown.contains("eyJ"), "{shown}");
+}
+
+#[test]
 fn a_word_at_the_end_of_the_window_is_read_whole_or_dropped() {
     // A word longer than the extra read: dropped, never shown in part.
     let text = format!("a {}", "ab".repeat(700_000));
