@@ -22,7 +22,6 @@ use xhttp_core::{Body, Error};
 
 use crate::Secret;
 
-mod base64;
 mod exchange;
 #[cfg(test)]
 mod fake;

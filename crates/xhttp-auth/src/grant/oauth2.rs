@@ -10,13 +10,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Request, Uri};
 use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Body, Error};
 
-use super::base64;
 use super::exchange::{exchange, token_url};
 use super::{GrantResponse, GrantTransport, RefreshGrant, RetrySafety, TokenResponseFields};
 use crate::Secret;
@@ -348,7 +348,7 @@ fn basic_credentials(client_id: &str, secret: &Secret) -> Result<HeaderValue, Er
     );
     let mut value = HeaderValue::try_from(format!(
         "Basic {}",
-        base64::encode_standard(pair.as_bytes())
+        base64::engine::general_purpose::STANDARD.encode(pair)
     ))
     .map_err(|_| Error::invalid_request("could not build the Basic credentials"))?;
     value.set_sensitive(true);

@@ -19,6 +19,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde_json::Value;
@@ -27,13 +29,16 @@ use xhttp_core::error::RefreshFailure;
 use xhttp_core::json::{business_code, describe_error, normalize, pointer};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
-use super::base64;
 use super::GrantResponse;
 use crate::Secret;
 
 /// The longest lifetime believed: ten years. A larger `expires_in` or `exp` is capped, so no
 /// instant arithmetic downstream can overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// The longest JWT payload decoded (16 KiB): a payload worth reading is a few hundred bytes,
+/// and the cap bounds the work done on a hostile token.
+const MAX_JWT_PAYLOAD: usize = 16 * 1024;
 
 /// The longest server message copied into an error, in characters (as the status layer's).
 const MAX_MESSAGE_CHARS: usize = 256;
@@ -467,10 +472,11 @@ fn server_now(response: &Response<Bytes>, system_now: SystemTime) -> SystemTime 
 fn jwt_lifetime(token: &str, server_now: SystemTime) -> Option<Duration> {
     let mut segments = token.split('.');
     let (_header, payload, _signature) = (segments.next()?, segments.next()?, segments.next()?);
-    if segments.next().is_some() {
+    if segments.next().is_some() || payload.len() > MAX_JWT_PAYLOAD {
         return None;
     }
-    let claims: Value = serde_json::from_slice(&base64::decode_url(payload)?).ok()?;
+    // JWT segments are unpadded base64url (RFC 7515 section 2); padding is refused.
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     let exp = claims.get("exp")?.as_f64()?;
     if !exp.is_finite() {
         return None;
@@ -512,9 +518,9 @@ mod tests {
     fn jwt(claims: &str) -> String {
         format!(
             "{}.{}.{}",
-            base64::encode_url(br#"{"alg":"HS256","typ":"JWT"}"#),
-            base64::encode_url(claims.as_bytes()),
-            base64::encode_url(b"signature")
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims),
+            URL_SAFE_NO_PAD.encode(b"signature")
         )
     }
 
@@ -763,6 +769,32 @@ mod tests {
             let tokens = parse(&response(200, &body)).unwrap();
             assert_eq!(tokens.expires_in, None, "{claims}");
         }
+    }
+
+    #[test]
+    fn a_jwt_payload_that_is_padded_foreign_or_oversized_is_not_read() {
+        let exp = r#"{"exp":1700000600}"#;
+        let padded = URL_SAFE_NO_PAD.encode(exp) + "==";
+        // The standard alphabet's `/`, unpadded: JSON that decodes, in the wrong alphabet.
+        let standard =
+            base64::engine::general_purpose::STANDARD.encode(r#"{"exp":1700000600,"n":"??"}"#);
+        assert!(
+            standard.contains('/') && !standard.ends_with('='),
+            "{standard}"
+        );
+        let oversized = format!(
+            r#"{{"exp":1700000600,"pad":"{}"}}"#,
+            "x".repeat(MAX_JWT_PAYLOAD)
+        );
+        for payload in [padded, standard, URL_SAFE_NO_PAD.encode(oversized)] {
+            let token = format!("e30.{payload}.c2ln");
+            assert_eq!(jwt_lifetime(&token, unix(1_700_000_000)), None, "{payload}");
+        }
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(exp));
+        assert_eq!(
+            jwt_lifetime(&token, unix(1_700_000_000)),
+            Some(Duration::from_secs(600))
+        );
     }
 
     #[test]
