@@ -19,6 +19,11 @@
 //! copy with [`copy_for_replay`] before the first send and ask [`can_replay`] when they are
 //! about to send it. A replay refused for its body returns the first outcome marked: the
 //! error answers [`Error::is_body_not_replayable`], a response carries [`NotReplayed`].
+//!
+//! The layers that send a request again or compare requests (retry, refresh, dedupe) take any
+//! body that implements [`RequestBody`]: xhttp's [`Body`], `http_body_util`'s `Full` and
+//! `Empty` (what a hyper client usually sends), plain bytes and strings. A boxed body is sent
+//! once and never coalesced.
 
 use std::fmt;
 use std::pin::Pin;
@@ -505,26 +510,172 @@ mod tests {
     }
 
     #[test]
+    fn full_bodies_are_copied_and_keyed_by_their_bytes() {
+        let full = http_body_util::Full::new(Bytes::from_static(b"q=1"));
+        assert_eq!(full.body_key(), BodyKey::Bytes(Bytes::from_static(b"q=1")));
+        // Keying reads a clone: the body still sends its bytes.
+        assert_eq!(full.body_key(), full.try_clone_body().unwrap().body_key());
+        // Data other than `Bytes` is copied into the key.
+        let slice = http_body_util::Full::new(&b"q=1"[..]);
+        assert_eq!(slice.body_key(), full.body_key());
+        let none = http_body_util::Full::new(Bytes::new());
+        assert_eq!(none.body_key(), BodyKey::Empty);
+        assert_eq!(
+            http_body_util::Empty::<Bytes>::new().body_key(),
+            BodyKey::Empty
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_full_body_sends_the_same_bytes() {
+        let full = http_body_util::Full::new(Bytes::from_static(b"{\"name\":\"pen\"}"));
+        let copy = full.copy_for_replay().unwrap();
+        assert!(copy.can_replay());
+        let first = full.collect().await.unwrap().to_bytes();
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), first);
+    }
+
+    #[test]
+    fn box_bodies_are_never_copied_nor_keyed() {
+        let full = http_body_util::Full::new(Bytes::from_static(b"x"));
+        let boxed = full.clone().map_err(|never| match never {}).boxed();
+        assert!(boxed.try_clone_body().is_none());
+        assert_eq!(boxed.body_key(), BodyKey::Unknown);
+        let unsync: http_body_util::combinators::UnsyncBoxBody<Bytes, Error> =
+            full.map_err(|never| match never {}).boxed_unsync();
+        assert!(unsync.copy_for_replay().is_none());
+        assert_eq!(unsync.body_key(), BodyKey::Unknown);
+    }
+
+    #[test]
+    fn byte_bodies_key_as_their_bytes_and_no_bytes_as_empty() {
+        let expected = BodyKey::Bytes(Bytes::from_static(b"abc"));
+        assert_eq!(Bytes::from_static(b"abc").body_key(), expected);
+        assert_eq!(String::from("abc").body_key(), expected);
+        assert_eq!(b"abc".to_vec().body_key(), expected);
+        assert_eq!("abc".body_key(), expected);
+        assert_eq!((b"abc" as &'static [u8]).body_key(), expected);
+        assert_eq!(Body::from("abc").body_key(), expected);
+        for empty in [
+            String::new().body_key(),
+            Bytes::new().body_key(),
+            ().body_key(),
+            Body::empty().body_key(),
+        ] {
+            assert_eq!(empty, BodyKey::Empty);
+        }
+        let stream = Body::replayable(http_body_util::Full::new(Bytes::from_static(b"x")), 10);
+        assert_eq!(stream.body_key(), BodyKey::Unknown);
+    }
+
+    #[test]
     fn body_is_send_sync_unpin() {
         fn assert_traits<T: Send + Sync + Unpin + 'static>() {}
         assert_traits::<Body>();
     }
 }
 
-/// A request body that may be sent again: refresh and retry clone the request before the
-/// first attempt and replay the clone.
+/// The request body as the dedupe key sees it ([`RequestBody::body_key`]).
 ///
-/// Implemented for xhttp's [`Body`] (known bytes always; a streaming body until it passes its
-/// replay cap), for `http-body-util`'s `Full` and `Empty`, for plain byte and string types,
-/// and as "never" for the boxed bodies of `http-body-util` (what tonic and most proxies use),
-/// where refresh still refreshes but returns the first outcome instead of replaying.
+/// Its `Debug` prints the length of the bytes, never the bytes: a body may carry a password or
+/// a refresh token.
 ///
 /// ```
-/// use xhttp_core::body::TryCloneBody;
-/// assert!(xhttp_core::Body::from("x").try_clone_body().is_some());
-/// assert!(String::from("x").try_clone_body().is_some());
+/// use bytes::Bytes;
+/// use xhttp_core::body::BodyKey;
+///
+/// assert_eq!(BodyKey::from(Bytes::new()), BodyKey::Empty);
+/// assert_eq!(format!("{:?}", BodyKey::from(Bytes::from("pin=1234"))), "Bytes { len: 8 }");
 /// ```
-pub trait TryCloneBody: Sized {
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum BodyKey {
+    /// No body, or an empty one.
+    Empty,
+    /// All the body's bytes, known up front (dedupe keys them only under its body cap).
+    Bytes(Bytes),
+    /// A streaming or boxed body: such a request is never deduplicated.
+    Unknown,
+}
+
+impl From<Bytes> for BodyKey {
+    /// The key of a body of known bytes: `Empty` when there are none.
+    fn from(bytes: Bytes) -> BodyKey {
+        if bytes.is_empty() {
+            BodyKey::Empty
+        } else {
+            BodyKey::Bytes(bytes)
+        }
+    }
+}
+
+impl fmt::Debug for BodyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyKey::Empty => f.write_str("Empty"),
+            BodyKey::Bytes(bytes) => f.debug_struct("Bytes").field("len", &bytes.len()).finish(),
+            BodyKey::Unknown => f.write_str("Unknown"),
+        }
+    }
+}
+
+/// A request body the xhttp layers can work with: retry and refresh copy it to send the
+/// request again, dedupe reads its bytes to tell identical requests apart.
+///
+/// A layer that needs neither accepts any body. Retry and refresh copy the request before
+/// the first send ([`copy_for_replay`](Self::copy_for_replay)) and ask, right before the
+/// replay, whether the copy can still be sent in full ([`can_replay`](Self::can_replay));
+/// dedupe keys a request on [`body_key`](Self::body_key) without consuming the body.
+///
+/// | body | copy for a replay | dedupe key |
+/// |---|---|---|
+/// | [`Body`] of known bytes | a clone from the first byte | its bytes |
+/// | [`Body::replayable`] stream | a copy; sent only while within its replay cap | `Unknown` |
+/// | `http_body_util::Full<D>` (the usual hyper client body) | a clone | its bytes |
+/// | `http_body_util::Empty<D>`, `()` | a new empty body | `Empty` |
+/// | `Bytes`, `String`, `Vec<u8>`, `&'static str`, `&'static [u8]` | a clone | their bytes |
+/// | `BoxBody`, `UnsyncBoxBody` (tonic, proxies) | none: never replayed | `Unknown`: never coalesced |
+///
+/// A key of no bytes is `Empty`. A request whose body cannot be copied is sent once: retry
+/// returns its first outcome, refresh still refreshes (so the next call succeeds) and returns
+/// the first outcome, marked [`NotReplayed`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use xhttp_core::body::{BodyKey, RequestBody};
+///
+/// let body = Full::new(Bytes::from_static(br#"{"q":"pen"}"#));
+/// assert!(body.try_clone_body().is_some());
+/// assert_eq!(body.body_key(), BodyKey::Bytes(Bytes::from_static(br#"{"q":"pen"}"#)));
+///
+/// // A boxed body can be neither copied nor keyed.
+/// let boxed = body.map_err(|never| match never {}).boxed();
+/// assert!(boxed.try_clone_body().is_none());
+/// assert_eq!(boxed.body_key(), BodyKey::Unknown);
+/// ```
+///
+/// A body type of your own takes two methods:
+///
+/// ```
+/// use bytes::Bytes;
+/// use xhttp_core::body::{BodyKey, RequestBody};
+///
+/// #[derive(Clone)]
+/// struct Json(Bytes);
+///
+/// impl RequestBody for Json {
+///     fn try_clone_body(&self) -> Option<Self> {
+///         Some(self.clone())
+///     }
+///
+///     fn body_key(&self) -> BodyKey {
+///         BodyKey::from(self.0.clone())
+///     }
+/// }
+///
+/// assert_eq!(Json(Bytes::new()).body_key(), BodyKey::Empty);
+/// ```
+pub trait RequestBody: Sized {
     /// A copy that sends the same bytes from the start, or `None` when that is impossible.
     fn try_clone_body(&self) -> Option<Self>;
 
@@ -542,9 +693,14 @@ pub trait TryCloneBody: Sized {
     fn can_replay(&self) -> bool {
         true
     }
+
+    /// The body for the dedupe key, read without consuming it: its bytes when they are known
+    /// up front, [`BodyKey::Unknown`] when they are not (then the request is never
+    /// deduplicated).
+    fn body_key(&self) -> BodyKey;
 }
 
-impl TryCloneBody for Body {
+impl RequestBody for Body {
     fn try_clone_body(&self) -> Option<Self> {
         self.try_clone()
     }
@@ -556,43 +712,94 @@ impl TryCloneBody for Body {
     fn can_replay(&self) -> bool {
         self.is_replayable()
     }
+
+    fn body_key(&self) -> BodyKey {
+        match self.as_bytes() {
+            Some(bytes) => BodyKey::from(bytes.clone()),
+            None => BodyKey::Unknown,
+        }
+    }
 }
 
-impl<D: Clone + Buf> TryCloneBody for http_body_util::Full<D> {
+impl<D: Buf + Clone> RequestBody for http_body_util::Full<D> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
+
+    fn body_key(&self) -> BodyKey {
+        // `Full` keeps its one chunk until it is polled; a clone hands it over. For `Bytes`
+        // data the copy below is a reference count.
+        match self.clone().into_inner() {
+            Some(mut data) => BodyKey::from(data.copy_to_bytes(data.remaining())),
+            None => BodyKey::Empty,
+        }
+    }
 }
 
-impl<D: Buf> TryCloneBody for http_body_util::Empty<D> {
+impl<D: Buf> RequestBody for http_body_util::Empty<D> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(http_body_util::Empty::new())
     }
-}
 
-impl<D, E> TryCloneBody for http_body_util::combinators::BoxBody<D, E> {
-    fn try_clone_body(&self) -> Option<Self> {
-        None
+    fn body_key(&self) -> BodyKey {
+        BodyKey::Empty
     }
 }
 
-impl<D, E> TryCloneBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
+impl<D, E> RequestBody for http_body_util::combinators::BoxBody<D, E> {
     fn try_clone_body(&self) -> Option<Self> {
         None
     }
+
+    fn body_key(&self) -> BodyKey {
+        BodyKey::Unknown
+    }
 }
 
-macro_rules! clone_bodies {
-    ($($ty:ty),*) => {$(
-        impl TryCloneBody for $ty {
+impl<D, E> RequestBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+
+    fn body_key(&self) -> BodyKey {
+        BodyKey::Unknown
+    }
+}
+
+impl RequestBody for () {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(())
+    }
+
+    fn body_key(&self) -> BodyKey {
+        BodyKey::Empty
+    }
+}
+
+/// Bodies that are their own bytes: a clone replays them, and `$bytes` (with the body bound
+/// to `$body`) is their key.
+macro_rules! byte_bodies {
+    ($($ty:ty => |$body:ident| $bytes:expr;)*) => {$(
+        impl RequestBody for $ty {
             fn try_clone_body(&self) -> Option<Self> {
                 Some(self.clone())
+            }
+
+            fn body_key(&self) -> BodyKey {
+                let $body = self;
+                BodyKey::from($bytes)
             }
         }
     )*};
 }
 
-clone_bodies!((), Bytes, String, Vec<u8>, &'static str, &'static [u8]);
+byte_bodies! {
+    Bytes => |body| body.clone();
+    String => |body| Bytes::copy_from_slice(body.as_bytes());
+    Vec<u8> => |body| Bytes::copy_from_slice(body);
+    &'static str => |body| Bytes::from_static(body.as_bytes());
+    &'static [u8] => |body| Bytes::from_static(body);
+}
 
 /// Clones a request for a replay: method, URI, version, headers, extensions and the body,
 /// when the body can be replayed.
@@ -606,7 +813,7 @@ clone_bodies!((), Bytes, String, Vec<u8>, &'static str, &'static [u8]);
 /// assert_eq!(copy.uri(), request.uri());
 /// assert_eq!(copy.headers(), request.headers());
 /// ```
-pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+pub fn try_clone_request<B: RequestBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
     let body = request.body().try_clone_body()?;
     let mut copy = http::Request::new(body);
     *copy.method_mut() = request.method().clone();
@@ -618,7 +825,7 @@ pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<
 }
 
 /// Copies a request before its first send, for a replay that retry or refresh may make: method,
-/// URI, version, headers, extensions and a copy of the body ([`TryCloneBody::copy_for_replay`];
+/// URI, version, headers, extensions and a copy of the body ([`RequestBody::copy_for_replay`];
 /// `None` when the body cannot be copied at all). Unlike [`try_clone_request`], it does not
 /// decide whether the copy can be sent: ask [`can_replay`] right before sending it.
 ///
@@ -640,7 +847,7 @@ pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<
 /// assert!(!can_replay(&copy)); // decided now, when the replay would happen
 /// # });
 /// ```
-pub fn copy_for_replay<B: TryCloneBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+pub fn copy_for_replay<B: RequestBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
     let body = request.body().copy_for_replay()?;
     let mut copy = http::Request::new(body);
     *copy.method_mut() = request.method().clone();
@@ -652,13 +859,13 @@ pub fn copy_for_replay<B: TryCloneBody>(request: &http::Request<B>) -> Option<ht
 }
 
 /// Whether a copy from [`copy_for_replay`] can be sent in full now
-/// ([`TryCloneBody::can_replay`]).
+/// ([`RequestBody::can_replay`]).
 ///
 /// ```
 /// let request = http::Request::new(xhttp_core::Body::from("known bytes"));
 /// assert!(xhttp_core::body::can_replay(&request));
 /// ```
-pub fn can_replay<B: TryCloneBody>(request: &http::Request<B>) -> bool {
+pub fn can_replay<B: RequestBody>(request: &http::Request<B>) -> bool {
     request.body().can_replay()
 }
 

@@ -9,65 +9,10 @@ use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Extensions, HeaderName, HeaderValue, Method, Request, Uri};
+use xhttp_core::body::{BodyKey, RequestBody};
 
 use crate::{CancelScope, DedupeOverride};
-
-/// The request body as the dedupe key sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BodyKey {
-    /// No body, or an empty one.
-    Empty,
-    /// All the body's bytes, known up front and under the layer's cap.
-    Bytes(Bytes),
-    /// A streaming body, or one over the cap: such a request is never deduplicated.
-    Unknown,
-}
-
-/// A request body whose bytes the dedupe key can read without consuming it.
-///
-/// ```
-/// use xhttp_dedupe::{BodyKey, KeyBody};
-/// assert_eq!(xhttp_core::Body::empty().body_key(), BodyKey::Empty);
-/// assert!(matches!(xhttp_core::Body::from("q=1").body_key(), BodyKey::Bytes(_)));
-/// ```
-pub trait KeyBody {
-    /// The body for the key.
-    fn body_key(&self) -> BodyKey;
-}
-
-impl KeyBody for xhttp_core::Body {
-    fn body_key(&self) -> BodyKey {
-        match self.as_bytes() {
-            Some(bytes) if bytes.is_empty() => BodyKey::Empty,
-            Some(bytes) => BodyKey::Bytes(bytes.clone()),
-            None => BodyKey::Unknown,
-        }
-    }
-}
-
-impl KeyBody for () {
-    fn body_key(&self) -> BodyKey {
-        BodyKey::Empty
-    }
-}
-
-impl KeyBody for Bytes {
-    fn body_key(&self) -> BodyKey {
-        if self.is_empty() {
-            BodyKey::Empty
-        } else {
-            BodyKey::Bytes(self.clone())
-        }
-    }
-}
-
-impl KeyBody for String {
-    fn body_key(&self) -> BodyKey {
-        Bytes::copy_from_slice(self.as_bytes()).body_key()
-    }
-}
 
 /// Per-request option: who the caller is, for callers that share a client but must never
 /// share a response (the users of a multi-tenant service). Requests with different
@@ -358,7 +303,7 @@ impl Key {
     /// The key of `request`, or why it has none. `shares_outcome`: the key is for coalescing,
     /// where an unknown extension means no key; cancel-previous and reject-duplicate share no
     /// response, and key such a request as if the extension were not there.
-    pub(crate) fn of<B: KeyBody>(
+    pub(crate) fn of<B: RequestBody>(
         request: &Request<B>,
         rules: &KeyRules,
         identity: Option<&IdentityFn>,
@@ -428,6 +373,8 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
 
     static RANDOM: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::new);
 
@@ -470,6 +417,40 @@ mod tests {
         for variant in variants {
             assert_ne!(key(variant.unwrap()).unwrap(), plain);
         }
+    }
+
+    #[test]
+    fn full_bodies_key_by_their_bytes() {
+        let post = |body: &'static str| {
+            let request = Request::post("https://a.example/search")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            Key::of(&request, &rules(), None, &RANDOM, true)
+        };
+        assert_eq!(
+            post(r#"{"q":"pen"}"#).unwrap(),
+            post(r#"{"q":"pen"}"#).unwrap()
+        );
+        assert_ne!(
+            post(r#"{"q":"pen"}"#).unwrap(),
+            post(r#"{"q":"ink"}"#).unwrap()
+        );
+        // The same bytes in xhttp's own body make the same key.
+        let own = Request::post("https://a.example/search")
+            .body(xhttp_core::Body::from(r#"{"q":"pen"}"#))
+            .unwrap();
+        assert_eq!(key(own).unwrap(), post(r#"{"q":"pen"}"#).unwrap());
+        let boxed = Request::post("https://a.example/search")
+            .body(
+                Full::new(Bytes::from_static(b"x"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        assert_eq!(
+            Key::of(&boxed, &rules(), None, &RANDOM, true).unwrap_err(),
+            NoKey::Body
+        );
     }
 
     #[test]

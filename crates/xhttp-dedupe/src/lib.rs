@@ -27,8 +27,8 @@
 //! SipHash with the layer's random keys, is only the map's shortcut). The key holds:
 //!
 //! - the method and the full URI, query included;
-//! - the body bytes ([`KeyBody`]), up to a cap (64 KiB by default); a larger or streaming body
-//!   has no key, and its request is sent on its own;
+//! - the body bytes ([`RequestBody::body_key`]), up to a cap (64 KiB by default); a larger,
+//!   streaming or boxed body has no key, and its request is sent on its own;
 //! - **every request header, by value**, except the few that never change a response
 //!   ([`DEFAULT_IGNORED_HEADERS`]: request ids and trace context such as `traceparent`,
 //!   `x-request-id`, `b3`), to which a layer may add names of its own
@@ -63,26 +63,46 @@
 //! [`CancelScope`] cancels every pending request started under it (vben's `removeAllPending`
 //! on a route change); those callers get `Cancelled`.
 //!
+//! # Requirements
+//!
+//! [`Dedupe<S, T>`](Dedupe) serves `Request<B>` when:
+//!
+//! - **request body** `B: RequestBody + Send + 'static` ([`RequestBody`]): the key reads
+//!   [`body_key`](RequestBody::body_key) without consuming the body. xhttp's `Body`,
+//!   `http_body_util::Full` (the usual hyper client body) and `Empty`, `Bytes`, `String` and
+//!   `()` are keyed by their bytes; a boxed or streaming body has none, so its request is
+//!   never coalesced.
+//! - **response body** `T: Clone + Send + Sync + 'static` (default `Bytes`: collect the body
+//!   below this layer): each coalesced caller gets a clone of the one shared outcome, which
+//!   they all read, hence `Sync`.
+//! - **inner service** `S: Service<Request<B>, Response = Response<T>> + Clone + Send +
+//!   'static`, `S::Future: Send + 'static`; not `Sync`. A follower that gives up on a shared
+//!   trip sends its own request through a clone.
+//! - **inner error** `S::Error: Into<tower::BoxError>`; it becomes an [`Error`] by
+//!   [`Error::from_boxed`], which hands an xhttp error back as it was. The layer's own error
+//!   is `xhttp_core::Error`; its future ([`ResponseFuture`]) is `Send`.
+//!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::sync::Arc;
 //! use bytes::Bytes;
+//! use http_body_util::Full;
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use xhttp_core::Error;
 //! use xhttp_dedupe::DedupeLayer;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let calls = Arc::new(AtomicUsize::new(0));
 //! let counter = calls.clone();
-//! let upstream = service_fn(move |_: http::Request<()>| {
+//! let upstream = service_fn(move |_: http::Request<Full<Bytes>>| {
 //!     counter.fetch_add(1, Ordering::SeqCst);
 //!     async {
 //!         tokio::task::yield_now().await;
-//!         Ok::<_, Error>(http::Response::new(Bytes::from_static(b"item")))
+//!         // Any error type that converts into `tower::BoxError` will do.
+//!         Ok::<_, std::io::Error>(http::Response::new(Bytes::from_static(b"item")))
 //!     }
 //! });
 //! let service = DedupeLayer::new().layer(upstream);
-//! let get = || http::Request::get("https://api.example.com/items/7").body(()).unwrap();
+//! let get = || http::Request::get("https://api.example.com/items/7").body(Full::default()).unwrap();
 //! let (a, b) = tokio::join!(service.clone().oneshot(get()), service.clone().oneshot(get()));
 //! assert_eq!(a.unwrap().body(), b.unwrap().body());
 //! assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -109,10 +129,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, Layer, Service};
+use xhttp_core::body::RequestBody;
 use xhttp_core::{Error, ErrorKind};
 
-pub use key::{BodyKey, Identity, KeyBody, CREDENTIAL_HEADERS, DEFAULT_IGNORED_HEADERS};
+pub use key::{Identity, CREDENTIAL_HEADERS, DEFAULT_IGNORED_HEADERS};
 pub use scope::CancelScope;
+pub use xhttp_core::body::BodyKey;
 
 use key::{IdentityFn, Key, KeyMap};
 
@@ -774,7 +796,7 @@ where
     S: Service<Request<B>, Response = Response<T>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: KeyBody + Send + 'static,
+    B: RequestBody + Send + 'static,
     T: Clone + Send + Sync + 'static,
 {
     type Response = Response<T>;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::util::BoxCloneSyncService;
@@ -120,7 +122,7 @@ fn with_policy(uri: &str, policy: DedupePolicy) -> Request<()> {
 
 fn spawn_call<B>(service: &Service<B>, request: Request<B>) -> JoinHandle<Outcome>
 where
-    B: xhttp_dedupe::KeyBody + Send + 'static,
+    B: xhttp_core::body::RequestBody + Send + 'static,
 {
     tokio::spawn(service.clone().oneshot(request))
 }
@@ -1303,4 +1305,111 @@ async fn a_follower_that_gives_up_polls_its_own_clone_ready_before_calling_it() 
     assert_eq!(follower.await.unwrap().body(), "response #2");
     assert_eq!(probe.calls(), 2, "both calls came after poll_ready");
     assert_eq!(layer.stats().lock_timeouts, 1);
+}
+
+/// A plain `service_fn` over `Full<Bytes>`, the usual hyper client body, failing with
+/// `std::io::Error` (not xhttp's): each call is counted when it is made and held at the gate,
+/// then answered with its number and the body it was sent.
+fn full_upstream(
+    held: &Held,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Bytes>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone {
+    let held = held.clone();
+    service_fn(move |request: Request<Full<Bytes>>| {
+        let n = held.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut open = held.open.subscribe();
+        async move {
+            let _ = open.wait_for(|open| *open).await;
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let answer = format!("#{n} {}", String::from_utf8_lossy(&body));
+            Ok(Response::new(Bytes::from(answer)))
+        }
+    })
+}
+
+fn full(method: http::Method, body: &'static str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri("https://api.example.com/search")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_gets_over_full_bytes_make_one_inner_call() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(full_upstream(&upstream));
+    let callers: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(service.clone().oneshot(full(http::Method::GET, ""))))
+        .collect();
+    until("one leader and one follower", || {
+        upstream.calls() + layer.stats().coalesced as usize == 2
+    })
+    .await;
+    upstream.open();
+    let mut bodies = Vec::new();
+    for caller in callers {
+        bodies.push(caller.await.unwrap().unwrap().into_body());
+    }
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(layer.stats().coalesced, 1);
+    assert_eq!(bodies, ["#1 ", "#1 "]);
+    assert_eq!(layer.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_over_full_bytes_coalesce_only_when_their_bodies_are_identical() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::builder()
+        .other_methods(DedupePolicy::Coalesce)
+        .build()
+        .unwrap();
+    let service = layer.layer(full_upstream(&upstream));
+    let bodies = [r#"{"q":"pen"}"#, r#"{"q":"ink"}"#, r#"{"q":"pen"}"#];
+    let callers: Vec<_> = bodies
+        .iter()
+        .map(|body| tokio::spawn(service.clone().oneshot(full(http::Method::POST, body))))
+        .collect();
+    until("every caller in", || {
+        upstream.calls() + layer.stats().coalesced as usize == 3
+    })
+    .await;
+    upstream.open();
+    let mut answers = Vec::new();
+    for caller in callers {
+        answers.push(caller.await.unwrap().unwrap().into_body());
+    }
+    assert_eq!(upstream.calls(), 2, "one trip per distinct body");
+    assert_eq!(layer.stats().coalesced, 1);
+    // Each caller got the answer to its own body; the two "pen" callers got one answer.
+    assert!(answers[0].ends_with(br#" {"q":"pen"}"#), "{answers:?}");
+    assert!(answers[1].ends_with(br#" {"q":"ink"}"#), "{answers:?}");
+    assert_eq!(answers[0], answers[2]);
+    assert_ne!(answers[0], answers[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_gets_with_boxed_bodies_are_never_coalesced() {
+    let upstream = Held::default();
+    let layer = DedupeLayer::new();
+    let service = layer.layer(
+        upstream.service(|_: &Request<BoxBody<Bytes, Error>>, n| ok(format!("response #{n}"))),
+    );
+    let boxed = || {
+        let body = Full::new(Bytes::new()).map_err(|never| match never {});
+        Request::get("https://api.example.com/items/7")
+            .body(body.boxed())
+            .unwrap()
+    };
+    let callers: Vec<_> = (0..2).map(|_| spawn_call(&service, boxed())).collect();
+    until("both calls upstream", || upstream.calls() == 2).await;
+    upstream.open();
+    join_all(callers).await;
+    assert_eq!(layer.stats().coalesced, 0);
+    assert_eq!(layer.stats().bypassed, 2);
 }

@@ -12,27 +12,32 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service, ServiceExt};
 use xhttp_auth::GenerationSlot;
-use xhttp_core::body::{can_replay, mark_not_replayed, TryCloneBody};
+use xhttp_core::body::{can_replay, mark_not_replayed, RequestBody};
 use xhttp_core::Error;
 
 use crate::{Config, Replayed};
 
 /// What a call keeps to replay its request after a refresh.
 pub(crate) struct Replay<S, B> {
-    pub(crate) service: Arc<S>,
-    /// `None` when the body cannot be replayed. Boxed: a request is 272 bytes, and every
-    /// layer above moves this future while the chain is built.
-    pub(crate) request: Option<Box<Request<B>>>,
+    /// `None` when the body cannot be copied. Boxed: a request is 272 bytes, and every layer
+    /// above moves this future while the chain is built.
+    pub(crate) resend: Option<Box<Resend<S, B>>>,
     pub(crate) slot: GenerationSlot,
     pub(crate) config: Arc<Config>,
 }
 
+/// The copy of a request and the clone of the inner service a replay sends it through.
+pub(crate) struct Resend<S, B> {
+    pub(crate) service: S,
+    pub(crate) request: Request<B>,
+}
+
 impl<S, B, T> Replay<S, B>
 where
-    S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<T>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: TryCloneBody + Send + 'static,
+    B: RequestBody + Send + 'static,
     T: Send + 'static,
 {
     async fn run(
@@ -47,7 +52,10 @@ where
         // `SessionChanged` (the trip was sent in an older session) ends here too: no replay
         // with another session's credentials.
         // The caller's deadline bounds its wait for the refresh (the flight goes on for others).
-        let deadline = self.request.as_deref().and_then(xhttp_core::Deadline::of);
+        let deadline = self
+            .resend
+            .as_deref()
+            .and_then(|resend| xhttp_core::Deadline::of(&resend.request));
         let refreshed = match deadline {
             Some(deadline) => {
                 self.config
@@ -71,18 +79,21 @@ where
         // Decided now, not when the copy was taken: a streaming body that outgrew its replay
         // cap during the first send cannot be sent again. The token is refreshed either way,
         // for the next call.
-        let Some(request) = self.request.filter(|request| can_replay(request)) else {
+        let Some(resend) = self.resend.filter(|resend| can_replay(&resend.request)) else {
             tracing::debug!("request body cannot be replayed: returning the first outcome");
             let mut first = first;
             mark_not_replayed(&mut first);
             return first;
         };
         drop(first);
-        let mut request = *request;
+        let Resend {
+            service,
+            mut request,
+        } = *resend;
         request.extensions_mut().insert(Replayed);
         let replay_slot = GenerationSlot::new();
         request.extensions_mut().insert(replay_slot.clone());
-        let second = S::clone(&self.service)
+        let second = service
             .oneshot(request)
             .await
             .map_err(|e| Error::from_boxed(e.into()));
@@ -168,10 +179,10 @@ where
 
 impl<S, B, T> Future for ResponseFuture<S, B, T>
 where
-    S: Service<Request<B>, Response = Response<T>> + Clone + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<T>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: TryCloneBody + Send + 'static,
+    B: RequestBody + Send + 'static,
     T: Send + 'static,
 {
     type Output = Result<Response<T>, Error>;

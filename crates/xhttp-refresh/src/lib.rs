@@ -26,13 +26,26 @@
 //! runs; both normalised by the core's one rule), and gRPC `grpc-status: 16`
 //! (UNAUTHENTICATED). Never 403: `insufficient_scope` is not cured by a new token.
 //!
-//! The inner service must be `Clone + Send + Sync` (a tonic `Channel`, a hyper client and every
-//! xhttp layer are): the layer keeps one shared copy of it for replays, so that a call that
-//! does not replay never clones it.
-//!
 //! Requests marked [`SkipRefresh`] pass untouched. A request whose body cannot be replayed
 //! (a boxed stream) still triggers the refresh, so that the next request succeeds, but its
 //! own first outcome is returned.
+//!
+//! # Requirements
+//!
+//! [`Refresh<S>`](Refresh) serves `Request<B>` when:
+//!
+//! - **request body** `B: RequestBody + Send + 'static` ([`xhttp_core::body::RequestBody`]): the
+//!   request is copied before its first send, and the copy sent only if a replay happens.
+//!   xhttp's `Body`, `http_body_util::Full` (the usual hyper client body) and `Empty`,
+//!   `Bytes`, `String` and `()` are replayed; a boxed body is not (see above).
+//! - **response body** `ResBody: Send + 'static`. Business codes are read from a `Bytes` body
+//!   (or from an envelope layer's `Error::Business`); any other body is never parsed.
+//! - **inner service** `S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send +
+//!   'static`, `S::Future: Send + 'static`; not `Sync`. A call whose body can be copied keeps
+//!   a clone of the service for its replay, polled ready only if the replay happens.
+//! - **inner error** `S::Error: Into<tower::BoxError>`; it becomes an [`Error`] by
+//!   [`Error::from_boxed`], which hands an xhttp error back as it was. The layer's own error
+//!   is `xhttp_core::Error`; its future ([`ResponseFuture`]) is `Send`.
 //!
 //! ```
 //! use tower::ServiceBuilder;
@@ -43,7 +56,7 @@
 //!     -> impl tower::Service<http::Request<xhttp_core::Body>>
 //! where
 //!     S: tower::Service<http::Request<xhttp_core::Body>, Response = http::Response<bytes::Bytes>>
-//!         + Clone + Send + Sync + 'static,
+//!         + Clone + Send + 'static,
 //!     S::Error: Into<tower::BoxError>,
 //!     S::Future: Send + 'static,
 //! {
@@ -66,7 +79,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower::{BoxError, Layer, Service};
 use xhttp_auth::{GenerationSlot, TokenManager};
-use xhttp_core::body::{copy_for_replay, TryCloneBody};
+use xhttp_core::body::{copy_for_replay, RequestBody};
 use xhttp_core::json::{business_code, normalize};
 use xhttp_core::{BusinessCode, Error, ErrorKind};
 
@@ -298,25 +311,22 @@ impl fmt::Debug for RefreshLayer {
     }
 }
 
-impl<S: Clone> Layer<S> for RefreshLayer {
+impl<S> Layer<S> for RefreshLayer {
     type Service = Refresh<S>;
 
     fn layer(&self, inner: S) -> Refresh<S> {
         Refresh {
-            replay: Arc::new(inner.clone()),
             inner,
             config: self.config.clone(),
         }
     }
 }
 
-/// The service of [`RefreshLayer`].
+/// The service of [`RefreshLayer`]; its bounds are listed under
+/// [Requirements](crate#requirements).
 #[derive(Clone)]
 pub struct Refresh<S> {
     inner: S,
-    /// A copy of the inner service kept for replays: a call holds this `Arc`, and clones the
-    /// service itself only when it does replay (rare), not on every call.
-    replay: Arc<S>,
     config: Arc<Config>,
 }
 
@@ -347,10 +357,10 @@ impl<S: fmt::Debug> fmt::Debug for Refresh<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Refresh<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    ReqBody: TryCloneBody + Send + 'static,
+    ReqBody: RequestBody + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -369,16 +379,22 @@ where
         }
         // Cloned before the slot goes in: a request with no extensions of its own clones
         // without allocating a map; the replay gets a slot of its own anyway.
-        // Whether the copy can be sent is decided when the replay would happen.
-        let replay = copy_for_replay(&request).map(Box::new);
+        // Whether the copy can be sent is decided when the replay would happen. The ready
+        // service sends the first trip; the replay, if any, goes through a clone made ready
+        // then (a clone per call, as tower's `Retry` does, so the service need not be `Sync`).
+        let resend = copy_for_replay(&request).map(|request| {
+            Box::new(future::Resend {
+                service: self.inner.clone(),
+                request,
+            })
+        });
         let slot = GenerationSlot::new();
         request.extensions_mut().insert(slot.clone());
         let future = self.inner.call(request);
         ResponseFuture::first(
             future,
             future::Replay {
-                service: self.replay.clone(),
-                request: replay,
+                resend,
                 slot,
                 config: self.config.clone(),
             },

@@ -587,3 +587,86 @@ async fn a_token_rejected_on_the_replay_is_dead_and_never_sent_again() {
         assert!(with(&format!("Bearer access-{n}")) <= 1, "{sent:?}");
     }
 }
+
+/// What [`Unshared`] saw of each call: the token, the body, and whether it was a replay.
+type SeenBodies = Arc<Mutex<Vec<(String, Bytes, bool)>>>;
+
+/// A service that is `Send` but not `Sync` (the `Cell`), over `Full<Bytes>`, failing with
+/// `std::io::Error` (not xhttp's): it rejects `access-0` with a 401.
+#[derive(Clone, Default)]
+struct Unshared {
+    /// Calls made through this clone.
+    calls: std::cell::Cell<usize>,
+    seen: SeenBodies,
+}
+
+impl Service<Request<Full<Bytes>>> for Unshared {
+    type Response = Response<Bytes>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, Result<Response<Bytes>, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        self.calls.set(self.calls.get() + 1);
+        let seen = self.seen.clone();
+        Box::pin(async move {
+            let token = request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let replayed = request.extensions().get::<Replayed>().is_some();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            seen.lock().unwrap().push((token.clone(), body, replayed));
+            if token == "Bearer access-0" {
+                return Ok(status(401));
+            }
+            Ok(Response::new(Bytes::from_static(b"ok")))
+        })
+    }
+}
+
+/// `<T as NotSync<_>>::check()` compiles only when `T` is not `Sync`: for a `Sync` type both
+/// impls apply and the call is ambiguous.
+trait NotSync<Marker> {
+    fn check() {}
+}
+
+impl<T: ?Sized> NotSync<()> for T {}
+
+struct IsSync;
+
+impl<T: ?Sized + Sync> NotSync<IsSync> for T {}
+
+#[tokio::test]
+async fn a_send_but_not_sync_service_over_full_bytes_is_replayed_after_a_401() {
+    <Unshared as NotSync<_>>::check();
+    let (manager, grant) = manager().await;
+    let upstream = Unshared::default();
+    let seen = upstream.seen.clone();
+    let mut service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+    let body = Bytes::from_static(br#"{"name":"pen"}"#);
+    let request = Request::post("https://api.example.com/v1/items")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let future = service.ready().await.unwrap().call(request);
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send(&future);
+    let response = future.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(grant.0.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            ("Bearer access-0".into(), body.clone(), false),
+            ("Bearer access-1".into(), body, true)
+        ]
+    );
+}

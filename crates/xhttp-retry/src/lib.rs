@@ -43,22 +43,46 @@
 //! assert_eq!(response.extensions().get::<xhttp_retry::Attempts>(), Some(&xhttp_retry::Attempts(3)));
 //! # });
 //! ```
+//!
+//! # Requirements
+//!
+//! [`Retry<S>`](Retry) serves `Request<B>` when:
+//!
+//! - **request body** `B: RequestBody` ([`xhttp_core::body::RequestBody`]): the request is copied
+//!   before every attempt, and the copy sent only if the policy retries. xhttp's `Body`,
+//!   `http_body_util::Full` (the usual hyper client body) and `Empty`, `Bytes`, `String` and
+//!   `()` are replayed; a boxed body is sent once and its first outcome returned.
+//! - **response body**: any `T` in `Response<T>`; the policy reads the status and
+//!   `Retry-After`.
+//! - **inner service** `S: Service<Request<B>, Response = Response<T>> + Clone` (tower's
+//!   `Retry` clones it for each call); neither `Send` nor `Sync` is asked of it. The service
+//!   is `Send` and `Sync` when `S` is; its [`ResponseFuture`] is `Send` when `S`, its future
+//!   and `B` are.
+//! - **inner error** `S::Error: Into<tower::BoxError>`; it becomes an [`xhttp_core::Error`]
+//!   by [`Error::from_boxed`](xhttp_core::Error::from_boxed) before the policy sees it. An
+//!   xhttp error comes back as it was, so its kind (never sent, attempt timeout, status)
+//!   decides; any other error is `Transport`, a failure that may have reached the server,
+//!   retried only for idempotent requests. The layer's own error is `xhttp_core::Error`.
+//!
+//! [`DeadlineService<S>`](DeadlineService) serves any `Request<B>` and any response; it asks
+//! only `S::Error: Into<tower::BoxError>`, made an `xhttp_core::Error` the same way.
 #![deny(unsafe_code)]
 
 mod deadline;
+mod future;
 mod policy;
+mod service;
 
 use tower::Layer;
 
 pub use deadline::{DeadlineFuture, DeadlineLayer, DeadlineService};
+pub use future::ResponseFuture;
 pub use policy::{
     Attempt, Attempts, Outcome, RetryOverride, RetryPolicy, RetryPolicyBuilder, RetryReason,
     IDEMPOTENCY_KEY,
 };
+pub use service::Retry;
 pub use xhttp_core::retry_after::parse_retry_after;
-
-/// The retrying service: tower's `Retry` with the per-call state of a [`RetryPolicy`].
-pub type Retry<S> = tower::retry::Retry<Attempt, S>;
 
 /// Retries a service's calls as its [`RetryPolicy`] says. All services built from one layer
 /// share the policy's retry budget.
@@ -83,6 +107,6 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Retry<S> {
-        tower::retry::Retry::new(self.policy.per_request(), inner)
+        Retry::new(self.policy.per_request(), inner)
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use tower::retry::budget::{Budget, TpsBudget};
-use xhttp_core::body::{can_replay, copy_for_replay, mark_not_replayed, TryCloneBody};
+use xhttp_core::body::{can_replay, copy_for_replay, mark_not_replayed, RequestBody};
 use xhttp_core::{
     is_idempotent, Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClock,
 };
@@ -480,7 +480,7 @@ impl Attempt {
 
 impl<B, T> tower::retry::Policy<Request<B>, Response<T>, Error> for Attempt
 where
-    B: TryCloneBody,
+    B: RequestBody,
 {
     type Future = tokio::time::Sleep;
 

@@ -10,14 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use xhttp_core::{Body, BusinessCode, Clock, Error, ErrorKind, TimeoutScope};
 use xhttp_retry::{
-    Attempt, Attempts, DeadlineFuture, DeadlineLayer, DeadlineService, Retry, RetryLayer,
-    RetryOverride, RetryPolicy, RetryPolicyBuilder, RetryReason,
+    Attempts, DeadlineFuture, DeadlineLayer, DeadlineService, Retry, RetryLayer, RetryOverride,
+    RetryPolicy, RetryPolicyBuilder, RetryReason,
 };
 
 type Reply = Result<Response<()>, Error>;
@@ -938,9 +939,8 @@ async fn readiness_is_polled_before_every_attempt() {
     let mut unavailable = Response::new(Bytes::from_static(b"busy"));
     *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let probe = xhttp_testkit::ReadinessProbe::new(unavailable);
-    let inner = ServiceExt::<Request<()>>::map_err(probe.clone(), Error::from_boxed);
-    let service =
-        RetryLayer::new(RetryPolicy::builder().jitter(|| 0.0).build().unwrap()).layer(inner);
+    let service = RetryLayer::new(RetryPolicy::builder().jitter(|| 0.0).build().unwrap())
+        .layer(probe.clone());
     let response = service.oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(
@@ -965,7 +965,7 @@ fn services_are_send_and_sync_and_futures_send() {
     assert_send_sync::<RetryLayer>();
     assert_send_sync::<DeadlineLayer>();
     assert_send_sync::<RetryPolicy>();
-    assert_send::<tower::retry::future::ResponseFuture<Attempt, Boxed, Request<Body>>>();
+    assert_send::<xhttp_retry::ResponseFuture<Boxed, Body>>();
     assert_send::<DeadlineFuture<<Retry<Boxed> as Service<Request<Body>>>::Future>>();
 }
 
@@ -1205,4 +1205,84 @@ async fn retries_off_still_record_one_attempt_on_the_error_and_the_response() {
     let (result, _) = send(zero, DEADLINE, inner, get()).await;
     assert_eq!(attempts_of(&result.unwrap()), Some(Attempts(1)));
     assert_eq!(log.calls(), 3, "one call each");
+}
+
+/// A GET over `Full<Bytes>`, the usual hyper client body.
+fn full_get() -> Request<Full<Bytes>> {
+    Request::get("https://api.example.com/items")
+        .body(Full::new(Bytes::from_static(b"q=1")))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_failing_with_io_errors_is_retried_and_its_error_kept_as_the_source() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    // Its error type is `std::io::Error`, not xhttp's: the first two calls are reset.
+    let flaky = service_fn({
+        let (calls, bodies) = (calls.clone(), bodies.clone());
+        move |request: Request<Full<Bytes>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let bodies = bodies.clone();
+            async move {
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push(body);
+                if n < 2 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+                }
+                Ok(Response::new(()))
+            }
+        }
+    });
+    let service = RetryLayer::new(max_jitter().build().unwrap()).layer(flaky);
+    let response = service.oneshot(full_get()).await.unwrap();
+    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(3)));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(*bodies.lock().unwrap(), vec![Bytes::from_static(b"q=1"); 3]);
+
+    // Always reset: the last reset is the source of the final `Transport` error.
+    let reset = service_fn(|_: Request<Full<Bytes>>| async {
+        Err::<Response<()>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    });
+    let service = RetryLayer::new(max_jitter().build().unwrap()).layer(reset);
+    let err = service.clone().oneshot(full_get()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert_eq!(err.attempts(), 4);
+    let source = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .expect("the io error is the source");
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
+
+    // A reset may have reached the server: a POST is not sent again.
+    let post = Request::post("https://api.example.com/items")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(service.oneshot(post).await.unwrap_err().attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_xhttp_error_boxed_by_the_service_keeps_its_kind() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A service whose error type is `BoxError`, carrying xhttp errors: a connect failure
+    // (never sent, so retried even for a POST), then a success.
+    let boxed = service_fn({
+        let calls = calls.clone();
+        move |_: Request<Full<Bytes>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    let refused = Error::transport("connection refused").with_never_sent();
+                    return Err(tower::BoxError::from(refused));
+                }
+                Ok(Response::new(()))
+            }
+        }
+    });
+    let service = RetryLayer::new(max_jitter().build().unwrap()).layer(boxed);
+    let post = Request::post("https://api.example.com/items")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = service.oneshot(post).await.unwrap();
+    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(2)));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
