@@ -5,7 +5,7 @@
 //! through [`business_code`], so that `40009`, `"40009"` and `40009.0` are one code everywhere
 //! and a failure envelope can never pass as a success through one path and trigger a refresh
 //! through another. Likewise every location a user configures (`"code"`, `"/data/errMsg"`)
-//! is read by [`pointer`], so that a name means the same member in every layer.
+//! is read by [`pointer()`], so that a name means the same member in every layer.
 
 use serde_json::Value;
 
@@ -111,7 +111,7 @@ pub fn pointer(location: &str) -> Box<str> {
     format!("/{}", location.replace('~', "~0").replace('/', "~1")).into()
 }
 
-/// The reference tokens of a location read as [`pointer`] reads it, unescaped (`~1` is `/`,
+/// The reference tokens of a location read as [`pointer()`] reads it, unescaped (`~1` is `/`,
 /// `~0` is `~`): the member names and array indices to walk, in order. The whole document
 /// (`""`) has none.
 ///
