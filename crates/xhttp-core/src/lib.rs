@@ -40,9 +40,10 @@ pub mod origin;
 pub mod problem;
 pub mod redact;
 pub mod retry_after;
+pub mod sync;
 pub mod timeout;
 
-pub use body::Body;
+pub use body::{Body, BodyKey, RequestBody};
 pub use clock::{Clock, SharedClock, TokioClock};
 pub use collect::{collect, BodyLimit, Collector};
 pub use error::{BusinessCode, Error, ErrorKind, TimeoutScope};

@@ -4,7 +4,7 @@
 //! trait's no-op; `swap` is still a real compare-and-swap, so that the manager's protocol
 //! behaves the same over every store.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use futures_util::future::BoxFuture;
 use xhttp_core::Error;
@@ -49,7 +49,7 @@ impl MemoryStore {
     fn tokens(&self) -> MutexGuard<'_, Option<StoredTokens>> {
         // The guarded value is replaced whole, never left half-written, so a panic elsewhere
         // while the lock was held cannot have broken it.
-        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+        xhttp_core::sync::lock(&self.tokens)
     }
 }
 

@@ -81,7 +81,7 @@ mod log;
 mod notice;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -97,11 +97,9 @@ pub use self::notice::{
 
 use self::layer::{Call, Shared};
 
-fn lock<M>(mutex: &Mutex<M>) -> MutexGuard<'_, M> {
-    // Every critical section is a few collection operations that cannot panic halfway, so a
-    // poisoned lock still guards consistent data.
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
+// Every critical section of the report's mutexes is a few collection operations that cannot
+// panic halfway, so a poisoned lock still guards consistent data.
+use xhttp_core::sync::lock;
 
 /// The service of [`ReportLayer`]: the inner service's outcome, reported once per call.
 ///
