@@ -61,11 +61,12 @@
 //!   cool-down (default 1 s, counted from the **end** of the failed refresh, so a timeout is
 //!   followed by quiet too) callers that need a refresh get that error at once.
 //! - **A server that rejects even fresh tokens** does not cost a token call per request:
-//!   when a token a rejection-triggered refresh issued is rejected before any response
-//!   accepted it, within 30 s and the first half of its life, the next
+//!   when the tokens of two rejection-triggered refreshes in a row are rejected before any
+//!   response accepted them, within 30 s and the first half of their life (once may be a
+//!   revocation that hit a token's first use, and is simply refreshed again), the next
 //!   rejection-triggered refresh waits `1 s, 2 s, 4 s, ...` (at most 60 s) after that token
 //!   was issued, and callers get `Unauthorized` meanwhile
-//!   ([`TokenManagerBuilder::rejection_backoff`]): at most about `log2(60) + 2 + T / 60`
+//!   ([`TokenManagerBuilder::rejection_backoff`]): at most about `log2(60) + 3 + T / 60`
 //!   token calls in `T` seconds.
 //! - In the soft window before expiry, callers get the still-valid token at once and one
 //!   background refresh starts; if it fails the valid token stays in service, and the next
@@ -421,11 +422,12 @@ impl TokenManagerBuilder {
     /// request. When the server rejects a token that no response had accepted
     /// ([`TokenManager::note_accepted`]) less than 30 s (and less than half the token's
     /// lifetime) after a rejection-triggered refresh issued it, for the `k`-th time in a
-    /// row, no rejection-triggered refresh starts
-    /// before `min(base * 2^(k-1), cap)` after that token was issued; meanwhile callers with
+    /// row with `k` at least 2 (the first time may be a revocation that hit a token's first
+    /// use: it is refreshed again at once), no rejection-triggered refresh starts
+    /// before `min(base * 2^(k-2), cap)` after that token was issued; meanwhile callers with
     /// the dead token get `Unauthorized` at once. Default 1 s and 60 s: over `T` seconds of
-    /// such rejections, at most about `log2(cap / base) + 2 + T / cap` token calls (21
-    /// sequential calls at one instant cost 1; one a second for 21 s cost 5). A token that
+    /// such rejections, at most about `log2(cap / base) + 3 + T / cap` token calls (21
+    /// sequential calls at one instant cost 2; one a second for 21 s cost 6). A token that
     /// lives longer, one a response accepted, or one a proactive refresh issued, ends the
     /// streak. A zero `base`, a
     /// `cap` below it or over ten years is a `Config` error.
@@ -909,10 +911,16 @@ impl Shared {
         match state.issued {
             Some((at, true)) if never_accepted && fresh(at) => {
                 state.churn = state.churn.saturating_add(1);
+                if state.churn < 2 {
+                    // Once may be a revocation that hit a token's first use: refresh again
+                    // at once. Twice in a row is the server rejecting fresh tokens.
+                    state.hold = None;
+                    return;
+                }
                 let wait = self
                     .config
                     .rejection_base
-                    .checked_mul(2u32.saturating_pow((state.churn - 1).min(31)))
+                    .checked_mul(2u32.saturating_pow((state.churn - 2).min(31)))
                     .map_or(self.config.rejection_cap, |d| {
                         d.min(self.config.rejection_cap)
                     });

@@ -265,6 +265,11 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, Error> {
 
     let counters = server.counters();
     tally.latencies_us.sort_unstable();
+    if args.chaos {
+        for (kind, message) in &tally.first_errors {
+            eprintln!("xhttp-demo: first {kind} failure: {message}");
+        }
+    }
     Ok(Summary {
         requests: args.requests,
         ok: tally.ok,
@@ -349,6 +354,8 @@ struct Tally {
     failed_by_kind: BTreeMap<String, u64>,
     failed_by_attempts: BTreeMap<u32, u64>,
     latencies_us: Vec<u64>,
+    /// The first error of each kind, as it displays (masked), for the report on stderr.
+    first_errors: BTreeMap<String, String>,
 }
 
 impl Tally {
@@ -357,6 +364,9 @@ impl Tally {
         match outcome {
             Ok(()) => self.ok += 1,
             Err(err) => {
+                self.first_errors
+                    .entry(kind_name(&err))
+                    .or_insert_with(|| err.to_string());
                 *self.failed_by_kind.entry(kind_name(&err)).or_default() += 1;
                 *self
                     .failed_by_attempts
@@ -383,6 +393,9 @@ impl Tally {
             *self.failed_by_attempts.entry(attempts).or_default() += n;
         }
         self.latencies_us.extend(other.latencies_us);
+        for (kind, message) in other.first_errors {
+            self.first_errors.entry(kind).or_insert(message);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service, ServiceExt};
 use xhttp_auth::GenerationSlot;
-use xhttp_core::body::{can_replay, mark_not_replayed, RequestBody};
+use xhttp_core::body::{can_replay, copy_for_replay, mark_not_replayed, RequestBody};
 use xhttp_core::Error;
 
 use crate::{Config, Replayed};
@@ -45,32 +45,15 @@ where
         generation: u64,
         first: Result<Response<T>, Error>,
     ) -> Result<Response<T>, Error> {
-        tracing::debug!(
-            generation,
-            "token rejected: refreshing, then replaying once"
-        );
-        // `SessionChanged` (the trip was sent in an older session) ends here too: no replay
-        // with another session's credentials.
+        tracing::debug!(generation, "token rejected: refreshing, then replaying");
         // The caller's deadline bounds its wait for the refresh (the flight goes on for others).
         let deadline = self
             .resend
             .as_deref()
             .and_then(|resend| xhttp_core::Deadline::of(&resend.request));
-        let refreshed = match deadline {
-            Some(deadline) => {
-                self.config
-                    .manager
-                    .refresh_after_rejection_before(generation, deadline)
-                    .await
-            }
-            None => {
-                self.config
-                    .manager
-                    .refresh_after_rejection(generation)
-                    .await
-            }
-        };
-        if let Err(err) = refreshed {
+        // `SessionChanged` (the trip was sent in an older session) ends here too: no replay
+        // with another session's credentials.
+        if let Err(err) = refresh(&self.config, generation, deadline).await {
             if err.kind() == xhttp_core::ErrorKind::SessionChanged {
                 tracing::debug!("rejected in an older session: returned without a replay");
             }
@@ -79,45 +62,108 @@ where
         // Decided now, not when the copy was taken: a streaming body that outgrew its replay
         // cap during the first send cannot be sent again. The token is refreshed either way,
         // for the next call.
-        let Some(resend) = self.resend.filter(|resend| can_replay(&resend.request)) else {
+        let Some(mut resend) = self.resend.filter(|resend| can_replay(&resend.request)) else {
             tracing::debug!("request body cannot be replayed: returning the first outcome");
             let mut first = first;
             mark_not_replayed(&mut first);
             return first;
         };
         drop(first);
-        let Resend {
-            service,
-            mut request,
-        } = *resend;
-        request.extensions_mut().insert(Replayed);
-        let replay_slot = GenerationSlot::new();
-        request.extensions_mut().insert(replay_slot.clone());
-        let second = service
-            .oneshot(request)
-            .await
-            .map_err(|e| Error::from_boxed(e.into()));
-        match self.config.triggers.rejection(&second) {
-            Some(rejection) => {
-                // The fresh token was rejected too: it is dead, so tell the manager (no call
-                // sends it again; the manager's rejection back-off bounds the refreshes a
-                // server that rejects every fresh token can cause). Only the synchronous
-                // part runs here: the refresh, if one starts, is the manager's own task and
-                // this caller does not wait for it.
-                if let Some(generation) = replay_slot.get() {
+        let mut replays = 0;
+        loop {
+            replays += 1;
+            // A spare copy for one more replay, taken before this one consumes the request.
+            let spare = (replays < MAX_REPLAYS)
+                .then(|| copy_for_replay(&resend.request))
+                .flatten()
+                .map(|request| Resend {
+                    service: resend.service.clone(),
+                    request,
+                });
+            let (outcome, slot) = resend.send().await;
+            let Some(rejection) = self.config.triggers.rejection(&outcome) else {
+                note_accepted(&self.config, &slot, &outcome);
+                return outcome;
+            };
+            // The fresh token was rejected too: it is dead, so tell the manager (no call sends
+            // it again). Once in a row may be a revocation that hit the token's first use: the
+            // manager refreshes again at once, and this call replays once more. A server that
+            // rejects every fresh token gets the manager's back-off instead (its
+            // `Unauthorized`), and the caller this rejection.
+            let Some(rejected) = slot.get() else {
+                return Err(rejection.into_error());
+            };
+            let again = match spare {
+                Some(spare) if can_replay(&spare.request) => spare,
+                _ => {
+                    // Only the synchronous part runs: a refresh, if one starts, is the
+                    // manager's own task, and this caller does not wait for it.
                     let _ = self
                         .config
                         .manager
-                        .refresh_after_rejection(generation)
+                        .refresh_after_rejection(rejected)
                         .now_or_never();
+                    return Err(rejection.into_error());
                 }
-                Err(rejection.into_error())
+            };
+            if refresh(&self.config, rejected, deadline).await.is_err() {
+                return Err(rejection.into_error());
             }
-            None => {
-                note_accepted(&self.config, &replay_slot, &second);
-                second
-            }
+            tracing::debug!(
+                generation = rejected,
+                "the refreshed token was rejected too: replaying once more"
+            );
+            resend = Box::new(again);
         }
+    }
+
+}
+
+/// The manager's token after `generation` was rejected, waited for until the caller's deadline.
+async fn refresh(
+    config: &Config,
+    generation: u64,
+    deadline: Option<xhttp_core::Deadline>,
+) -> Result<Arc<xhttp_auth::Token>, Error> {
+    let manager = &config.manager;
+    match deadline {
+        Some(deadline) => {
+            manager
+                .refresh_after_rejection_before(generation, deadline)
+                .await
+        }
+        None => manager.refresh_after_rejection(generation).await,
+    }
+}
+
+/// Replays one call makes at most: the first after the refresh its rejection started; a
+/// second only when that replay's fresh token is rejected too and the manager hands out a
+/// newer one (a revocation that hit the token's first use).
+const MAX_REPLAYS: u32 = 2;
+
+impl<S, B> Resend<S, B>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    /// Sends the copy, marked as a replay, with a slot of its own for the generation the
+    /// auth layer writes.
+    async fn send<T>(self) -> (Result<Response<T>, Error>, GenerationSlot)
+    where
+        S: Service<Request<B>, Response = Response<T>>,
+    {
+        let Resend {
+            service,
+            mut request,
+        } = self;
+        request.extensions_mut().insert(Replayed);
+        let slot = GenerationSlot::new();
+        request.extensions_mut().insert(slot.clone());
+        let outcome = service
+            .oneshot(request)
+            .await
+            .map_err(|e| Error::from_boxed(e.into()));
+        (outcome, slot)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Refresh on rejection: when the server says the token is no good, refresh it once (for every
-//! request that learns it at the same time) and replay the request once with the new token.
+//! request that learns it at the same time) and replay the request with the new token.
 //!
 //! [`RefreshLayer`] sits above `xhttp_auth::AuthLayer` (and above retry, when there is one):
 //!
@@ -9,9 +9,14 @@
 //!    [`TokenManager::refresh_after_rejection`](xhttp_auth::TokenManager::refresh_after_rejection)
 //!    with that generation: the late 401 of a request sent with an already-replaced token
 //!    replays with the new token and costs no refresh.
-//! 3. It replays once, marked [`Replayed`]. A rejection of the replay is returned as
-//!    `ErrorKind::Unauthorized` with the server's challenge: there is no second refresh and no
-//!    loop.
+//! 3. It replays, marked [`Replayed`]. When the replay's fresh token is rejected too, that
+//!    token is dead: the manager is told, and if it hands out a newer token at once (the first
+//!    such rejection in a row may be a revocation that hit the token's first use), the call
+//!    replays once more. That is two replays at most, never a loop: a server that rejects
+//!    every fresh token meets the manager's back-off
+//!    ([`TokenManagerBuilder::rejection_backoff`](xhttp_auth::TokenManagerBuilder::rejection_backoff)),
+//!    and the call gets the last rejection as `ErrorKind::Unauthorized` with the server's
+//!    challenge.
 //!
 //! A refresh is not a session switch. When the rejected trip was sent in an older session
 //! (a `set_tokens` for another login or user, or a `clear`, came while it was in flight), the
@@ -271,7 +276,7 @@ impl Rejection {
     }
 }
 
-/// Refreshes the token on a rejection and replays the request once. See the
+/// Refreshes the token on a rejection and replays the request (twice at most). See the
 /// [crate docs](crate).
 #[derive(Clone)]
 pub struct RefreshLayer {
