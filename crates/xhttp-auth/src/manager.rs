@@ -91,7 +91,7 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -99,6 +99,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use xhttp_core::error::RefreshFailure;
 use xhttp_core::mask::KnownSecret;
+// Every critical section on the manager's mutexes is a few assignments with no call that can
+// panic halfway, so a poisoned lock still guards consistent state.
+use xhttp_core::sync::lock;
 use xhttp_core::{Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClock};
 
 use crate::grant::{GrantResponse, RefreshGrant};
@@ -558,13 +561,6 @@ fn no_runtime() -> Error {
     Error::config("the token manager's refresh runs on tokio: call it inside a tokio runtime")
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section below is a few assignments with no call that can panic halfway,
-    // so a poisoned lock still guards consistent state.
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-
 impl TokenManager {
     /// Options for a manager that refreshes with `grant`.
     pub fn builder(grant: impl RefreshGrant) -> TokenManagerBuilder {
@@ -901,11 +897,9 @@ impl Shared {
     fn note_rejection(&self, state: &mut State, token: &Token, now: Instant) {
         let never_accepted = self.accepted.load(Ordering::Acquire) < token.generation();
         let fresh = |at: Instant| {
-            let window = token
-                .expires_at()
-                .map_or(FRESH_REJECTION, |expiry| {
-                    (expiry.saturating_duration_since(at) / 2).min(FRESH_REJECTION)
-                });
+            let window = token.expires_at().map_or(FRESH_REJECTION, |expiry| {
+                (expiry.saturating_duration_since(at) / 2).min(FRESH_REJECTION)
+            });
             now.saturating_duration_since(at) < window
         };
         match state.issued {
