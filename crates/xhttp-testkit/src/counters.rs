@@ -24,6 +24,7 @@ pub struct Counters {
     rejected_token_arrivals: AtomicU64,
     scripted_faults: AtomicU64,
     revoked_tokens: AtomicU64,
+    gzip_responses: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +127,13 @@ impl Counters {
         self.revoked_tokens.load(Ordering::SeqCst)
     }
 
+    /// Answers of `GET /public/gzip/{id}` sent gzip-compressed (`Content-Encoding: gzip`),
+    /// because the request's `Accept-Encoding` accepted gzip. A client that decodes gzip
+    /// and asks for it on every call sees this equal its successful calls.
+    pub fn gzip_responses(&self) -> u64 {
+        self.gzip_responses.load(Ordering::SeqCst)
+    }
+
     /// Sets every counter to 0, except [`in_flight`](Self::in_flight), which keeps
     /// counting the requests still running; the peak restarts from it.
     pub fn reset(&self) {
@@ -141,6 +149,7 @@ impl Counters {
             &self.rejected_token_arrivals,
             &self.scripted_faults,
             &self.revoked_tokens,
+            &self.gzip_responses,
         ];
         for counter in counters.into_iter().chain(&self.hits) {
             counter.store(0, Ordering::SeqCst);
@@ -196,6 +205,10 @@ impl Counters {
     pub(crate) fn scripted(&self) {
         self.scripted_faults.fetch_add(1, Ordering::SeqCst);
         self.faults_injected.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn gzipped(&self) {
+        self.gzip_responses.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn streamed(&self, bytes: u64) {

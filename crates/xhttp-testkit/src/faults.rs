@@ -28,6 +28,8 @@ pub enum Route {
     Me,
     /// `GET /public/items/{id}`.
     Public,
+    /// `GET /public/gzip/{id}`: the public item, gzip-compressed when the client accepts it.
+    Gzip,
     /// `/echo` and `/echo/{*rest}`, any method.
     Echo,
     /// `POST /upload`.
@@ -54,7 +56,7 @@ pub enum Route {
 
 impl Route {
     /// Every concrete route (all but [`Route::Any`]).
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 15] = [
         Route::Login,
         Route::Token,
         Route::CustomRefresh,
@@ -69,6 +71,7 @@ impl Route {
         Route::Status,
         Route::Slow,
         Route::Redirect,
+        Route::Gzip,
     ];
 
     /// Number of concrete routes: the length of per-route tables.
@@ -92,7 +95,8 @@ impl Route {
             Route::Status => 11,
             Route::Slow => 12,
             Route::Redirect => 13,
-            Route::Any => 14,
+            Route::Gzip => 14,
+            Route::Any => 15,
         }
     }
 }

@@ -72,6 +72,7 @@
 //! |---|---|
 //! | `ANY /echo`, `/echo/{*rest}` | `{"method","path","query","headers":{lowercase name: value},"body":<UTF-8>}` |
 //! | `GET /public/items/{id}` | as `/api/items/{id}`, without a token |
+//! | `GET /public/gzip/{id}` | as `/public/items/{id}`, gzip-compressed with `Content-Encoding: gzip` when the request's `Accept-Encoding` accepts gzip (`q` above 0), plain otherwise; each compressed answer counts in [`Counters::gzip_responses`] |
 //! | `POST /reflect` | 200 with the request's body as it is, under the content type in `x-reflect-content-type` (default `application/json`): any envelope dialect, any broken body (counts under `Route::Echo`) |
 //! | `POST /upload` | reads the body without keeping it: `{"code":0,…,"result":{"bytes":<length>}}` |
 //! | `GET /bytes/{n}` | `n` bytes of `x` with `content-length`, streamed in 64 KiB frames as the client reads |
@@ -106,8 +107,8 @@ mod connection;
 mod counters;
 mod faults;
 mod gate;
-mod raw;
 mod probe;
+mod raw;
 mod readiness;
 mod resources;
 mod responses;
@@ -123,8 +124,8 @@ pub use config::{Config, ExpiryMode, TokenPair};
 pub use counters::Counters;
 pub use faults::{fault_pattern, FaultDecision, Faults, Route};
 pub use gate::Gate;
-pub use raw::{refused_addr, RawServer};
 pub use probe::{Probed, ProbedBody, ProbedFuture, TokenProbe};
+pub use raw::{refused_addr, RawServer};
 pub use readiness::ReadinessProbe;
 pub use script::{Action, Script};
 pub use server::TestServer;

@@ -1,5 +1,5 @@
-//! The resources: protected and public items, echo, bodies of every shape, the gate,
-//! arbitrary statuses, slowness and redirects.
+//! The resources: protected and public items (plain and gzip-compressed), echo, bodies of
+//! every shape, the gate, arbitrary statuses, slowness and redirects.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
+use tower_http::compression::predicate::SizeAbove;
+use tower_http::compression::CompressionLayer;
 
 use crate::bodies::{Paused, Repeat};
 use crate::connection::ConnectionHandle;
@@ -29,6 +33,29 @@ pub(crate) async fn item(Path(id): Path<u64>) -> Response {
         id,
         name: format!("item {id}"),
     })
+}
+
+/// `GET /public/gzip/{id}`: [`item`], gzip-compressed when the request accepts gzip.
+///
+/// tower-http's compression reads `Accept-Encoding` (quality values included, so
+/// `gzip;q=0` is a refusal) and adds `Vary: accept-encoding`; every answer is compressed
+/// whatever its size, so that a client sees gzip on each call that asked for it.
+pub(crate) fn gzip_item(shared: Arc<Shared>) -> MethodRouter<Arc<Shared>> {
+    let compression = CompressionLayer::new()
+        .gzip(true)
+        .compress_when(SizeAbove::new(0));
+    get(item)
+        .layer(compression)
+        .layer(middleware::from_fn_with_state(shared, count_gzip))
+}
+
+/// Counts the answers that left compressed.
+async fn count_gzip(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.headers().get(header::CONTENT_ENCODING) == Some(&HeaderValue::from_static("gzip")) {
+        shared.counters.gzipped();
+    }
+    response
 }
 
 /// `GET /api/me`.

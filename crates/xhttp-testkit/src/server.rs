@@ -237,6 +237,10 @@ fn router(shared: Arc<Shared>) -> Router {
             "/public/items/{id}",
             on(Route::Public, get(resources::item)),
         )
+        .route(
+            "/public/gzip/{id}",
+            on(Route::Gzip, resources::gzip_item(shared.clone())),
+        )
         .route("/echo", on(Route::Echo, echo()))
         .route("/reflect", on(Route::Echo, post(resources::reflect)))
         .route("/echo/{*rest}", on(Route::Echo, echo()))
