@@ -149,6 +149,41 @@ impl AuthLayer {
     pub fn manager(&self) -> &TokenManager {
         &self.config.manager
     }
+
+    /// The origins this layer sends the token to.
+    ///
+    /// ```
+    /// # use xhttp_auth::{AuthLayer, TokenManager};
+    /// # use xhttp_core::Origin;
+    /// # fn check(manager: TokenManager) {
+    /// let origin = Origin::parse("https://api.example.com").unwrap();
+    /// let layer = AuthLayer::new(manager, [origin.clone()]);
+    /// assert_eq!(layer.origins(), [origin]);
+    /// # }
+    /// ```
+    pub fn origins(&self) -> &[Origin] {
+        &self.config.origins
+    }
+
+    /// Sends the token to `origin` too (once: an origin already listed is not repeated).
+    ///
+    /// ```
+    /// # use xhttp_auth::{AuthLayer, TokenManager};
+    /// # use xhttp_core::Origin;
+    /// # fn check(manager: TokenManager) {
+    /// let api = Origin::parse("https://api.example.com").unwrap();
+    /// let files = Origin::parse("https://files.example.com").unwrap();
+    /// let layer = AuthLayer::new(manager, [api.clone()]).with_origin(files.clone()).with_origin(api.clone());
+    /// assert_eq!(layer.origins(), [files, api]);
+    /// # }
+    /// ```
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        let origins = &mut self.config_mut().origins;
+        if !origins.contains(&origin) {
+            origins.insert(0, origin);
+        }
+        self
+    }
 }
 
 impl fmt::Debug for AuthLayer {

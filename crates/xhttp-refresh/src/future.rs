@@ -113,10 +113,9 @@ where
                 generation = rejected,
                 "the refreshed token was rejected too: replaying once more"
             );
-            resend = Box::new(again);
+            *resend = again;
         }
     }
-
 }
 
 /// The manager's token after `generation` was rejected, waited for until the caller's deadline.

@@ -172,9 +172,18 @@ impl Triggers {
     }
 
     /// Where the code sits in a JSON body that reaches this layer as `Bytes` (default
-    /// `/code`, a JSON pointer); used only with business codes and no envelope layer below.
-    pub fn code_pointer(mut self, pointer: impl Into<String>) -> Self {
-        self.code_pointer = pointer.into();
+    /// `/code`): a JSON pointer, or a bare name for a top-level member (`"errno"` is
+    /// `/errno`), read as every location of the library is read
+    /// ([`xhttp_core::json::pointer`]). Used only with business codes and no envelope layer
+    /// below.
+    ///
+    /// ```
+    /// use xhttp_refresh::Triggers;
+    /// let triggers = Triggers::default().business_codes([40009]).code_pointer("errno");
+    /// # drop(triggers);
+    /// ```
+    pub fn code_pointer(mut self, pointer: impl AsRef<str>) -> Self {
+        self.code_pointer = xhttp_core::json::pointer(pointer.as_ref()).into();
         self
     }
 

@@ -576,7 +576,11 @@ async fn a_token_rejected_on_the_replay_is_dead_and_never_sent_again() {
 
     let err = service.clone().oneshot(get()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
-    assert_eq!(grant.0.load(Ordering::SeqCst), 2, "a refresh, then one more");
+    assert_eq!(
+        grant.0.load(Ordering::SeqCst),
+        2,
+        "a refresh, then one more"
+    );
 
     for _ in 0..5 {
         let _ = service.clone().oneshot(get()).await;
@@ -679,17 +683,42 @@ async fn a_replay_whose_fresh_token_was_revoked_replays_once_more_and_succeeds()
     let (manager, grant) = manager().await;
     // access-0 expired; access-1, the first refresh's token, is revoked on its first use;
     // access-2 is good.
-    let (upstream, seen) = make_upstream(|token| {
-        (token != "Bearer access-2").then(|| status(401))
-    });
+    let (upstream, seen) = make_upstream(|token| (token != "Bearer access-2").then(|| status(401)));
     let service = RefreshLayer::new(manager.clone())
         .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
     let response = service.clone().oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(grant.0.load(Ordering::SeqCst), 2);
-    let tokens: Vec<_> = seen.lock().unwrap().iter().map(|(t, _)| t.clone()).collect();
-    assert_eq!(tokens, ["Bearer access-0", "Bearer access-1", "Bearer access-2"]);
+    let tokens: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| t.clone())
+        .collect();
+    assert_eq!(
+        tokens,
+        ["Bearer access-0", "Bearer access-1", "Bearer access-2"]
+    );
     // The next call sends the good token and needs no refresh.
     assert_eq!(service.oneshot(get()).await.unwrap().status(), 200);
     assert_eq!(grant.0.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_bare_name_code_pointer_reads_a_top_level_member() {
+    for pointer in ["errno", "/errno"] {
+        let (manager, grant) = manager().await;
+        let (upstream, _) = make_upstream(|token| {
+            (token == "Bearer access-0")
+                .then(|| Response::new(Bytes::from_static(br#"{"errno":40009}"#)))
+        });
+        let triggers = Triggers::default()
+            .business_codes([40009])
+            .code_pointer(pointer);
+        let service = RefreshLayer::with_triggers(manager.clone(), triggers)
+            .layer(AuthLayer::new(manager, [origin()]).layer(upstream));
+        let response = service.oneshot(get()).await.unwrap();
+        assert_eq!(response.body(), "ok", "{pointer}");
+        assert_eq!(grant.0.load(Ordering::SeqCst), 1, "{pointer}");
+    }
 }

@@ -9,23 +9,21 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use tower::util::{BoxCloneSyncService, Either};
+use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use xhttp_auth::SkipAuth;
-use xhttp_auth::{AuthLayer, TokenManager};
+use xhttp_auth::{AuthLayer, SkipAuth, TokenManager};
 use xhttp_core::Origin;
 use xhttp_core::{Body, BodyLimit, Error};
-use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats, Identity};
-use xhttp_envelope::{Envelope, EnvelopeLayer};
+use xhttp_dedupe::{DedupeLayer, DedupeLayerBuilder, DedupeStats};
+use xhttp_envelope::Envelope;
 use xhttp_refresh::{RefreshLayer, Triggers};
-use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
+use xhttp_retry::RetryPolicy;
 use xhttp_status::{ReportLayer, StatusLayer};
 
 use crate::future::ResponseFuture;
 use crate::request::RequestBuilder;
-use crate::transport::{
-    AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder, LONGEST_TIMEOUT,
-};
+use crate::stack::{check_timeouts, Stack, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE};
+use crate::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport, HttpTransportBuilder};
 use crate::user_info;
 
 /// The composed stack as a plain tower service, for users who add their own layers.
@@ -270,63 +268,6 @@ fn check_http_uri(parsed: Result<Uri, http::uri::InvalidUri>) -> Result<Uri, Err
     Ok(uri)
 }
 
-const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The optional layers of a stack.
-#[derive(Default)]
-struct Layers {
-    report: Option<ReportLayer>,
-    dedupe: Option<DedupeLayer>,
-    refresh: Option<RefreshLayer>,
-    retry: Option<RetryLayer>,
-    status: Option<StatusLayer>,
-    envelope: Option<EnvelopeLayer>,
-    auth: Option<AuthLayer>,
-}
-
-#[derive(Clone, Copy)]
-struct Timeouts {
-    attempt: Duration,
-    total: Duration,
-}
-
-/// The layers in their canonical order (ARCHITECTURE.md), outermost first; the optional ones
-/// join through `Either`, so a client without auth pays nothing for it and one with auth pays
-/// no extra boxing.
-fn canonical_stack(
-    transport: HttpTransport,
-    transport_layers: Vec<TransportLayerFn>,
-    timeouts: Timeouts,
-    limit: BodyLimit,
-    layers: Layers,
-) -> BoxService {
-    let collect = CollectLayer::with_limit(limit);
-    // Without transport layers the transport is not boxed: the common client pays nothing
-    // for the hook.
-    let bottom = if transport_layers.is_empty() {
-        Either::Left(collect.layer(transport))
-    } else {
-        let boxed = transport_layers
-            .into_iter()
-            .rev()
-            .fold(box_transport(transport), |inner, layer| layer(inner));
-        Either::Right(collect.layer(boxed))
-    };
-    let service = ServiceBuilder::new()
-        .option_layer(layers.report)
-        .option_layer(layers.dedupe)
-        .layer(DeadlineLayer::new(timeouts.total))
-        .option_layer(layers.refresh)
-        .option_layer(layers.retry)
-        .option_layer(layers.status)
-        .option_layer(layers.envelope)
-        .option_layer(layers.auth)
-        .layer(AttemptTimeoutLayer::new(timeouts.attempt))
-        .service(bottom);
-    BoxService::new(service)
-}
-
 /// Boxes a transport-end service, its body and its error.
 fn box_transport<S, B>(service: S) -> BoxTransport
 where
@@ -444,9 +385,9 @@ impl fmt::Debug for ClientBuilder {
 /// What `ClientBuilder::auth` and its companions configured.
 #[derive(Debug)]
 struct AuthOptions {
-    manager: TokenManager,
-    origins: Vec<Origin>,
-    allow_insecure_loopback: bool,
+    /// The layer, with the origins, header and scheme given so far; the base URL's origin
+    /// joins it at build time.
+    layer: AuthLayer,
     triggers: Option<Triggers>,
     refresh: bool,
 }
@@ -485,11 +426,34 @@ impl ClientBuilder {
     /// [`auth_origin`](ClientBuilder::auth_origin)), and refreshes and replays once on a
     /// rejection (401, `invalid_token`, gRPC UNAUTHENTICATED; add business codes with
     /// [`refresh_triggers`](ClientBuilder::refresh_triggers)).
-    pub fn auth(mut self, manager: TokenManager) -> Self {
+    pub fn auth(self, manager: TokenManager) -> Self {
+        self.auth_layer(AuthLayer::new(manager, []))
+    }
+
+    /// [`auth`](ClientBuilder::auth) with an [`AuthLayer`] of one's own: its header and
+    /// scheme (a bare `access_token` header, say), its origins (the base URL's joins them),
+    /// its loopback rule. Refresh uses the layer's manager.
+    ///
+    /// ```
+    /// use xhttp::auth::{AuthLayer, OAuth2Refresh, TokenManager};
+    ///
+    /// let grant = OAuth2Refresh::new(xhttp::grant_transport(), "https://auth.example.com/token")
+    ///     .unwrap();
+    /// let manager = TokenManager::builder(grant).build();
+    /// let client = xhttp::Client::builder()
+    ///     .base_url("https://admin.example.com/api")
+    ///     .auth_layer(
+    ///         AuthLayer::new(manager, [])
+    ///             .header(http::HeaderName::from_static("access_token"))
+    ///             .scheme(""),
+    ///     )
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn auth_layer(mut self, layer: AuthLayer) -> Self {
         self.auth = Some(AuthOptions {
-            manager,
-            origins: Vec::new(),
-            allow_insecure_loopback: false,
+            layer,
             triggers: None,
             refresh: true,
         });
@@ -508,7 +472,7 @@ impl ClientBuilder {
         match Origin::parse(url) {
             Ok(origin) => {
                 if let Some(auth) = self.auth_mut("auth_origin") {
-                    auth.origins.push(origin);
+                    auth.layer = auth.layer.clone().with_origin(origin);
                 }
             }
             Err(err) => self.error = self.error.or(Some(err)),
@@ -522,7 +486,7 @@ impl ClientBuilder {
     /// because what a name resolves to is not the library's to vouch for.
     pub fn allow_insecure_loopback(mut self) -> Self {
         if let Some(auth) = self.auth_mut("allow_insecure_loopback") {
-            auth.allow_insecure_loopback = true;
+            auth.layer = auth.layer.clone().allow_insecure_loopback(true);
         }
         self
     }
@@ -741,21 +705,8 @@ impl ClientBuilder {
         if let Some(err) = self.error {
             return Err(err);
         }
-        if self.attempt_timeout.is_zero() || self.deadline.is_zero() {
-            return Err(Error::config("timeouts must be above zero"));
-        }
-        if self.attempt_timeout > LONGEST_TIMEOUT || self.deadline > LONGEST_TIMEOUT {
-            return Err(Error::config(
-                "the attempt timeout and the deadline must be at most a year",
-            ));
-        }
+        check_timeouts(self.attempt_timeout, self.deadline)?;
         self.transport.check()?;
-        if self.attempt_timeout > self.deadline {
-            return Err(Error::config(format!(
-                "the attempt timeout ({:?}) cannot exceed the deadline ({:?})",
-                self.attempt_timeout, self.deadline
-            )));
-        }
         let base = match &self.base_url {
             Some(url) => {
                 let uri = parse_http_url(url)?;
@@ -766,79 +717,62 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let dedupe = self
-            .dedupe
-            .map(|options| {
-                // The facade's per-request options: the notices are read by report, above
-                // dedupe, per caller; the others change the outcome, and are keyed.
-                let options = options
-                    .neutral_extension::<xhttp_status::ErrorNotice>()
-                    .neutral_extension::<xhttp_status::SuccessNotice>()
-                    .key_extension_with(|_: &xhttp_status::StatusPassthrough| ())
-                    .key_extension_with(|_: &xhttp_envelope::RawResponse| ())
-                    .key_extension_with(|_: &SkipAuth| ())
-                    .key_extension_with(|_: &xhttp_refresh::SkipRefresh| ())
-                    .key_extension_with(|o: &xhttp_retry::RetryOverride| match o {
-                        xhttp_retry::RetryOverride::Off => None,
-                        xhttp_retry::RetryOverride::Retries(n) => Some(*n),
-                    });
-                match &self.auth {
-                    Some(auth) => {
-                        let manager = auth.manager.clone();
-                        let anonymous = Identity("anonymous".into());
-                        options
-                            .identity(move |extensions| {
-                                Some(match extensions.get::<SkipAuth>() {
-                                    Some(_) => anonymous.clone(),
-                                    None => Identity(manager.session_identity()),
-                                })
-                            })
-                            .build()
-                    }
-                    None => options.build(),
-                }
-            })
-            .transpose()?;
+        let mut stack = Stack::<Body>::builder()
+            .attempt_timeout(self.attempt_timeout)
+            .deadline(self.deadline)
+            .body_limit(self.body_limit.0);
+        if let Some(policy) = self.retry {
+            stack = stack.retry(policy);
+        }
+        if let Some(options) = self.dedupe {
+            stack = stack.dedupe(options);
+        }
+        if let Some(envelope) = self.envelope {
+            stack = stack.envelope(envelope);
+        }
+        if let Some(status) = self.status {
+            stack = stack.status(status);
+        }
+        if let Some(report) = self.report {
+            stack = stack.report(report);
+        }
         let mut auth_origins = Vec::new();
-        let mut layers = Layers {
-            dedupe: dedupe.clone(),
-            retry: self.retry.map(RetryLayer::new),
-            envelope: self.envelope.map(EnvelopeLayer::new),
-            status: self.status,
-            report: self.report,
-            ..Layers::default()
-        };
-        if let Some(mut options) = self.auth {
+        if let Some(options) = self.auth {
+            let mut layer = options.layer;
             if let Some(origin) = base.as_deref().and_then(|b| Origin::parse(b).ok()) {
-                options.origins.insert(0, origin);
+                layer = layer.with_origin(origin);
             }
-            if options.origins.is_empty() {
+            if layer.origins().is_empty() {
                 return Err(Error::config(
                     "auth needs an origin: set a base URL or call auth_origin",
                 ));
             }
-            auth_origins.clone_from(&options.origins);
-            layers.auth = Some(
-                AuthLayer::new(options.manager.clone(), options.origins)
-                    .allow_insecure_loopback(options.allow_insecure_loopback),
-            );
-            layers.refresh = options.refresh.then(|| {
-                RefreshLayer::with_triggers(options.manager, options.triggers.unwrap_or_default())
-            });
+            auth_origins = layer.origins().to_vec();
+            if options.refresh {
+                stack = stack.refresh(RefreshLayer::with_triggers(
+                    layer.manager().clone(),
+                    options.triggers.unwrap_or_default(),
+                ));
+            }
+            stack = stack.auth(layer);
         }
-        let service = canonical_stack(
-            self.transport.build(),
-            self.transport_layers,
-            Timeouts {
-                attempt: self.attempt_timeout,
-                total: self.deadline,
-            },
-            self.body_limit,
-            layers,
-        );
+        let stack = stack.build()?;
+        let transport = self.transport.build();
+        // Without transport layers the transport is not boxed: the common client pays nothing
+        // for the hook.
+        let service = if self.transport_layers.is_empty() {
+            stack.layer(transport)
+        } else {
+            let boxed = self
+                .transport_layers
+                .into_iter()
+                .rev()
+                .fold(box_transport(transport), |inner, layer| layer(inner));
+            stack.layer(boxed)
+        };
         Ok(Client {
             inner: Arc::new(ClientInner {
-                dedupe,
+                dedupe: stack.dedupe().cloned(),
                 base,
                 auth_origins,
                 default_headers: self.default_headers,

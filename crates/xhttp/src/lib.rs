@@ -40,16 +40,16 @@ mod client;
 mod future;
 mod request;
 mod response;
+pub mod stack;
 pub mod transport;
 mod user_info;
 
-pub use client::{
-    grant_transport, BoxService, BoxTransport, Client, ClientBuilder, TransportBody,
-};
+pub use client::{grant_transport, BoxService, BoxTransport, Client, ClientBuilder, TransportBody};
 pub use future::ResponseFuture;
 pub use request::RequestBuilder;
 pub use response::Response;
-pub use xhttp_core::{Body, BodyLimit, BusinessCode, Error, ErrorKind, TimeoutScope};
+pub use stack::{BoxStack, Stack, StackBuilder};
+pub use xhttp_core::{Body, BodyLimit, BusinessCode, Error, ErrorKind, Origin, TimeoutScope};
 
 /// Tokens: the manager, grants, stores and the auth layer (`xhttp-auth`).
 pub mod auth {

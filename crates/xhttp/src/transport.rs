@@ -205,12 +205,31 @@ impl Future for TransportFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = ready!(self.project().inner.poll(cx));
-        Poll::Ready(result.map_err(transport_error))
+        Poll::Ready(result.map_err(from_hyper_util))
     }
 }
 
-/// Classifies a hyper-util error: a failure to connect provably never sent the request.
-fn transport_error(err: hyper_util::client::legacy::Error) -> Error {
+/// Turns a hyper-util client error into an [`Error`] of kind `Transport`, marked
+/// [`Error::is_never_sent`] when the connection was never made (refused, DNS, TLS handshake,
+/// connect timeout), so that retry may resend any method, a `POST` included. The
+/// [`Stack`](crate::Stack) applies it to the errors of the service below; a hand-built stack
+/// over a hyper-util client maps its errors with it.
+///
+/// ```
+/// # async fn run() {
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+/// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+///     .build_http::<Full<Bytes>>();
+/// let request = http::Request::post("http://127.0.0.1:1/").body(Full::default()).unwrap();
+/// let err = client.request(request).await.unwrap_err();
+/// let err = xhttp::transport::from_hyper_util(err);
+/// assert_eq!(err.kind(), xhttp::ErrorKind::Transport);
+/// assert!(err.is_never_sent());
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run());
+/// ```
+pub fn from_hyper_util(err: hyper_util::client::legacy::Error) -> Error {
     let never_sent = err.is_connect();
     let mut error = Error::transport(err);
     if never_sent {
