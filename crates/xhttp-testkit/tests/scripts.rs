@@ -131,7 +131,10 @@ async fn a_revoked_access_token_is_dead_while_its_refresh_token_lives() {
     let reply = client
         .post_form(
             &server.url("/auth/token"),
-            &format!("grant_type=refresh_token&refresh_token={}", pair.refresh_token),
+            &format!(
+                "grant_type=refresh_token&refresh_token={}",
+                pair.refresh_token
+            ),
         )
         .await;
     assert_eq!(reply.status, 200, "the refresh token is still valid");
