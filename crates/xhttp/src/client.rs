@@ -68,13 +68,46 @@ struct ClientInner {
     /// user-info: every request built from it passes `user_info::into_basic_auth`.
     base: Option<String>,
     /// The origins the auth layer sends its token to (empty without auth), so that user-info
-    /// to one of them is refused instead of sending two credentials.
-    auth_origins: Vec<Origin>,
+    /// to one of them is refused instead of sending two credentials; `None` over a service of
+    /// one's own, whose auth the client cannot see: there user-info is refused everywhere
+    /// (unless the request skips auth).
+    auth_origins: Option<Vec<Origin>>,
     default_headers: HeaderMap,
     service: BoxService,
 }
 
 impl Client {
+    /// A client over `service`, the whole stack of one's own (see
+    /// [`ClientBuilder::build_over`], which also takes a base URL and default headers); URLs
+    /// are absolute.
+    ///
+    /// ```
+    /// let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<xhttp::Body>();
+    /// let stack: xhttp::Stack = xhttp::Stack::builder().build().unwrap();
+    /// let client = xhttp::Client::from_service(tower::Layer::layer(&stack, hyper));
+    /// # drop(client);
+    /// ```
+    pub fn from_service<S>(service: S) -> Client
+    where
+        S: Service<Request<Body>, Response = Response<Bytes>, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Client {
+            inner: Arc::new(ClientInner {
+                dedupe: None,
+                base: None,
+                auth_origins: None,
+                default_headers: HeaderMap::new(),
+                service: BoxService::new(service),
+            }),
+        }
+    }
+
     /// A client with no base URL and the default stack.
     ///
     /// ```
@@ -186,12 +219,11 @@ impl Client {
         if !user_info::has_user_info(request.uri()) {
             return Ok(());
         }
-        let auth_applies = request.extensions().get::<SkipAuth>().is_none()
-            && self
-                .inner
-                .auth_origins
-                .iter()
-                .any(|origin| origin.matches(request.uri()));
+        let auth_applies =
+            request.extensions().get::<SkipAuth>().is_none()
+                && self.inner.auth_origins.as_ref().is_none_or(|origins| {
+                    origins.iter().any(|origin| origin.matches(request.uri()))
+                });
         user_info::into_basic_auth(request, auth_applies)
     }
 
@@ -347,6 +379,9 @@ pub struct ClientBuilder {
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
     transport_layers: Vec<TransportLayerFn>,
+    /// The first option set that configures the stack, for `build_over`, which takes the
+    /// stack from its service and refuses to drop options silently.
+    stack_options: Option<&'static str>,
     error: Option<Error>,
 }
 
@@ -377,6 +412,7 @@ impl fmt::Debug for ClientBuilder {
             .field("transport", &self.transport)
             .field("auth", &self.auth)
             .field("transport_layers", &self.transport_layers.len())
+            .field("stack_options", &self.stack_options)
             .field("error", &self.error)
             .finish()
     }
@@ -418,6 +454,7 @@ impl ClientBuilder {
             transport: HttpTransport::builder(),
             auth: None,
             transport_layers: Vec::new(),
+            stack_options: None,
             error: None,
         }
     }
@@ -452,6 +489,7 @@ impl ClientBuilder {
     /// # drop(client);
     /// ```
     pub fn auth_layer(mut self, layer: AuthLayer) -> Self {
+        self.stack_options.get_or_insert("auth_layer");
         self.auth = Some(AuthOptions {
             layer,
             triggers: None,
@@ -547,12 +585,14 @@ impl ClientBuilder {
     /// How long one trip (head and body) may take; default 10 s. Each attempt gets the
     /// smaller of this and the time left before the deadline.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.stack_options.get_or_insert("attempt_timeout");
         self.attempt_timeout = timeout;
         self
     }
 
     /// How long a whole call may take, retries, backoff and a refresh included; default 30 s.
     pub fn deadline(mut self, timeout: Duration) -> Self {
+        self.stack_options.get_or_insert("deadline");
         self.deadline = timeout;
         self
     }
@@ -561,12 +601,14 @@ impl ClientBuilder {
     /// and of requests that never reached the server, full-jitter backoff, `Retry-After`
     /// capped at 30 s, a shared budget).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.stack_options.get_or_insert("retry");
         self.retry = Some(policy);
         self
     }
 
     /// No retries at all.
     pub fn no_retry(mut self) -> Self {
+        self.stack_options.get_or_insert("no_retry");
         self.retry = None;
         self
     }
@@ -577,12 +619,14 @@ impl ClientBuilder {
     /// token manager's session (and `SkipAuth` requests as anonymous), so that responses never
     /// cross identities.
     pub fn dedupe(mut self, options: DedupeLayerBuilder) -> Self {
+        self.stack_options.get_or_insert("dedupe");
         self.dedupe = Some(options);
         self
     }
 
     /// No deduplication at all.
     pub fn no_dedupe(mut self) -> Self {
+        self.stack_options.get_or_insert("no_dedupe");
         self.dedupe = None;
         self
     }
@@ -592,6 +636,7 @@ impl ClientBuilder {
     /// the caller see as a typed error), and `Response::envelope` keeps code and message.
     /// `RawResponse` on a request skips it.
     pub fn envelope(mut self, envelope: Envelope) -> Self {
+        self.stack_options.get_or_insert("envelope");
         self.envelope = Some(envelope);
         self
     }
@@ -601,6 +646,7 @@ impl ClientBuilder {
     /// `Retry-After` and `WWW-Authenticate` (off by default for now: responses of any status
     /// come back as responses). It sits below retry and refresh, which see the typed errors.
     pub fn status(mut self, layer: StatusLayer) -> Self {
+        self.stack_options.get_or_insert("status");
         self.status = Some(layer);
         self
     }
@@ -610,6 +656,7 @@ impl ClientBuilder {
     /// record (a bounded ring by default: keep the layer to read it), `on_unauthorized`
     /// (off by default for now).
     pub fn report(mut self, layer: ReportLayer) -> Self {
+        self.stack_options.get_or_insert("report");
         self.report = Some(layer);
         self
     }
@@ -617,24 +664,28 @@ impl ClientBuilder {
     /// The largest response body held in memory; default 16 MiB. A request may set its own
     /// with [`RequestBuilder::body_limit`].
     pub fn body_limit(mut self, bytes: u64) -> Self {
+        self.stack_options.get_or_insert("body_limit");
         self.body_limit = BodyLimit(bytes);
         self
     }
 
     /// How long a TCP connect may take; default 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.stack_options.get_or_insert("connect_timeout");
         self.transport = self.transport.connect_timeout(timeout);
         self
     }
 
     /// How long an idle pooled connection is kept; default 90 s.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stack_options.get_or_insert("pool_idle_timeout");
         self.transport = self.transport.pool_idle_timeout(timeout);
         self
     }
 
     /// How many idle connections are kept per host; default unbounded.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.stack_options.get_or_insert("pool_max_idle_per_host");
         self.transport = self.transport.pool_max_idle_per_host(max);
         self
     }
@@ -680,6 +731,7 @@ impl ClientBuilder {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.stack_options.get_or_insert("transport_layer");
         self.transport_layers
             .push(Box::new(move |inner| box_transport(layer.layer(inner))));
         self
@@ -687,8 +739,80 @@ impl ClientBuilder {
 
     /// Speak HTTP/2 without negotiation, also over plain TCP (h2c).
     pub fn http2_prior_knowledge(mut self) -> Self {
+        self.stack_options.get_or_insert("http2_prior_knowledge");
         self.transport = self.transport.http2_prior_knowledge(true);
         self
+    }
+
+    /// A client over `service`, which is the whole stack: the builder's request options
+    /// (base URL, default headers, user-info as `Authorization: Basic`) apply, and the layers
+    /// are the service's own: compose them with [`Stack`] over any HTTP service, a raw
+    /// hyper-util client included. An option that configures the built-in stack (auth, retry,
+    /// timeouts, dedupe, transport...) is a `Config` error here rather than silently unused.
+    /// The client cannot see which origins the service's auth covers, so user-info in a URL
+    /// (`https://user:pass@host`) is refused as `InvalidRequest` unless the request skips
+    /// auth: never two credentials, never one silently dropped.
+    ///
+    /// ```
+    /// use tower::ServiceBuilder;
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    ///
+    /// let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<xhttp::Body>();
+    /// let stack: xhttp::Stack = xhttp::Stack::builder().build().unwrap();
+    /// let client = xhttp::Client::builder()
+    ///     .base_url("http://127.0.0.1:8080/api")
+    ///     .build_over(ServiceBuilder::new().layer(stack).service(hyper))
+    ///     .unwrap();
+    /// # drop(client);
+    /// let err = xhttp::Client::builder()
+    ///     .no_retry()
+    ///     .build_over(tower::service_fn(|_: http::Request<xhttp::Body>| async {
+    ///         Ok::<_, xhttp::Error>(http::Response::new(Bytes::new()))
+    ///     }))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), xhttp::ErrorKind::Config);
+    /// # let _ = Full::<Bytes>::default();
+    /// ```
+    pub fn build_over<S>(self, service: S) -> Result<Client, Error>
+    where
+        S: Service<Request<Body>, Response = Response<Bytes>, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        if let Some(option) = self.stack_options.or(self.auth.as_ref().map(|_| "auth")) {
+            return Err(Error::config(format!(
+                "`{option}` configures the built-in stack; a client over a service of one's \
+                 own takes its layers from that service"
+            )));
+        }
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                dedupe: None,
+                base: self.base()?,
+                auth_origins: None,
+                default_headers: self.default_headers,
+                service: BoxService::new(service),
+            }),
+        })
+    }
+
+    fn base(&self) -> Result<Option<String>, Error> {
+        let Some(url) = &self.base_url else {
+            return Ok(None);
+        };
+        let uri = parse_http_url(url)?;
+        if uri.query().is_some() {
+            return Err(Error::invalid_request("a base URL cannot have a query"));
+        }
+        Ok(Some(uri.to_string().trim_end_matches('/').to_string()))
     }
 
     /// Builds the client; a malformed base URL, an unsupported scheme, an invalid default
@@ -707,16 +831,7 @@ impl ClientBuilder {
         }
         check_timeouts(self.attempt_timeout, self.deadline)?;
         self.transport.check()?;
-        let base = match &self.base_url {
-            Some(url) => {
-                let uri = parse_http_url(url)?;
-                if uri.query().is_some() {
-                    return Err(Error::invalid_request("a base URL cannot have a query"));
-                }
-                Some(uri.to_string().trim_end_matches('/').to_string())
-            }
-            None => None,
-        };
+        let base = self.base()?;
         let mut stack = Stack::<Body>::builder()
             .attempt_timeout(self.attempt_timeout)
             .deadline(self.deadline)
@@ -774,7 +889,7 @@ impl ClientBuilder {
             inner: Arc::new(ClientInner {
                 dedupe: stack.dedupe().cloned(),
                 base,
-                auth_origins,
+                auth_origins: Some(auth_origins),
                 default_headers: self.default_headers,
                 service,
             }),
