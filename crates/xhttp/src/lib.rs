@@ -36,6 +36,8 @@
 //! ```
 #![deny(unsafe_code)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod future;
 mod request;
