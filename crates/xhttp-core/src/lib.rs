@@ -35,6 +35,7 @@ pub mod clock;
 pub mod collect;
 pub mod error;
 pub mod json;
+mod macros;
 pub mod mask;
 pub mod origin;
 pub mod problem;
