@@ -68,6 +68,11 @@
 //!   was issued, and callers get `Unauthorized` meanwhile
 //!   ([`TokenManagerBuilder::rejection_backoff`]): at most about `log2(60) + 3 + T / 60`
 //!   token calls in `T` seconds.
+//! - **A server that expires tokens before the client stops using them** (requests slower
+//!   than the skew, a slow token endpoint, a clock ahead): when a token some response had
+//!   accepted is rejected in its soft window, every later token stops being used earlier, by
+//!   one more skew, doubling each time, never more than a quarter of its life. A token
+//!   rejected earlier in its life was revoked: that teaches nothing.
 //! - In the soft window before expiry, callers get the still-valid token at once and one
 //!   background refresh starts; if it fails the valid token stays in service, and the next
 //!   background attempt waits a minute. A successful one never delays the next token's:
@@ -198,6 +203,9 @@ struct Config {
 /// rejected late in its life, was revoked or expired: that is no sign of churn.
 const FRESH_REJECTION: Duration = Duration::from_secs(30);
 
+/// The most [`State::margin`] grows to (a token's quarter of life bounds it first).
+const MAX_MARGIN: Duration = Duration::from_secs(300);
+
 #[derive(Default)]
 struct State {
     token: Option<Arc<Token>>,
@@ -226,6 +234,11 @@ struct State {
     issued: Option<(Instant, bool)>,
     /// Tokens from rejection-triggered refreshes that the server rejected at once, in a row.
     churn: u32,
+    /// Added to the skew of every new token: learned from a server that expired tokens (ones
+    /// it had accepted) in their soft window, before the client stopped using them (requests
+    /// slower than the skew, or a token endpoint slower than it). Doubles each time, from one
+    /// skew; a token never loses more than a quarter of its life to it.
+    margin: Duration,
     /// No rejection-triggered refresh starts before this instant (the churn back-off); the
     /// error callers get meanwhile.
     hold: Option<(Instant, Error)>,
@@ -627,6 +640,7 @@ impl TokenManager {
                 expires_in,
                 state.generation,
                 &self.shared.config.windows,
+                state.margin,
             ));
             state.install(token.clone());
             state.issued = Some((now, false));
@@ -885,6 +899,7 @@ impl Shared {
             if token.generation() > state.dead {
                 state.dead = token.generation();
                 self.note_rejection(&mut state, &token, now);
+                self.learn_margin(&mut state, &token, now);
             }
         }
         self.join_or_start(&mut state, now, true)
@@ -936,6 +951,25 @@ impl Shared {
                 state.churn = 0;
                 state.hold = None;
             }
+        }
+    }
+
+    /// A token the server had accepted, rejected in its soft window: the server's expiry
+    /// came before the client's, so later tokens stop being used earlier.
+    fn learn_margin(&self, state: &mut State, token: &Token, now: Instant) {
+        let accepted = self.accepted.load(Ordering::Acquire) >= token.generation();
+        let late_in_life = token.soft_at().is_some_and(|soft| now >= soft);
+        if accepted && late_in_life && !token.skew().is_zero() {
+            state.margin = state
+                .margin
+                .saturating_mul(2)
+                .max(token.skew())
+                .min(MAX_MARGIN);
+            tracing::debug!(
+                margin = ?state.margin,
+                "the server expired a token before the client stopped using it: later tokens \
+                 stop earlier"
+            );
         }
     }
 
@@ -1135,6 +1169,7 @@ impl Shared {
                         data.lifetime,
                         state.generation,
                         &self.config.windows,
+                        state.margin,
                     ));
                     state.install(token.clone());
                     state.failed = None;

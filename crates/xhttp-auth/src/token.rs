@@ -67,7 +67,19 @@ impl Windows {
     /// NaN; [`TokenManagerBuilder::try_build`](crate::TokenManagerBuilder::try_build) refuses
     /// such windows with a `Config` error before they are ever used.
     pub fn lengths(&self, lifetime: Duration) -> (Duration, Duration, Duration) {
-        let skew = self.skew.min(share_of(lifetime, self.skew_share));
+        self.lengths_with_margin(lifetime, Duration::ZERO)
+    }
+
+    /// [`lengths`](Self::lengths) with `margin` added to the skew: the margin the manager
+    /// learned from a server that expired tokens before the client stopped using them. The
+    /// skew never grows past a quarter of the lifetime (or its configured length, if larger).
+    pub(crate) fn lengths_with_margin(
+        &self,
+        lifetime: Duration,
+        margin: Duration,
+    ) -> (Duration, Duration, Duration) {
+        let base = self.skew.min(share_of(lifetime, self.skew_share));
+        let skew = base.saturating_add(margin).min(base.max(lifetime / 4));
         let usable = lifetime.saturating_sub(skew);
         let hard = self.hard.min(share_of(usable, self.hard_share));
         let soft = self.soft.min(share_of(usable, self.soft_share)).max(hard);
@@ -180,6 +192,8 @@ pub struct Token {
     expires_at: Option<Instant>,
     soft_at: Option<Instant>,
     hard_at: Option<Instant>,
+    /// What was taken off the server's lifetime (zero without one).
+    skew: Duration,
     bearer: Option<HeaderValue>,
 }
 
@@ -191,10 +205,13 @@ impl Token {
         lifetime: Option<Duration>,
         generation: u64,
         windows: &Windows,
+        margin: Duration,
     ) -> Token {
         let (mut expires_at, mut soft_at, mut hard_at) = (None, None, None);
+        let mut taken = Duration::ZERO;
         if let Some(lifetime) = lifetime {
-            let (skew, soft, hard) = windows.lengths(lifetime);
+            let (skew, soft, hard) = windows.lengths_with_margin(lifetime, margin);
+            taken = skew;
             let usable = lifetime.saturating_sub(skew);
             if usable.is_zero() {
                 // Believing it would refresh on every call; the server decides instead.
@@ -223,6 +240,7 @@ impl Token {
             expires_at,
             soft_at,
             hard_at,
+            skew: taken,
             bearer,
         }
     }
@@ -256,6 +274,10 @@ impl Token {
 
     pub(crate) fn soft_at(&self) -> Option<Instant> {
         self.soft_at
+    }
+
+    pub(crate) fn skew(&self) -> Duration {
+        self.skew
     }
 
     pub(crate) fn in_soft_window(&self, now: Instant) -> bool {
@@ -312,6 +334,7 @@ mod tests {
             Some(Duration::from_millis(300)),
             1,
             &Windows::default(),
+            Duration::ZERO,
         );
         let at = |ms| now + Duration::from_millis(ms);
         assert!(!token.in_soft_window(at(200)));
@@ -331,6 +354,7 @@ mod tests {
             Some(Duration::MAX),
             1,
             &Windows::default(),
+            Duration::ZERO,
         );
         assert_eq!(token.expires_at(), None);
         let token = Token::new(
@@ -340,6 +364,7 @@ mod tests {
             Some(Duration::ZERO),
             1,
             &Windows::default(),
+            Duration::ZERO,
         );
         // Over on arrival: no known expiry, reactive refresh only.
         assert_eq!(token.expires_at(), None);
@@ -391,6 +416,7 @@ mod tests {
                     Some(lifetime),
                     1,
                     &windows,
+                    Duration::ZERO,
                 );
             }
         }
@@ -431,6 +457,7 @@ mod tests {
             None,
             3,
             &Windows::default(),
+            Duration::ZERO,
         );
         let bearer = token.header_value("Bearer").unwrap();
         assert!(bearer.is_sensitive());
@@ -445,6 +472,7 @@ mod tests {
             None,
             1,
             &Windows::default(),
+            Duration::ZERO,
         );
         assert!(bad.header_value("Bearer").is_err());
     }

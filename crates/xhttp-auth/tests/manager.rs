@@ -1500,3 +1500,51 @@ async fn a_request_with_a_deadline_stops_waiting_for_the_refresh_at_it() {
         "the refresh went on for the patient caller"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_expires_tokens_early_makes_later_tokens_stop_earlier() {
+    // 1 s tokens: 100 ms of skew, so the client uses each for 900 ms.
+    let lifetime = Some(Duration::from_secs(1));
+    let endpoint = Endpoint::new(lifetime);
+    let manager = exact_manager(&endpoint, lifetime).await;
+    let usable = |token: &xhttp_auth::Token, from: Instant| token.expires_at().unwrap() - from;
+    let start = Instant::now();
+    let first = manager.current().await.unwrap();
+    assert_eq!(usable(&first, start), Duration::from_millis(900));
+    manager.note_accepted(first.generation());
+    // Accepted, then rejected in its soft window: the server expired it before the client
+    // stopped using it.
+    tokio::time::advance(Duration::from_millis(850)).await;
+    let at = Instant::now();
+    let second = manager
+        .refresh_after_rejection(first.generation())
+        .await
+        .unwrap();
+    assert_eq!(
+        usable(&second, at),
+        Duration::from_millis(800),
+        "one more skew"
+    );
+    manager.note_accepted(second.generation());
+    tokio::time::advance(Duration::from_millis(750)).await;
+    let at = Instant::now();
+    let third = manager
+        .refresh_after_rejection(second.generation())
+        .await
+        .unwrap();
+    assert_eq!(
+        usable(&third, at),
+        Duration::from_millis(750),
+        "doubled, capped at a quarter of the lifetime"
+    );
+    // A token rejected early in its life (a revocation) teaches nothing.
+    manager.note_accepted(third.generation());
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let at = Instant::now();
+    let fourth = manager
+        .refresh_after_rejection(third.generation())
+        .await
+        .unwrap();
+    assert_eq!(usable(&fourth, at), Duration::from_millis(750));
+    assert_eq!(endpoint.calls(), 3);
+}

@@ -29,6 +29,16 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }
+    // `XHTTP_DEMO_LOG=info` (or debug, trace) prints the library's events on stderr.
+    if let Some(level) = std::env::var("XHTTP_DEMO_LOG")
+        .ok()
+        .and_then(|level| level.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+    {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // The chaos run is on one thread: there the transport-end probe records a rejection in
     // the same poll in which the layers above learn of it, so its dead-token count is exact.
     let runtime = if args.chaos {
