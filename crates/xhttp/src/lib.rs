@@ -38,6 +38,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+mod builder_ext;
 mod client;
 mod future;
 mod request;
@@ -46,6 +47,7 @@ pub mod stack;
 pub mod transport;
 mod user_info;
 
+pub use builder_ext::ServiceBuilderExt;
 pub use client::{grant_transport, BoxService, BoxTransport, Client, ClientBuilder, TransportBody};
 pub use future::ResponseFuture;
 pub use request::RequestBuilder;
