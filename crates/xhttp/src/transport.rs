@@ -30,7 +30,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -44,8 +43,17 @@ use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
 /// year is no timeout worth the name, and says so without a panic.
 pub const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The connector: rustls over TCP with the `rustls` feature (the default), plain TCP without.
+#[cfg(feature = "rustls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "rustls"))]
+type Connector = HttpConnector;
+
 /// hyper-util's legacy client, pooled, speaking HTTP/1.1 and HTTP/2 (ALPN over TLS, or prior
-/// knowledge over plain TCP), with rustls (ring provider, webpki roots).
+/// knowledge over plain TCP), with rustls (ring provider, webpki roots) when the `rustls`
+/// feature is on (the default). Without it, it speaks plain HTTP only, and an `https` URL is a
+/// `Transport` error marked never-sent, before any byte leaves: a token is never sent in the
+/// clear to a port that expects TLS.
 ///
 /// Failures come back as [`Error`]s of kind `Transport`; a connection that never carried the
 /// request (refused, DNS, TLS handshake, connect timeout) is marked
@@ -55,7 +63,7 @@ pub struct HttpTransport {
     // Behind one `Arc`: the stack is cloned for every call (tower's `call` takes `&mut self`),
     // and hyper-util's client is half a dozen `Arc`s whose counts would all bounce between
     // cores on every request.
-    client: Arc<HyperClient<HttpsConnector<HttpConnector>, Body>>,
+    client: Arc<HyperClient<Connector, Body>>,
 }
 
 /// Options of [`HttpTransport`].
@@ -140,15 +148,24 @@ impl HttpTransportBuilder {
     pub fn build(self) -> HttpTransport {
         let clamp = |t: Option<Duration>| t.map(|t| t.min(LONGEST_TIMEOUT));
         let mut http = HttpConnector::new();
-        http.enforce_http(false);
         http.set_nodelay(self.tcp_nodelay);
         http.set_connect_timeout(clamp(self.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        #[cfg(feature = "rustls")]
+        let connector = {
+            http.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http)
+        };
+        #[cfg(not(feature = "rustls"))]
+        let connector = {
+            // Refuses any scheme but http at connect time.
+            http.enforce_http(true);
+            http
+        };
         let mut builder = HyperClient::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -644,5 +661,31 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
         assert_eq!(err.status(), Some(http::StatusCode::OK));
+    }
+}
+
+/// Built and run by `.ci/run` with `--no-default-features`.
+#[cfg(all(test, not(feature = "rustls")))]
+mod without_tls {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_https_url_is_refused_before_any_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let request = Request::get(format!("https://127.0.0.1:{port}/"))
+            .header("authorization", "Bearer plain-text-would-leak-3f9a")
+            .body(Body::empty())
+            .unwrap();
+        let err = HttpTransport::default().oneshot(request).await.unwrap_err();
+        assert_eq!(err.kind(), xhttp_core::ErrorKind::Transport);
+        assert!(err.is_never_sent(), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("plain-text-would-leak-3f9a"));
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was made");
     }
 }
