@@ -1,52 +1,41 @@
-//! Dedupe through the facade, over real loopback sockets against the testkit: what reaches
-//! the server when identical calls coalesce, when every caller leaves, when the shared
-//! outcome is a failure, under the per-request policies, and when a cancel scope ends; and
-//! which callers never share a trip: another credential or tenant header, another
-//! per-request option (status passthrough, raw response, body limit), an unknown extension.
+//! Dedupe over real loopback sockets against the testkit, each test through the facade and
+//! through the public stack over a raw hyper-util client (`common`): what reaches the server
+//! when identical calls coalesce, when every caller leaves, when the shared outcome is a
+//! failure, under the per-request policies, and when a cancel scope ends; and which callers
+//! never share a trip: another credential or tenant header, another per-request option
+//! (status passthrough, raw response, body limit), an unknown extension.
 //!
 //! Callers are lined up on the testkit's gate (`GET /gate/{id}`) and the dedupe counters,
 //! never by sleeping; assertions are counts, order and kinds. Exact timing (the success
 //! window) is proven on the paused clock in `crates/xhttp-dedupe/tests/layer.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{both, until, TestClient, Via};
 use tokio::task::JoinHandle;
 use xhttp::dedupe::{CancelScope, DedupeLayer, DedupeOverride, DedupePolicy};
-use xhttp::{Client, ErrorKind, Response};
+use xhttp::{ErrorKind, Response};
 use xhttp_testkit::{Faults, Route, TestServer};
 
-fn client(server: &TestServer) -> Client {
-    Client::builder()
-        .base_url(server.base_url())
-        .build()
-        .unwrap()
+fn client(via: Via, server: &TestServer) -> TestClient {
+    via.client().base_url(server.base_url()).build().unwrap()
 }
 
-fn spawn_get(client: &Client, path: &str) -> JoinHandle<Result<Response, xhttp::Error>> {
+fn spawn_get(client: &TestClient, path: &str) -> JoinHandle<Result<Response, xhttp::Error>> {
     let call = client.get(path).send();
     tokio::spawn(call)
 }
 
-/// Polls `condition` every millisecond; fails after 10 s.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .is_err()
-    {
-        panic!("timed out waiting for {what}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_identical_gets_send_one_request_and_share_one_body() {
+both!(
+    multi_thread,
+    a_thousand_identical_gets_send_one_request_and_share_one_body
+);
+async fn a_thousand_identical_gets_send_one_request_and_share_one_body(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
 
     let callers: Vec<_> = (0..1000).map(|_| spawn_get(&client, "/gate/1")).collect();
     server.gate().wait_for_arrivals(1).await;
@@ -70,14 +59,17 @@ async fn a_thousand_identical_gets_send_one_request_and_share_one_body() {
     }
 }
 
+both!(
+    multi_thread,
+    when_every_caller_leaves_the_held_request_is_abandoned_on_the_wire
+);
 /// The server counts a request in flight until its handler's future ends. Here the gate is
 /// never opened, so the held request can only end because the client closed its connection
 /// (hyper drops the handler of a request whose connection reached EOF): `in_flight` back at
 /// 0 with the gate closed is the server's view of the request being abandoned.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_every_caller_leaves_the_held_request_is_abandoned_on_the_wire() {
+async fn when_every_caller_leaves_the_held_request_is_abandoned_on_the_wire(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
 
     let callers: Vec<_> = (0..5).map(|_| spawn_get(&client, "/gate/2")).collect();
     server.gate().wait_for_arrivals(1).await;
@@ -103,11 +95,14 @@ async fn when_every_caller_leaves_the_held_request_is_abandoned_on_the_wire() {
     assert_eq!(server.counters().hits(Route::Gate), 2);
 }
 
+both!(
+    multi_thread,
+    a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept
+);
 /// `/status/{code}` has no gate, so the server holds the first request with a fault delay;
 /// the callers are still counted in, not timed in, and the test checks that the request was
 /// still held when the last caller joined.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept() {
+async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept(via: Via) {
     let server = TestServer::start().await;
     server.set_faults(
         Route::Status,
@@ -118,7 +113,8 @@ async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept() 
     );
     // Retries would send the 503 again; this test counts trips, not attempts. The followers
     // must outwait the 1 s fault delay, so their lock timeout is longer than the default.
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .no_retry()
         .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_secs(60)))
@@ -147,10 +143,13 @@ async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept() 
     assert_eq!(client.dedupe_stats().coalesced, 19);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_error_reaches_every_caller_from_one_request_and_is_not_kept() {
+both!(
+    multi_thread,
+    a_shared_error_reaches_every_caller_from_one_request_and_is_not_kept
+);
+async fn a_shared_error_reaches_every_caller_from_one_request_and_is_not_kept(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
     // The gate's answer is longer than 8 bytes: every caller's call fails with BodyTooLarge,
     // which is never retried.
     let get = || client.get("/gate/3").body_limit(8).send();
@@ -171,10 +170,13 @@ async fn a_shared_error_reaches_every_caller_from_one_request_and_is_not_kept() 
     assert_eq!(server.counters().hits(Route::Gate), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_previous_supersedes_the_held_request_and_the_newer_one_is_answered() {
+both!(
+    multi_thread,
+    cancel_previous_supersedes_the_held_request_and_the_newer_one_is_answered
+);
+async fn cancel_previous_supersedes_the_held_request_and_the_newer_one_is_answered(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
     let search = || {
         client
             .get("/gate/5")
@@ -206,10 +208,13 @@ async fn cancel_previous_supersedes_the_held_request_and_the_newer_one_is_answer
     assert_eq!(client.dedupe_stats().superseded, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_duplicate_refuses_a_second_submit_without_a_request_and_accepts_after() {
+both!(
+    multi_thread,
+    reject_duplicate_refuses_a_second_submit_without_a_request_and_accepts_after
+);
+async fn reject_duplicate_refuses_a_second_submit_without_a_request_and_accepts_after(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
     let submit = || {
         client
             .get("/gate/6")
@@ -233,10 +238,13 @@ async fn reject_duplicate_refuses_a_second_submit_without_a_request_and_accepts_
     assert_eq!(client.dedupe_stats().rejected, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_scope_cancels_a_hundred_held_requests() {
+both!(
+    multi_thread,
+    cancelling_a_scope_cancels_a_hundred_held_requests
+);
+async fn cancelling_a_scope_cancels_a_hundred_held_requests(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
     let page = CancelScope::new();
 
     let callers: Vec<_> = (0..100)
@@ -274,10 +282,13 @@ fn echoed(response: Response, name: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_gets_differing_only_in_x_api_key_never_share_a_trip() {
+both!(
+    multi_thread,
+    concurrent_gets_differing_only_in_x_api_key_never_share_a_trip
+);
+async fn concurrent_gets_differing_only_in_x_api_key_never_share_a_trip(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
     let names = [
         "x-api-key",
         "proxy-authorization",
@@ -319,10 +330,13 @@ async fn concurrent_gets_differing_only_in_x_api_key_never_share_a_trip() {
     assert!(!printed.contains("SECRET"), "{printed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_context_headers_do_not_split_a_coalesced_trip() {
+both!(
+    multi_thread,
+    trace_context_headers_do_not_split_a_coalesced_trip
+);
+async fn trace_context_headers_do_not_split_a_coalesced_trip(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
 
     let callers: Vec<_> = (0..20u32)
         .map(|i| {
@@ -362,11 +376,15 @@ async fn trace_context_headers_do_not_split_a_coalesced_trip() {
     assert_eq!(server.counters().hits(Route::Gate), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_passthrough_caller_never_leads_a_plain_caller() {
+both!(
+    multi_thread,
+    a_passthrough_caller_never_leads_a_plain_caller
+);
+async fn a_passthrough_caller_never_leads_a_plain_caller(via: Via) {
     use xhttp::status::{StatusLayer, StatusPassthrough};
     let server = TestServer::start().await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .status(StatusLayer::new())
         .build()
@@ -405,11 +423,15 @@ async fn a_passthrough_caller_never_leads_a_plain_caller() {
     assert_eq!(server.counters().hits(Route::Gate), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_response_and_body_limit_callers_never_share() {
+both!(
+    multi_thread,
+    raw_response_and_body_limit_callers_never_share
+);
+async fn raw_response_and_body_limit_callers_never_share(via: Via) {
     use xhttp::envelope::{Envelope, RawResponse};
     let server = TestServer::start().await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .envelope(Envelope::vben())
         .build()
@@ -462,13 +484,13 @@ async fn raw_response_and_body_limit_callers_never_share() {
     assert_eq!(server.counters().hits(Route::Gate), kinds.len() as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_extension_is_never_coalesced() {
+both!(multi_thread, an_unknown_extension_is_never_coalesced);
+async fn an_unknown_extension_is_never_coalesced(via: Via) {
     use xhttp::status::ErrorNotice;
     #[derive(Clone)]
     struct Unknown;
     let server = TestServer::start().await;
-    let client = client(&server);
+    let client = client(via, &server);
 
     let unknown: Vec<_> = (0..3)
         .map(|_| tokio::spawn(client.get("/gate/20").extension(Unknown).send()))
@@ -495,13 +517,17 @@ async fn an_unknown_extension_is_never_coalesced() {
     assert_eq!(server.counters().hits(Route::Gate), 4);
 }
 
+both!(
+    multi_thread,
+    followers_of_a_held_request_send_their_own_after_the_lock_timeout
+);
 /// The first request is held at the gate and never answered while the followers wait: past
 /// their lock timeout each sends its own request, which reaches the server while the first is
 /// still held. Counted by the gate's arrivals, never timed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn followers_of_a_held_request_send_their_own_after_the_lock_timeout() {
+async fn followers_of_a_held_request_send_their_own_after_the_lock_timeout(via: Via) {
     let server = TestServer::start().await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .no_retry()
         .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_millis(50)))
