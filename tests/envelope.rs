@@ -1,15 +1,19 @@
-//! Envelope unwrapping through the facade, over real loopback sockets. The testkit's
-//! `POST /reflect` answers with the request's body and the content type it is asked for, so
-//! every dialect (and every broken body) comes from a real server.
+//! Envelope unwrapping over real loopback sockets, each test through the facade and through
+//! the public stack over a raw hyper-util client (`common`). The testkit's `POST /reflect`
+//! answers with the request's body and the content type it is asked for, so every dialect
+//! (and every broken body) comes from a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{both, TestClient, Via};
 use serde::Deserialize;
 use xhttp::envelope::{Envelope, RawResponse};
-use xhttp::{BusinessCode, Client, ErrorKind};
+use xhttp::{BusinessCode, ErrorKind};
 use xhttp_testkit::TestServer;
 
-fn client(server: &TestServer, envelope: Envelope) -> Client {
-    Client::builder()
+fn client(via: Via, server: &TestServer, envelope: Envelope) -> TestClient {
+    via.client()
         .base_url(server.base_url())
         .envelope(envelope)
         .build()
@@ -17,7 +21,7 @@ fn client(server: &TestServer, envelope: Envelope) -> Client {
 }
 
 async fn reflect(
-    client: &Client,
+    client: &TestClient,
     content_type: &str,
     body: impl Into<xhttp::Body>,
 ) -> Result<xhttp::Response, xhttp::Error> {
@@ -35,8 +39,8 @@ struct Item {
     name: String,
 }
 
-#[tokio::test]
-async fn each_preset_unwraps_to_its_data() {
+both!(current_thread, each_preset_unwraps_to_its_data);
+async fn each_preset_unwraps_to_its_data(via: Via) {
     let server = TestServer::start().await;
     let cases = [
         (
@@ -53,7 +57,7 @@ async fn each_preset_unwraps_to_its_data() {
         ),
     ];
     for (envelope, body) in cases {
-        let client = client(&server, envelope);
+        let client = client(via, &server, envelope);
         let response = reflect(&client, "application/json", body).await.unwrap();
         assert_eq!(response.body(), r#"{"id":7,"name":"pen"}"#, "{body}");
         assert_eq!(response.envelope().unwrap().message.as_deref(), Some("ok"));
@@ -68,10 +72,13 @@ async fn each_preset_unwraps_to_its_data() {
     }
 }
 
-#[tokio::test]
-async fn the_testkit_items_unwrap_with_the_vben_preset() {
+both!(
+    current_thread,
+    the_testkit_items_unwrap_with_the_vben_preset
+);
+async fn the_testkit_items_unwrap_with_the_vben_preset(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let item: Item = client
         .get("/public/items/3")
         .send()
@@ -88,10 +95,10 @@ async fn the_testkit_items_unwrap_with_the_vben_preset() {
     );
 }
 
-#[tokio::test]
-async fn a_failure_code_in_a_200_is_a_business_error() {
+both!(current_thread, a_failure_code_in_a_200_is_a_business_error);
+async fn a_failure_code_in_a_200_is_a_business_error(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let err = reflect(
         &client,
         "application/json",
@@ -107,10 +114,10 @@ async fn a_failure_code_in_a_200_is_a_business_error() {
     assert_eq!(err.attempts(), 1);
 }
 
-#[tokio::test]
-async fn non_json_and_non_envelopes_pass_through() {
+both!(current_thread, non_json_and_non_envelopes_pass_through);
+async fn non_json_and_non_envelopes_pass_through(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let html = reflect(&client, "text/html", "<h1>hello</h1>")
         .await
         .unwrap();
@@ -126,10 +133,13 @@ async fn non_json_and_non_envelopes_pass_through() {
     assert!(no_code.envelope().is_none());
 }
 
-#[tokio::test]
-async fn a_body_that_claims_json_and_is_broken_is_a_redacted_decode_error() {
+both!(
+    current_thread,
+    a_body_that_claims_json_and_is_broken_is_a_redacted_decode_error
+);
+async fn a_body_that_claims_json_and_is_broken_is_a_redacted_decode_error(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let err = reflect(
         &client,
         "application/json; charset=utf-8",
@@ -148,10 +158,10 @@ async fn a_body_that_claims_json_and_is_broken_is_a_redacted_decode_error() {
     assert!(!shown.contains("SECRET-TOKEN-1"), "{shown}");
 }
 
-#[tokio::test]
-async fn raw_response_returns_the_whole_envelope() {
+both!(current_thread, raw_response_returns_the_whole_envelope);
+async fn raw_response_returns_the_whole_envelope(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let body = r#"{"code":1003,"message":"system busy","result":null}"#;
     let response = client
         .post("/reflect")
@@ -174,10 +184,13 @@ fn assert_no_secret(err: &xhttp::Error) {
     }
 }
 
-#[tokio::test]
-async fn a_form_encoded_broken_body_never_reaches_the_error() {
+both!(
+    current_thread,
+    a_form_encoded_broken_body_never_reaches_the_error
+);
+async fn a_form_encoded_broken_body_never_reaches_the_error(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let err = reflect(
         &client,
         "application/json",
@@ -195,10 +208,13 @@ async fn a_form_encoded_broken_body_never_reaches_the_error() {
     );
 }
 
-#[tokio::test]
-async fn a_token_in_a_url_or_a_truncated_json_string_never_reaches_the_error() {
+both!(
+    current_thread,
+    a_token_in_a_url_or_a_truncated_json_string_never_reaches_the_error
+);
+async fn a_token_in_a_url_or_a_truncated_json_string_never_reaches_the_error(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     for body in [
         "<html>see https://app.example.com/cb?access_token=SECRET-AT-xyz123&x=1</html>",
         "https://app.example.com/cb#access_token=SECRET-AT-xyz123&state=s",
@@ -216,10 +232,10 @@ async fn a_token_in_a_url_or_a_truncated_json_string_never_reaches_the_error() {
     }
 }
 
-#[tokio::test]
-async fn serde_message_text_is_never_quoted() {
+both!(current_thread, serde_message_text_is_never_quoted);
+async fn serde_message_text_is_never_quoted(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     // The auth crate registers every live credential; this one stands for them.
     let _known = xhttp_core::mask::KnownSecret::register("SECRET-AT-xyz123");
     // A JSON string followed by garbage: serde says `invalid type: string "SECRET-AT-xyz123",
@@ -257,10 +273,13 @@ async fn serde_message_text_is_never_quoted() {
     );
 }
 
-#[tokio::test]
-async fn a_business_message_is_cleaned_masked_and_capped() {
+both!(
+    current_thread,
+    a_business_message_is_cleaned_masked_and_capped
+);
+async fn a_business_message_is_cleaned_masked_and_capped(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server, Envelope::vben());
+    let client = client(via, &server, Envelope::vben());
     let message = format!(
         "token SECRET-AT-xyz123 expired\n2026-12-01 ERROR forged line\u{202e}\u{200b}\u{061c} \
          refresh_token=SECRET-RT-xyz123 {}",
