@@ -1,14 +1,18 @@
-//! Status errors through the facade's whole stack, over real loopback sockets.
+//! Status errors through the whole stack over real loopback sockets, each test through the
+//! facade and through the public stack over a raw hyper-util client (`common`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{both, TestClient, Via};
 use xhttp::envelope::Envelope;
 use xhttp::retry::RetryPolicy;
 use xhttp::status::StatusLayer;
-use xhttp::{Client, ErrorKind};
+use xhttp::ErrorKind;
 use xhttp_testkit::{Route, TestServer};
 
-fn client(server: &TestServer) -> Client {
-    Client::builder()
+fn client(via: Via, server: &TestServer) -> TestClient {
+    via.client()
         .base_url(server.base_url())
         .status(StatusLayer::new())
         .envelope(Envelope::vben())
@@ -17,10 +21,13 @@ fn client(server: &TestServer) -> Client {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_problem_detail_becomes_a_status_error_with_its_detail_and_no_retry() {
+both!(
+    current_thread,
+    a_problem_detail_becomes_a_status_error_with_its_detail_and_no_retry
+);
+async fn a_problem_detail_becomes_a_status_error_with_its_detail_and_no_retry(via: Via) {
     let server = TestServer::start().await;
-    let err = client(&server)
+    let err = client(via, &server)
         .get("/problem/422")
         .send()
         .await
@@ -32,10 +39,13 @@ async fn a_problem_detail_becomes_a_status_error_with_its_detail_and_no_retry() 
     assert_eq!(server.counters().hits(Route::Status), 1);
 }
 
-#[tokio::test]
-async fn a_503_is_retried_as_a_typed_error_and_ends_with_its_attempt_count() {
+both!(
+    current_thread,
+    a_503_is_retried_as_a_typed_error_and_ends_with_its_attempt_count
+);
+async fn a_503_is_retried_as_a_typed_error_and_ends_with_its_attempt_count(via: Via) {
     let server = TestServer::start().await;
-    let err = client(&server)
+    let err = client(via, &server)
         .get("/envelope-error/503")
         .send()
         .await
@@ -47,10 +57,10 @@ async fn a_503_is_retried_as_a_typed_error_and_ends_with_its_attempt_count() {
     assert_eq!(server.counters().hits(Route::Status), 4);
 }
 
-#[tokio::test]
-async fn an_html_error_page_gets_the_default_message() {
+both!(current_thread, an_html_error_page_gets_the_default_message);
+async fn an_html_error_page_gets_the_default_message(via: Via) {
     let server = TestServer::start().await;
-    let err = client(&server)
+    let err = client(via, &server)
         .get("/html-error/500")
         .send()
         .await
@@ -59,15 +69,22 @@ async fn an_html_error_page_gets_the_default_message() {
     assert!(err.message().is_some_and(|m| !m.contains('<')), "{err}");
 }
 
-#[tokio::test]
-async fn success_still_unwraps_the_envelope() {
+both!(current_thread, success_still_unwraps_the_envelope);
+async fn success_still_unwraps_the_envelope(via: Via) {
     let server = TestServer::start().await;
-    let response = client(&server).get("/public/items/5").send().await.unwrap();
+    let response = client(via, &server)
+        .get("/public/items/5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.body(), r#"{"id":5,"name":"item 5"}"#);
 }
 
-#[tokio::test]
-async fn a_call_retried_four_times_gives_one_notice_and_one_error_log_record() {
+both!(
+    current_thread,
+    a_call_retried_four_times_gives_one_notice_and_one_error_log_record
+);
+async fn a_call_retried_four_times_gives_one_notice_and_one_error_log_record(via: Via) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use xhttp::status::{ErrorNotice, Notice, ReportLayer};
@@ -80,7 +97,8 @@ async fn a_call_retried_four_times_gives_one_notice_and_one_error_log_record() {
             counter.fetch_add(1, Ordering::SeqCst);
         })
         .build();
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .report(report.clone())
         .status(StatusLayer::new())
@@ -129,7 +147,7 @@ fn assert_no_secret(err: &xhttp::Error) {
 }
 
 /// The testkit's `POST /reflect` answering `status` with `body` as JSON.
-async fn reflect(client: &Client, status: u16, body: String) -> xhttp::Error {
+async fn reflect(client: &TestClient, status: u16, body: String) -> xhttp::Error {
     client
         .post("/reflect")
         .header("x-reflect-status", status.to_string())
@@ -140,8 +158,11 @@ async fn reflect(client: &Client, status: u16, body: String) -> xhttp::Error {
         .unwrap_err()
 }
 
-#[tokio::test]
-async fn a_status_message_is_cleaned_masked_and_capped() {
+both!(
+    current_thread,
+    a_status_message_is_cleaned_masked_and_capped
+);
+async fn a_status_message_is_cleaned_masked_and_capped(via: Via) {
     let server = TestServer::start().await;
     let description = format!(
         "The token SECRET-AT-xyz123 expired\n\u{202e}2026-12-01 forged\u{200b}; \
@@ -149,7 +170,7 @@ async fn a_status_message_is_cleaned_masked_and_capped() {
         "x".repeat(10_000)
     );
     let body = serde_json::json!({ "error": "invalid_token", "error_description": description });
-    let err = reflect(&client(&server), 401, body.to_string()).await;
+    let err = reflect(&client(via, &server), 401, body.to_string()).await;
     assert_eq!(err.kind(), ErrorKind::Status);
     assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
     assert_no_secret(&err);
@@ -170,15 +191,19 @@ async fn a_status_message_is_cleaned_masked_and_capped() {
     );
 }
 
-#[tokio::test]
-async fn huge_failure_messages_leave_the_report_ring_within_its_byte_budget() {
+both!(
+    current_thread,
+    huge_failure_messages_leave_the_report_ring_within_its_byte_budget
+);
+async fn huge_failure_messages_leave_the_report_ring_within_its_byte_budget(via: Via) {
     use std::sync::Arc;
     use xhttp::status::{ErrorNotice, ReportLayer, RingLog};
 
     let server = TestServer::start().await;
     let ring = Arc::new(RingLog::new(1_000).with_max_bytes(32 * 1024));
     let report = ReportLayer::builder().error_log(ring.clone()).build();
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .report(report)
         .status(StatusLayer::new())
@@ -217,11 +242,12 @@ async fn huge_failure_messages_leave_the_report_ring_within_its_byte_budget() {
     }
 }
 
-#[tokio::test]
-async fn one_trip_without_retries_reports_one_attempt() {
+both!(current_thread, one_trip_without_retries_reports_one_attempt);
+async fn one_trip_without_retries_reports_one_attempt(via: Via) {
     let server = TestServer::start().await;
     // No retry layer in the client.
-    let no_retry = Client::builder()
+    let no_retry = via
+        .client()
         .base_url(server.base_url())
         .status(StatusLayer::new())
         .no_retry()
@@ -232,7 +258,7 @@ async fn one_trip_without_retries_reports_one_attempt() {
     assert_eq!(err.attempts(), 1);
 
     // Retries off for one request through the retry layer's override.
-    let err = client(&server)
+    let err = client(via, &server)
         .get("/status/503")
         .extension(xhttp::retry::RetryOverride::Off)
         .send()
@@ -242,7 +268,8 @@ async fn one_trip_without_retries_reports_one_attempt() {
     assert_eq!(server.counters().hits(Route::Status), 2, "one trip each");
 
     // A connection that never carried the request was still one attempt.
-    let refused = Client::builder()
+    let refused = via
+        .client()
         .base_url(format!("http://{}", xhttp_testkit::refused_addr()))
         .no_retry()
         .build()
@@ -252,10 +279,13 @@ async fn one_trip_without_retries_reports_one_attempt() {
     assert_eq!(err.attempts(), 1);
 }
 
-#[tokio::test]
-async fn a_problem_document_is_kept_on_the_error_over_a_socket() {
+both!(
+    current_thread,
+    a_problem_document_is_kept_on_the_error_over_a_socket
+);
+async fn a_problem_document_is_kept_on_the_error_over_a_socket(via: Via) {
     let server = TestServer::start().await;
-    let err = client(&server)
+    let err = client(via, &server)
         .get("/problem/422")
         .send()
         .await
