@@ -1,16 +1,20 @@
-//! Retry through the facade, over real loopback sockets against the testkit: which outcomes
-//! are retried for which methods, connections that fail below HTTP, `Idempotency-Key`, and a
+//! Retry over real loopback sockets against the testkit, each test through the facade and
+//! through the public stack over a raw hyper-util client (`common`): which outcomes are
+//! retried for which methods, connections that fail below HTTP, `Idempotency-Key`, and a
 //! `Retry-After` that cannot fit the deadline.
 //!
 //! Socket tests assert counts, order and kinds; the exact schedules (backoff, `Retry-After`,
 //! the deadline) are proven on the paused clock in `crates/xhttp-retry/tests/policy.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{both, TestClient, Via};
 use serde_json::Value;
 use xhttp::retry::{Attempts, RetryPolicy};
-use xhttp::{Client, ErrorKind};
+use xhttp::ErrorKind;
 use xhttp_testkit::{
     fault_pattern, refused_addr, Config, FaultDecision, Faults, RawServer, Route, TestServer,
 };
@@ -21,8 +25,8 @@ fn no_wait() -> RetryPolicy {
     RetryPolicy::builder().jitter(|| 0.0).build().unwrap()
 }
 
-fn client(base_url: &str) -> Client {
-    Client::builder()
+fn client(via: Via, base_url: &str) -> TestClient {
+    via.client()
         .base_url(base_url)
         .retry(no_wait())
         .build()
@@ -33,10 +37,13 @@ fn attempts(response: &xhttp::Response) -> Option<Attempts> {
     response.extensions().get::<Attempts>().copied()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_retries_408_429_and_5xx_except_501_and_no_other_status() {
+both!(
+    multi_thread,
+    get_retries_408_429_and_5xx_except_501_and_no_other_status
+);
+async fn get_retries_408_429_and_5xx_except_501_and_no_other_status(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server.base_url());
+    let client = client(via, &server.base_url());
     for (code, expected) in [
         (500, 4),
         (502, 4),
@@ -66,10 +73,13 @@ async fn get_retries_408_429_and_5xx_except_501_and_no_other_status() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_before_the_headers_is_retried_for_get_only() {
+both!(
+    multi_thread,
+    a_reset_before_the_headers_is_retried_for_get_only
+);
+async fn a_reset_before_the_headers_is_retried_for_get_only(via: Via) {
     let raw = RawServer::reset_before_headers().await;
-    let client = client(&raw.base_url());
+    let client = client(via, &raw.base_url());
 
     let err = client.get("/items").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport);
@@ -87,9 +97,12 @@ async fn a_reset_before_the_headers_is_retried_for_get_only() {
     assert_eq!(raw.accepted(), 4 + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_connection_is_retried_for_get_and_post() {
-    let client = client(&format!("http://{}", refused_addr()));
+both!(
+    multi_thread,
+    a_refused_connection_is_retried_for_get_and_post
+);
+async fn a_refused_connection_is_retried_for_get_and_post(via: Via) {
+    let client = client(via, &format!("http://{}", refused_addr()));
     for request in [client.get("/items"), client.post("/items").body("{}")] {
         let err = request.send().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transport);
@@ -98,10 +111,10 @@ async fn a_refused_connection_is_retried_for_get_and_post() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_503_is_not_retried_but_put_and_delete_are() {
+both!(multi_thread, post_503_is_not_retried_but_put_and_delete_are);
+async fn post_503_is_not_retried_but_put_and_delete_are(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server.base_url());
+    let client = client(via, &server.base_url());
     for (request, expected) in [
         (client.post("/status/503").body("{}"), 1),
         (client.put("/status/503").body("{}"), 4),
@@ -116,10 +129,10 @@ async fn post_503_is_not_retried_but_put_and_delete_are() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_with_an_idempotency_key_is_retried() {
+both!(multi_thread, post_with_an_idempotency_key_is_retried);
+async fn post_with_an_idempotency_key_is_retried(via: Via) {
     let server = TestServer::start().await;
-    let client = client(&server.base_url());
+    let client = client(via, &server.base_url());
     let response = client
         .post("/status/503")
         .header("idempotency-key", "k-1")
@@ -132,8 +145,11 @@ async fn post_with_an_idempotency_key_is_retried() {
     assert_eq!(attempts(&response), Some(Attempts(4)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_post_arrives_with_its_idempotency_key_and_body() {
+both!(
+    multi_thread,
+    a_retried_post_arrives_with_its_idempotency_key_and_body
+);
+async fn a_retried_post_arrives_with_its_idempotency_key_and_body(via: Via) {
     // A seed whose first requests on /echo fail twice, then pass: the third attempt is
     // echoed back, so we see what a retry sent.
     let faults = Faults {
@@ -154,7 +170,7 @@ async fn a_retried_post_arrives_with_its_idempotency_key_and_body() {
     })
     .await;
     server.set_faults(Route::Echo, faults);
-    let client = client(&server.base_url());
+    let client = client(via, &server.base_url());
 
     let response = client
         .post("/echo")
@@ -173,10 +189,14 @@ async fn a_retried_post_arrives_with_its_idempotency_key_and_body() {
     assert_eq!(echo["body"], r#"{"amount":7}"#);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_that_cannot_fit_the_deadline_returns_after_one_call() {
+both!(
+    multi_thread,
+    a_retry_after_that_cannot_fit_the_deadline_returns_after_one_call
+);
+async fn a_retry_after_that_cannot_fit_the_deadline_returns_after_one_call(via: Via) {
     let server = TestServer::start().await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .retry(no_wait())
         .attempt_timeout(Duration::from_millis(500))
@@ -194,8 +214,11 @@ async fn a_retry_after_that_cannot_fit_the_deadline_returns_after_one_call() {
     assert_eq!(server.counters().hits(Route::Status), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_within_the_deadline_is_waited_for_and_retried() {
+both!(
+    multi_thread,
+    a_retry_after_within_the_deadline_is_waited_for_and_retried
+);
+async fn a_retry_after_within_the_deadline_is_waited_for_and_retried(via: Via) {
     // The counterpart of the test above: the same answer with room in the deadline is
     // retried, so the single call there is the deadline's doing.
     let server = TestServer::start().await;
@@ -207,7 +230,7 @@ async fn a_retry_after_within_the_deadline_is_waited_for_and_retried() {
             ..Faults::default()
         },
     );
-    let client = client(&server.base_url());
+    let client = client(via, &server.base_url());
     let response = client.get("/status/200").send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "0");
@@ -215,8 +238,11 @@ async fn a_retry_after_within_the_deadline_is_waited_for_and_retried() {
     assert_eq!(server.counters().hits(Route::Status), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unlimited_retries_are_bounded_by_the_budget_and_counted_as_before() {
+both!(
+    multi_thread,
+    unlimited_retries_are_bounded_by_the_budget_and_counted_as_before
+);
+async fn unlimited_retries_are_bounded_by_the_budget_and_counted_as_before(via: Via) {
     // `max_retries(u32::MAX)` is valid; the budget (10 a second over 10 s, plus 20% of the one
     // request) ends it: 100 retries, 101 attempts, all counted on the final response.
     let server = TestServer::start().await;
@@ -225,7 +251,8 @@ async fn unlimited_retries_are_bounded_by_the_budget_and_counted_as_before() {
         .jitter(|| 0.0)
         .build()
         .unwrap();
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .retry(policy)
         .build()
@@ -236,8 +263,11 @@ async fn unlimited_retries_are_bounded_by_the_budget_and_counted_as_before() {
     assert_eq!(attempts(&response), Some(Attempts(101)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn impossible_retry_and_timeout_settings_are_config_errors_not_panics() {
+both!(
+    multi_thread,
+    impossible_retry_and_timeout_settings_are_config_errors_not_panics
+);
+async fn impossible_retry_and_timeout_settings_are_config_errors_not_panics(via: Via) {
     let budget = RetryPolicy::builder()
         .budget(Duration::from_secs(10), u32::MAX, 0.2)
         .build()
@@ -248,14 +278,11 @@ async fn impossible_retry_and_timeout_settings_are_config_errors_not_panics() {
         .build()
         .unwrap_err();
     assert_eq!(backoff.kind(), ErrorKind::Config);
-    let deadline = Client::builder()
-        .deadline(Duration::MAX)
-        .build()
-        .unwrap_err();
+    let deadline = via.client().deadline(Duration::MAX).build().unwrap_err();
     assert_eq!(deadline.kind(), ErrorKind::Config);
     // Per request, the error comes from `send`, and nothing reaches the server.
     let server = TestServer::start().await;
-    let err = client(&server.base_url())
+    let err = client(via, &server.base_url())
         .get("/status/200")
         .timeout(Duration::MAX)
         .send()
@@ -291,11 +318,12 @@ impl hyper::body::Body for Upload {
     }
 }
 
+// Facade only: a streaming body does not cross to the raw client's `Full<Bytes>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_put_over_its_replay_cap_returns_its_first_503_after_one_request() {
     use xhttp_core::body::{NotReplayed, DEFAULT_REPLAY_CAP};
     let server = TestServer::start().await;
-    let client = client(&server.base_url());
+    let client = client(Via::Facade, &server.base_url());
 
     let large = xhttp::Body::replayable(Upload { chunks: 2 }, DEFAULT_REPLAY_CAP);
     let response = client.put("/status/503").body(large).send().await.unwrap();
