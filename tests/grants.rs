@@ -1,38 +1,34 @@
 //! The grants of xhttp-auth against the testkit's token endpoints, through real sockets:
 //! what each grant sends is what a real server accepts, rotation and reuse detection behave
 //! as RFC 9700 says, and a failing endpoint costs exactly the calls the retry rule allows.
+//!
+//! Each test runs twice (`common`): over the facade's grant transport
+//! (`xhttp::grant_transport()`: transport, collect, attempt timeout) and over the public
+//! stack with no optional layer on a raw hyper-util client.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tower::{Layer, ServiceExt};
-use xhttp::transport::{AttemptTimeoutLayer, CollectLayer, HttpTransport};
+use tower::ServiceExt;
 
+use common::{both, Via};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xhttp_auth::{
-    ClientCredentials, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant, Secret, TokenManager,
-};
+use xhttp_auth::{ClientCredentials, JsonGrant, OAuth2Refresh, RefreshGrant, Secret, TokenManager};
 use xhttp_core::error::RefreshFailure;
 use xhttp_core::{Body, Error, ErrorKind};
 use xhttp_testkit::{refused_addr, Faults, Route, TestServer};
 
-/// The grant's own small stack: transport, collect, attempt timeout.
-fn transport() -> GrantTransport {
-    tower::util::BoxCloneSyncService::new(
-        AttemptTimeoutLayer::new(Duration::from_secs(10))
-            .layer(CollectLayer::new().layer(HttpTransport::default())),
-    )
-}
-
 /// Whether `access_token` opens a protected route.
-async fn works(server: &TestServer, access_token: &Secret) -> bool {
+async fn works(via: Via, server: &TestServer, access_token: &Secret) -> bool {
     let request = http::Request::get(server.url("/api/me"))
         .header("authorization", format!("Bearer {}", access_token.expose()))
         .body(Body::empty())
         .unwrap();
-    let response = transport().oneshot(request).await.unwrap();
+    let response = via.grant_transport().oneshot(request).await.unwrap();
     response.status() == 200
 }
 
@@ -131,8 +127,8 @@ impl Scripted {
 }
 
 /// A manager with the rotating OAuth 2.0 refresh grant against `endpoint`, logged in.
-async fn rotating_manager(endpoint: &Scripted) -> TokenManager {
-    let grant = OAuth2Refresh::new(transport(), &endpoint.url).unwrap();
+async fn rotating_manager(via: Via, endpoint: &Scripted) -> TokenManager {
+    let grant = OAuth2Refresh::new(via.grant_transport(), &endpoint.url).unwrap();
     let manager = TokenManager::builder(grant).refresh_jitter(|| 0.0).build();
     manager
         .set_tokens(Secret::new(SECRET_AT), Some(Secret::new(SECRET_RT)), None)
@@ -141,10 +137,13 @@ async fn rotating_manager(endpoint: &Scripted) -> TokenManager {
     manager
 }
 
-#[tokio::test]
-async fn oauth2_refresh_rotates_with_one_token_call_per_refresh() {
+both!(
+    current_thread,
+    oauth2_refresh_rotates_with_one_token_call_per_refresh
+);
+async fn oauth2_refresh_rotates_with_one_token_call_per_refresh(via: Via) {
     let server = TestServer::start().await;
-    let grant = OAuth2Refresh::new(transport(), &server.url("/auth/token")).unwrap();
+    let grant = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     let mut refresh_token = Secret::new(server.login().refresh_token);
 
     for round in 1..=3 {
@@ -152,7 +151,7 @@ async fn oauth2_refresh_rotates_with_one_token_call_per_refresh() {
         assert_eq!(server.counters().token_calls(), round);
         assert_eq!(server.counters().refresh_calls(), round);
         assert!(tokens.expires_in.is_some_and(|d| d > Duration::ZERO));
-        assert!(works(&server, &tokens.access_token).await);
+        assert!(works(via, &server, &tokens.access_token).await);
         let rotated = tokens.refresh_token.unwrap();
         assert_ne!(rotated, refresh_token);
         refresh_token = rotated;
@@ -160,10 +159,13 @@ async fn oauth2_refresh_rotates_with_one_token_call_per_refresh() {
     assert_eq!(server.counters().reuse_detected(), 0);
 }
 
-#[tokio::test]
-async fn reusing_a_rotated_refresh_token_is_session_expired_and_revokes_the_family() {
+both!(
+    current_thread,
+    reusing_a_rotated_refresh_token_is_session_expired_and_revokes_the_family
+);
+async fn reusing_a_rotated_refresh_token_is_session_expired_and_revokes_the_family(via: Via) {
     let server = TestServer::start().await;
-    let grant = OAuth2Refresh::new(transport(), &server.url("/auth/token")).unwrap();
+    let grant = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     let first = Secret::new(server.login().refresh_token);
     let second = grant
         .request(Some(&first))
@@ -185,12 +187,15 @@ async fn reusing_a_rotated_refresh_token_is_session_expired_and_revokes_the_fami
     assert_eq!(server.counters().token_calls(), 3);
 }
 
-#[tokio::test]
-async fn client_credentials_gets_a_token_with_basic_or_body_authentication() {
+both!(
+    current_thread,
+    client_credentials_gets_a_token_with_basic_or_body_authentication
+);
+async fn client_credentials_gets_a_token_with_basic_or_body_authentication(via: Via) {
     let server = TestServer::start().await;
     let (id, secret) = server.config().credentials.clone();
     for basic in [true, false] {
-        let grant = ClientCredentials::new(transport(), &server.url("/auth/token"))
+        let grant = ClientCredentials::new(via.grant_transport(), &server.url("/auth/token"))
             .unwrap()
             .client_id(id.clone())
             .client_secret(Secret::new(secret.clone()))
@@ -198,16 +203,19 @@ async fn client_credentials_gets_a_token_with_basic_or_body_authentication() {
         let tokens = grant.request(None).await.unwrap();
         assert!(tokens.refresh_token.is_none());
         assert!(tokens.expires_in.is_some());
-        assert!(works(&server, &tokens.access_token).await);
+        assert!(works(via, &server, &tokens.access_token).await);
     }
     assert_eq!(server.counters().token_calls(), 2);
     assert_eq!(server.counters().refresh_calls(), 0);
 }
 
-#[tokio::test]
-async fn client_credentials_with_a_wrong_secret_is_session_expired_after_one_call() {
+both!(
+    current_thread,
+    client_credentials_with_a_wrong_secret_is_session_expired_after_one_call
+);
+async fn client_credentials_with_a_wrong_secret_is_session_expired_after_one_call(via: Via) {
     let server = TestServer::start().await;
-    let grant = ClientCredentials::new(transport(), &server.url("/auth/token"))
+    let grant = ClientCredentials::new(via.grant_transport(), &server.url("/auth/token"))
         .unwrap()
         .client_id("admin")
         .client_secret(Secret::new("SECRET-CS-WRONG"));
@@ -218,14 +226,17 @@ async fn client_credentials_with_a_wrong_secret_is_session_expired_after_one_cal
     assert_eq!(server.counters().token_calls(), 1);
 }
 
-#[tokio::test]
-async fn json_grant_refreshes_against_the_custom_dialect() {
+both!(
+    current_thread,
+    json_grant_refreshes_against_the_custom_dialect
+);
+async fn json_grant_refreshes_against_the_custom_dialect(via: Via) {
     let server = TestServer::start().await;
-    let grant = JsonGrant::new(transport(), &server.url("/auth/refresh")).unwrap();
+    let grant = JsonGrant::new(via.grant_transport(), &server.url("/auth/refresh")).unwrap();
     let first = Secret::new(server.login().refresh_token);
 
     let tokens = grant.request(Some(&first)).await.unwrap();
-    assert!(works(&server, &tokens.access_token).await);
+    assert!(works(via, &server, &tokens.access_token).await);
     assert!(tokens.expires_in.is_some());
     let second = tokens.refresh_token.unwrap();
     assert_ne!(second, first);
@@ -235,10 +246,13 @@ async fn json_grant_refreshes_against_the_custom_dialect() {
     assert_eq!(server.counters().reuse_detected(), 0);
 }
 
-#[tokio::test]
-async fn json_grant_with_an_invalid_refresh_token_is_session_expired() {
+both!(
+    current_thread,
+    json_grant_with_an_invalid_refresh_token_is_session_expired
+);
+async fn json_grant_with_an_invalid_refresh_token_is_session_expired(via: Via) {
     let server = TestServer::start().await;
-    let grant = JsonGrant::new(transport(), &server.url("/auth/refresh")).unwrap();
+    let grant = JsonGrant::new(via.grant_transport(), &server.url("/auth/refresh")).unwrap();
     let err = grant
         .request(Some(&Secret::new("SECRET-RT-UNKNOWN")))
         .await
@@ -252,8 +266,11 @@ async fn json_grant_with_an_invalid_refresh_token_is_session_expired() {
     assert_eq!(server.counters().token_calls(), 1);
 }
 
-#[tokio::test]
-async fn a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call() {
+both!(
+    current_thread,
+    a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call
+);
+async fn a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call(via: Via) {
     let server = TestServer::start().await;
     let failing = Faults {
         fail_rate: 1.0,
@@ -263,13 +280,13 @@ async fn a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call() {
     server.set_faults(Route::CustomRefresh, failing);
     let refresh_token = Secret::new(server.login().refresh_token);
 
-    let oauth = OAuth2Refresh::new(transport(), &server.url("/auth/token")).unwrap();
+    let oauth = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     let err = oauth.request(Some(&refresh_token)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(server.counters().hits(Route::Token), 1);
 
-    let json = JsonGrant::new(transport(), &server.url("/auth/refresh")).unwrap();
+    let json = JsonGrant::new(via.grant_transport(), &server.url("/auth/refresh")).unwrap();
     let err = json.request(Some(&refresh_token)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
     assert_eq!(server.counters().hits(Route::CustomRefresh), 1);
@@ -281,10 +298,13 @@ async fn a_failing_refresh_endpoint_is_refresh_failed_after_exactly_one_call() {
     assert_eq!(server.counters().reuse_detected(), 0);
 }
 
-#[tokio::test]
-async fn the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating_grant() {
+both!(
+    current_thread,
+    the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating_grant
+);
+async fn the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating_grant(via: Via) {
     let endpoint = Scripted::start(vec![(502, "", None), (200, TOKENS, None)]).await;
-    let grant = ClientCredentials::new(transport(), &endpoint.url)
+    let grant = ClientCredentials::new(via.grant_transport(), &endpoint.url)
         .unwrap()
         .client_id("admin")
         .client_secret(Secret::new("SECRET-CS-grants"));
@@ -294,7 +314,7 @@ async fn the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating
     assert_eq!(endpoint.hits(), 2, "nothing rotates: the 502 is sent again");
 
     let endpoint = Scripted::start(vec![(502, "", None), (200, TOKENS, None)]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let err = manager.refresh_after_rejection(1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
     assert_eq!(err.status(), Some(http::StatusCode::BAD_GATEWAY));
@@ -306,10 +326,13 @@ async fn the_manager_retries_a_502_for_client_credentials_but_not_for_a_rotating
     assert_hidden(&error_text(&err));
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_retried_within_the_refresh_deadline() {
+both!(
+    current_thread,
+    a_refused_connection_is_retried_within_the_refresh_deadline
+);
+async fn a_refused_connection_is_retried_within_the_refresh_deadline(via: Via) {
     let url = format!("http://{}/auth/token", refused_addr());
-    let grant = OAuth2Refresh::new(transport(), &url).unwrap();
+    let grant = OAuth2Refresh::new(via.grant_transport(), &url).unwrap();
     // One call per request: the grant itself never retries.
     let err = grant
         .request(Some(&Secret::new(SECRET_RT)))
@@ -334,11 +357,14 @@ async fn a_refused_connection_is_retried_within_the_refresh_deadline() {
     assert_hidden(&error_text(&err));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter() {
+both!(
+    multi_thread,
+    a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter
+);
+async fn a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter(via: Via) {
     let endpoint =
         Scripted::start(vec![(503, "", None), (503, "", None), (200, TOKENS, None)]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let waiters: Vec<_> = (0..20)
         .map(|_| {
             let manager = manager.clone();
@@ -353,10 +379,13 @@ async fn a_token_endpoint_503_503_200_costs_three_calls_and_no_failed_waiter() {
     assert_eq!(endpoint.hits(), 3);
 }
 
-#[tokio::test]
-async fn retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadline() {
+both!(
+    current_thread,
+    retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadline
+);
+async fn retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadline(via: Via) {
     let endpoint = Scripted::start(vec![(429, "", Some("1")), (200, TOKENS, None)]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let started = std::time::Instant::now();
     manager.refresh_after_rejection(1).await.unwrap();
     assert!(
@@ -367,17 +396,17 @@ async fn retry_after_on_the_token_endpoint_is_honoured_within_the_refresh_deadli
 
     // Past the deadline: one call, the error at once, the server's wait readable.
     let endpoint = Scripted::start(vec![(503, "", Some("120"))]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let err = manager.refresh_after_rejection(1).await.unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
     assert_eq!(endpoint.hits(), 1);
 }
 
-#[tokio::test]
-async fn a_500_from_a_rotating_grant_is_not_retried() {
+both!(current_thread, a_500_from_a_rotating_grant_is_not_retried);
+async fn a_500_from_a_rotating_grant_is_not_retried(via: Via) {
     let endpoint = Scripted::start(vec![(500, "", None), (200, TOKENS, None)]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let err = manager.refresh_after_rejection(1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RefreshFailed);
     assert_eq!(err.refresh_failure(), Some(RefreshFailure::Endpoint));
@@ -386,12 +415,15 @@ async fn a_500_from_a_rotating_grant_is_not_retried() {
     assert_eq!(endpoint.hits(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error() {
+both!(
+    multi_thread,
+    invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error
+);
+async fn invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error(via: Via) {
     let body =
         r#"{"error":"invalid_grant","error_description":"SECRET-RT-scripted-login is revoked"}"#;
     let endpoint = Scripted::start(vec![(400, body, None), (200, TOKENS, None)]).await;
-    let manager = rotating_manager(&endpoint).await;
+    let manager = rotating_manager(via, &endpoint).await;
     let waiters: Vec<_> = (0..50)
         .map(|_| {
             let manager = manager.clone();
@@ -411,11 +443,14 @@ async fn invalid_grant_is_never_retried_and_every_waiter_gets_the_same_error() {
     assert_eq!(endpoint.hits(), 1);
 }
 
-#[tokio::test]
-async fn a_token_response_over_one_mebibyte_is_refresh_failed() {
+both!(
+    current_thread,
+    a_token_response_over_one_mebibyte_is_refresh_failed
+);
+async fn a_token_response_over_one_mebibyte_is_refresh_failed(via: Via) {
     let server = TestServer::start().await;
     // `/bytes/{n}` answers GET with n bytes: a token endpoint gone mad.
-    let grant = JsonGrant::new(transport(), &server.url("/bytes/2000000"))
+    let grant = JsonGrant::new(via.grant_transport(), &server.url("/bytes/2000000"))
         .unwrap()
         .method(http::Method::GET);
     let err = grant
@@ -430,8 +465,11 @@ async fn a_token_response_over_one_mebibyte_is_refresh_failed() {
     assert_eq!(server.counters().hits(Route::Bytes), 1);
 }
 
-#[tokio::test]
-async fn a_token_endpoint_is_called_over_plain_http_only_at_a_loopback_address() {
+both!(
+    current_thread,
+    a_token_endpoint_is_called_over_plain_http_only_at_a_loopback_address
+);
+async fn a_token_endpoint_is_called_over_plain_http_only_at_a_loopback_address(via: Via) {
     let server = TestServer::start().await;
     let port = server.addr().port();
     for url in [
@@ -439,26 +477,29 @@ async fn a_token_endpoint_is_called_over_plain_http_only_at_a_loopback_address()
         format!("http://auth.localhost:{port}/auth/token"),
         format!("http://[::ffff:10.0.0.1]:{port}/auth/token"),
     ] {
-        let err = OAuth2Refresh::new(transport(), &url).unwrap_err();
+        let err = OAuth2Refresh::new(via.grant_transport(), &url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
-        let err = ClientCredentials::new(transport(), &url).unwrap_err();
+        let err = ClientCredentials::new(via.grant_transport(), &url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
-        let err = JsonGrant::new(transport(), &url).unwrap_err();
+        let err = JsonGrant::new(via.grant_transport(), &url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
     }
     // The address works: 127.0.0.1 is where the testkit listens.
-    let grant = OAuth2Refresh::new(transport(), &server.url("/auth/token")).unwrap();
+    let grant = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     let tokens = grant
         .request(Some(&Secret::new(server.login().refresh_token)))
         .await
         .unwrap();
-    assert!(works(&server, &tokens.access_token).await);
+    assert!(works(via, &server, &tokens.access_token).await);
 }
 
-#[tokio::test]
-async fn a_json_grants_field_values_never_appear_in_its_errors() {
+both!(
+    current_thread,
+    a_json_grants_field_values_never_appear_in_its_errors
+);
+async fn a_json_grants_field_values_never_appear_in_its_errors(via: Via) {
     let server = TestServer::start().await;
-    let grant = JsonGrant::new(transport(), &server.url("/auth/refresh"))
+    let grant = JsonGrant::new(via.grant_transport(), &server.url("/auth/refresh"))
         .unwrap()
         .field("password", "SECRET-PW-json-grant");
     let err = grant
