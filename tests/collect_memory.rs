@@ -4,7 +4,11 @@
 //! This test binary counts every allocation of the process (client and in-process server) and
 //! records the peak, so "does not allocate more than the limit" is measured, not assumed. The
 //! tests take turns ([`MEASURING`]): one test's allocations would count in another's peak.
+//! Each runs through the facade and through the public stack over a raw hyper-util client
+//! (`common`).
 #![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
+
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{both, TestClient, Via};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use xhttp::{Client, ErrorKind};
+use xhttp::ErrorKind;
 use xhttp_testkit::TestServer;
 
 struct Counting;
@@ -64,7 +69,7 @@ const LIMIT: u64 = 4 << 20;
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs one request and returns the peak growth of the heap while it ran.
-async fn peak_growth_of(client: &Client, path: &str) -> (usize, xhttp::Error) {
+async fn peak_growth_of(client: &TestClient, path: &str) -> (usize, xhttp::Error) {
     let baseline = CURRENT.load(Ordering::SeqCst);
     PEAK.store(baseline, Ordering::SeqCst);
     let err = client
@@ -78,14 +83,14 @@ async fn peak_growth_of(client: &Client, path: &str) -> (usize, xhttp::Error) {
     (growth, err)
 }
 
-#[tokio::test]
-async fn a_1_gib_streaming_response_stays_within_the_limit() {
+both!(
+    current_thread,
+    a_1_gib_streaming_response_stays_within_the_limit
+);
+async fn a_1_gib_streaming_response_stays_within_the_limit(via: Via) {
     let _turn = MEASURING.lock().await;
     let server = TestServer::start().await;
-    let client = Client::builder()
-        .base_url(server.base_url())
-        .build()
-        .unwrap();
+    let client = via.client().base_url(server.base_url()).build().unwrap();
     // Warm the pool and the runtime so their one-time allocations are not counted.
     client.get("/bytes/10").send().await.unwrap();
 
@@ -141,12 +146,16 @@ async fn lying_server(declared: u64) -> SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn a_declared_length_of_10_pow_18_under_an_unlimited_limit_is_a_transport_error() {
+both!(
+    current_thread,
+    a_declared_length_of_10_pow_18_under_an_unlimited_limit_is_a_transport_error
+);
+async fn a_declared_length_of_10_pow_18_under_an_unlimited_limit_is_a_transport_error(via: Via) {
     // Reserving what the head declares was an allocation failure: the process aborted.
     let _turn = MEASURING.lock().await;
     let addr = lying_server(1_000_000_000_000_000_000).await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(format!("http://{addr}"))
         .body_limit(u64::MAX)
         .build()
@@ -163,11 +172,15 @@ async fn a_declared_length_of_10_pow_18_under_an_unlimited_limit_is_a_transport_
     );
 }
 
-#[tokio::test]
-async fn a_declared_gib_with_4_kb_received_reserves_little() {
+both!(
+    current_thread,
+    a_declared_gib_with_4_kb_received_reserves_little
+);
+async fn a_declared_gib_with_4_kb_received_reserves_little(via: Via) {
     let _turn = MEASURING.lock().await;
     let addr = lying_server(GIB).await;
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(format!("http://{addr}"))
         .body_limit(GIB)
         .no_retry()
