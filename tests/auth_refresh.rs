@@ -1,18 +1,23 @@
-//! Auth and refresh through the facade, over real loopback sockets, against the testkit's
-//! token endpoints (rotating refresh tokens with reuse detection).
+//! Auth and refresh over real loopback sockets, against the testkit's token endpoints
+//! (rotating refresh tokens with reuse detection). Each test runs through the facade and
+//! through the public stack over a raw hyper-util client (`common`), its token calls over the
+//! matching grant transport.
 //!
 //! Socket tests assert counts, order and kinds; the exact timings are proven on the paused
 //! clock in `crates/xhttp-auth/tests/manager.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{both, TestClient, Via};
 use serde_json::Value;
 use xhttp::auth::{FileStore, OAuth2Refresh, Secret, SkipAuth, TokenManager, TokenStore};
 use xhttp::refresh::Triggers;
-use xhttp::{Client, ErrorKind};
+use xhttp::ErrorKind;
 use xhttp_testkit::{Config, ExpiryMode, Faults, Route, TestServer, TokenPair, TraceLog};
 
 /// Every test's tracing events, to prove no token is ever logged.
@@ -27,15 +32,20 @@ fn assert_not_logged(secrets: &[&str]) {
 struct Setup {
     server: TestServer,
     manager: TokenManager,
-    client: Client,
+    client: TestClient,
     expired_hook: Arc<AtomicUsize>,
     login: TokenPair,
 }
 
-async fn setup_with(config: Config, triggers: Triggers, refresh_timeout: Duration) -> Setup {
+async fn setup_with(
+    via: Via,
+    config: Config,
+    triggers: Triggers,
+    refresh_timeout: Duration,
+) -> Setup {
     log();
     let server = TestServer::start_with(config).await;
-    let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token")).unwrap();
+    let grant = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     let expired_hook = Arc::new(AtomicUsize::new(0));
     let manager = TokenManager::builder(grant)
         .refresh_timeout(refresh_timeout)
@@ -55,7 +65,8 @@ async fn setup_with(config: Config, triggers: Triggers, refresh_timeout: Duratio
         )
         .await
         .unwrap();
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url(server.base_url())
         .auth(manager.clone())
         .allow_insecure_loopback()
@@ -71,8 +82,9 @@ async fn setup_with(config: Config, triggers: Triggers, refresh_timeout: Duratio
     }
 }
 
-async fn setup() -> Setup {
+async fn setup(via: Via) -> Setup {
     setup_with(
+        via,
         Config::default(),
         Triggers::default(),
         Duration::from_secs(10),
@@ -98,9 +110,12 @@ async fn expire_access_token_on_server(setup: &Setup) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_concurrent_requests_with_an_expired_token_refresh_once_and_replay() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    thousand_concurrent_requests_with_an_expired_token_refresh_once_and_replay
+);
+async fn thousand_concurrent_requests_with_an_expired_token_refresh_once_and_replay(via: Via) {
+    let setup = setup(via).await;
     expire_access_token_on_server(&setup).await;
     let gate = setup.server.gate();
     let calls: Vec<_> = (0..1000)
@@ -132,9 +147,13 @@ async fn thousand_concurrent_requests_with_an_expired_token_refresh_once_and_rep
     assert_eq!(setup.manager.generation(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_401_for_a_replaced_generation_replays_without_a_refresh() {
+both!(
+    multi_thread,
+    late_401_for_a_replaced_generation_replays_without_a_refresh
+);
+async fn late_401_for_a_replaced_generation_replays_without_a_refresh(via: Via) {
     let setup = setup_with(
+        via,
         Config {
             reject_superseded: true,
             ..Config::default()
@@ -173,9 +192,12 @@ async fn late_401_for_a_replaced_generation_replays_without_a_refresh() {
     assert_eq!(counters.reuse_detected(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_sent_during_a_rejection_refresh_wait_for_the_new_token() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    requests_sent_during_a_rejection_refresh_wait_for_the_new_token
+);
+async fn requests_sent_during_a_rejection_refresh_wait_for_the_new_token(via: Via) {
+    let setup = setup(via).await;
     expire_access_token_on_server(&setup).await;
     // A slow token endpoint, so the refresh is still running when the others start.
     setup.server.set_faults(
@@ -213,9 +235,12 @@ async fn requests_sent_during_a_rejection_refresh_wait_for_the_new_token() {
     assert_eq!(counters.hits(Route::Items), 102);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish
+);
+async fn dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish(via: Via) {
+    let setup = setup(via).await;
     expire_access_token_on_server(&setup).await;
     setup.server.set_faults(
         Route::Token,
@@ -246,9 +271,13 @@ async fn dropping_the_caller_that_triggered_the_refresh_lets_the_others_finish()
     assert_eq!(setup.server.counters().reuse_detected(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeout() {
+both!(
+    multi_thread,
+    a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeout
+);
+async fn a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeout(via: Via) {
     let setup = setup_with(
+        via,
         Config::default(),
         Triggers::default(),
         Duration::from_millis(300),
@@ -297,9 +326,12 @@ async fn a_token_endpoint_that_never_answers_fails_waiters_at_the_refresh_timeou
     assert_eq!(setup.server.counters().hits(Route::Token), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_grant_expires_the_session_once_and_then_fails_fast() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    invalid_grant_expires_the_session_once_and_then_fails_fast
+);
+async fn invalid_grant_expires_the_session_once_and_then_fails_fast(via: Via) {
+    let setup = setup(via).await;
     setup.server.revoke_all();
     let calls: Vec<_> = (0..50)
         .map(|i| {
@@ -336,9 +368,12 @@ async fn invalid_grant_expires_the_session_once_and_then_fails_fast() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_rejects_the_fresh_token_too_gives_unauthorized() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    a_server_that_rejects_the_fresh_token_too_gives_unauthorized
+);
+async fn a_server_that_rejects_the_fresh_token_too_gives_unauthorized(via: Via) {
+    let setup = setup(via).await;
     setup.server.set_faults(
         Route::Items,
         Faults {
@@ -361,9 +396,12 @@ async fn a_server_that_rejects_the_fresh_token_too_gives_unauthorized() {
     assert_eq!(counters.token_calls(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshes() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshes
+);
+async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshes(via: Via) {
+    let setup = setup(via).await;
     setup.server.set_faults(
         Route::Items,
         Faults {
@@ -394,9 +432,12 @@ async fn an_api_that_rejects_every_fresh_token_gets_a_bounded_number_of_refreshe
     assert_eq!(counters.reuse_detected(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh
+);
+async fn a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh(via: Via) {
+    let setup = setup(via).await;
     expire_access_token_on_server(&setup).await;
     // A 500 from the token endpoint: not retried (it may have consumed the refresh token).
     setup.server.set_faults(
@@ -431,9 +472,9 @@ async fn a_rejected_generation_is_never_handed_out_again_after_a_failed_refresh(
     assert_eq!(counters.hits(Route::Token), 1, "the cool-down holds");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forbidden_and_other_origins_cost_no_token_call() {
-    let setup = setup().await;
+both!(multi_thread, forbidden_and_other_origins_cost_no_token_call);
+async fn forbidden_and_other_origins_cost_no_token_call(via: Via) {
+    let setup = setup(via).await;
     let response = setup.client.get("/status/403").send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(setup.server.counters().token_calls(), 0);
@@ -486,9 +527,13 @@ async fn forbidden_and_other_origins_cost_no_token_call() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn business_code_40009_in_a_200_envelope_refreshes_once_and_replays() {
+both!(
+    multi_thread,
+    business_code_40009_in_a_200_envelope_refreshes_once_and_replays
+);
+async fn business_code_40009_in_a_200_envelope_refreshes_once_and_replays(via: Via) {
     let setup = setup_with(
+        via,
         Config {
             expiry_mode: ExpiryMode::BusinessCode,
             ..Config::default()
@@ -513,17 +558,21 @@ async fn business_code_40009_in_a_200_envelope_refreshes_once_and_replays() {
     assert_eq!(setup.server.counters().reuse_detected(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_to_a_remote_host_is_refused_before_sending() {
+both!(
+    multi_thread,
+    plain_http_to_a_remote_host_is_refused_before_sending
+);
+async fn plain_http_to_a_remote_host_is_refused_before_sending(via: Via) {
     let manager = TokenManager::builder(
-        OAuth2Refresh::new(xhttp::grant_transport(), "https://auth.example.com/token").unwrap(),
+        OAuth2Refresh::new(via.grant_transport(), "https://auth.example.com/token").unwrap(),
     )
     .build();
     manager
         .set_tokens(Secret::new("SECRET-AT-remote"), None, None)
         .await
         .unwrap();
-    let client = Client::builder()
+    let client = via
+        .client()
         .base_url("http://api.example.com")
         .auth(manager)
         .build()
@@ -533,9 +582,9 @@ async fn plain_http_to_a_remote_host_is_refused_before_sending() {
     assert!(!format!("{err} {err:?}").contains("SECRET"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_token_appears_in_errors_debug_or_tracing() {
-    let setup = setup().await;
+both!(multi_thread, no_token_appears_in_errors_debug_or_tracing);
+async fn no_token_appears_in_errors_debug_or_tracing(via: Via) {
+    let setup = setup(via).await;
     expire_access_token_on_server(&setup).await;
     let ok = setup.client.get("/api/items/1").send().await.unwrap();
     assert_eq!(ok.status(), 200);
@@ -553,9 +602,12 @@ async fn no_token_appears_in_errors_debug_or_tracing() {
     assert_not_logged(&[&login.access_token, &login.refresh_token]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn different_identities_never_share_a_coalesced_response() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    different_identities_never_share_a_coalesced_response
+);
+async fn different_identities_never_share_a_coalesced_response(via: Via) {
+    let setup = setup(via).await;
     let gate = setup.server.gate();
     // The same URL, once with the token and once without: two callers, two trips.
     let with_token = tokio::spawn({
@@ -631,13 +683,13 @@ impl Drop for TempDir {
 }
 
 /// A manager against `server`'s token endpoint, keeping its tokens in `store`.
-fn manager_with_store(server: &TestServer, store: FileStore) -> TokenManager {
-    let grant = OAuth2Refresh::new(xhttp::grant_transport(), &server.url("/auth/token")).unwrap();
+fn manager_with_store(via: Via, server: &TestServer, store: FileStore) -> TokenManager {
+    let grant = OAuth2Refresh::new(via.grant_transport(), &server.url("/auth/token")).unwrap();
     TokenManager::builder(grant).store(store).build()
 }
 
-fn client_for(server: &TestServer, manager: &TokenManager) -> Client {
-    Client::builder()
+fn client_for(via: Via, server: &TestServer, manager: &TokenManager) -> TestClient {
+    via.client()
         .base_url(server.base_url())
         .auth(manager.clone())
         .allow_insecure_loopback()
@@ -651,9 +703,12 @@ fn assert_hidden(shown: &str, secrets: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejection_from_an_old_session_is_never_replayed_with_the_new_sessions_token() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    a_rejection_from_an_old_session_is_never_replayed_with_the_new_sessions_token
+);
+async fn a_rejection_from_an_old_session_is_never_replayed_with_the_new_sessions_token(via: Via) {
+    let setup = setup(via).await;
     // User A's token dies on the server while A's DELETE waits at the gate.
     setup.server.set_token_ttl(Duration::from_millis(1));
     let user_a = setup.server.login();
@@ -720,6 +775,7 @@ async fn a_rejection_from_an_old_session_is_never_replayed_with_the_new_sessions
     assert_not_logged(&secrets);
 }
 
+// Single: refresh and auth composed by hand over the facade's transport, the layers alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_from_an_old_session_is_never_replayed_through_the_layers_either() {
     use tower::{Layer, ServiceExt};
@@ -774,9 +830,12 @@ async fn a_rejection_from_an_old_session_is_never_replayed_through_the_layers_ei
     assert_eq!(server.counters().hits(Route::Gate), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bearer_over_plain_http_goes_only_to_a_loopback_address() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    a_bearer_over_plain_http_goes_only_to_a_loopback_address
+);
+async fn a_bearer_over_plain_http_goes_only_to_a_loopback_address(via: Via) {
+    let setup = setup(via).await;
     let port = setup.server.addr().port();
     // Names are refused, `localhost` included: they resolve to whatever DNS says.
     for base in [
@@ -784,7 +843,8 @@ async fn a_bearer_over_plain_http_goes_only_to_a_loopback_address() {
         format!("http://api.localhost:{port}"),
         format!("http://127.0.0.1.nip.io:{port}"),
     ] {
-        let client = Client::builder()
+        let client = via
+            .client()
             .base_url(&base)
             .auth(setup.manager.clone())
             .allow_insecure_loopback()
@@ -803,18 +863,21 @@ async fn a_bearer_over_plain_http_goes_only_to_a_loopback_address() {
         format!("http://localhost:{port}/auth/token"),
         format!("http://auth.localhost:{port}/auth/token"),
     ] {
-        let err = OAuth2Refresh::new(xhttp::grant_transport(), &url).unwrap_err();
+        let err = OAuth2Refresh::new(via.grant_transport(), &url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
-        let err = xhttp::auth::JsonGrant::new(xhttp::grant_transport(), &url).unwrap_err();
+        let err = xhttp::auth::JsonGrant::new(via.grant_transport(), &url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InsecureTransport, "{url}");
     }
-    assert!(OAuth2Refresh::new(xhttp::grant_transport(), &setup.server.url("/auth/token")).is_ok());
+    assert!(OAuth2Refresh::new(via.grant_transport(), &setup.server.url("/auth/token")).is_ok());
     assert_eq!(setup.server.counters().token_calls(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_with_a_newline_is_refused_where_it_enters() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    a_token_with_a_newline_is_refused_where_it_enters
+);
+async fn a_token_with_a_newline_is_refused_where_it_enters(via: Via) {
+    let setup = setup(via).await;
     let injected = format!("{}\r\nX-Injected: 1", setup.login.access_token);
     let err = setup
         .manager
@@ -851,8 +914,8 @@ async fn a_token_with_a_newline_is_refused_where_it_enters() {
         FileStore::new(&path).load().await.unwrap_err().kind(),
         ErrorKind::Decode
     );
-    let manager = manager_with_store(&setup.server, FileStore::new(&path));
-    let client = client_for(&setup.server, &manager);
+    let manager = manager_with_store(via, &setup.server, FileStore::new(&path));
+    let client = client_for(via, &setup.server, &manager);
     let hits = setup.server.counters().total();
     let err = client.get("/api/me").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
@@ -861,9 +924,12 @@ async fn a_token_with_a_newline_is_refused_where_it_enters() {
     assert_not_logged(&["SECRET-AT-stored", &setup.login.access_token]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_on_arrival_token_is_used_with_reactive_refresh_only() {
-    let setup = setup().await;
+both!(
+    multi_thread,
+    an_expired_on_arrival_token_is_used_with_reactive_refresh_only
+);
+async fn an_expired_on_arrival_token_is_used_with_reactive_refresh_only(via: Via) {
+    let setup = setup(via).await;
     // The server says the token lives 0 s, but it works: it is used until rejected.
     let login = setup.server.login();
     setup
@@ -930,8 +996,12 @@ async fn an_expired_on_arrival_token_is_used_with_reactive_refresh_only() {
 }
 
 #[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging() {
+both!(
+    multi_thread,
+    a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging
+);
+#[cfg(unix)]
+async fn a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging(via: Via) {
     let server = TestServer::start().await;
     let dir = TempDir::new("fifo");
     let path = dir.0.join("tokens.json");
@@ -947,8 +1017,8 @@ async fn a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging() {
         .expect("no hang")
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    let manager = manager_with_store(&server, FileStore::new(&path));
-    let client = client_for(&server, &manager);
+    let manager = manager_with_store(via, &server, FileStore::new(&path));
+    let client = client_for(via, &server, &manager);
     let err = tokio::time::timeout(Duration::from_secs(5), client.get("/api/me").send())
         .await
         .expect("no hang")
@@ -957,15 +1027,18 @@ async fn a_fifo_at_the_token_store_path_fails_fast_instead_of_hanging() {
     assert_eq!(server.counters().total(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_writers_temp_file_is_removed_by_the_next_login() {
+both!(
+    multi_thread,
+    a_killed_writers_temp_file_is_removed_by_the_next_login
+);
+async fn a_killed_writers_temp_file_is_removed_by_the_next_login(via: Via) {
     let server = TestServer::start().await;
     let dir = TempDir::new("temps");
     let path = dir.0.join("tokens.json");
     // A writer killed between creating its temp file and renaming it (its pid is gone).
     let leftover = dir.0.join(".tokens.json.999999999.3.tmp");
     std::fs::write(&leftover, r#"{"access_token":"SECRET-AT-half"#).unwrap();
-    let manager = manager_with_store(&server, FileStore::new(&path));
+    let manager = manager_with_store(via, &server, FileStore::new(&path));
     let login = server.login();
     manager
         .set_tokens(
@@ -976,7 +1049,7 @@ async fn a_killed_writers_temp_file_is_removed_by_the_next_login() {
         .await
         .unwrap();
     assert_eq!(dir.entries(), ["tokens.json"]);
-    let response = client_for(&server, &manager)
+    let response = client_for(via, &server, &manager)
         .get("/api/me")
         .send()
         .await
@@ -984,8 +1057,11 @@ async fn a_killed_writers_temp_file_is_removed_by_the_next_login() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_token_file_is_recovered_by_a_new_login() {
+both!(
+    multi_thread,
+    a_corrupt_token_file_is_recovered_by_a_new_login
+);
+async fn a_corrupt_token_file_is_recovered_by_a_new_login(via: Via) {
     let server = TestServer::start().await;
     let dir = TempDir::new("corrupt");
     let path = dir.0.join("tokens.json");
@@ -997,8 +1073,8 @@ async fn a_corrupt_token_file_is_recovered_by_a_new_login() {
     let err = FileStore::new(&path).load().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     assert_hidden(&format!("{err} {err:?}"), &["SECRET-AT-corrupt"]);
-    let manager = manager_with_store(&server, FileStore::new(&path));
-    let client = client_for(&server, &manager);
+    let manager = manager_with_store(via, &server, FileStore::new(&path));
+    let client = client_for(via, &server, &manager);
     // Unreadable tokens: the session is over, not stuck, and nothing is sent.
     let err = client.get("/api/me").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err}");
@@ -1016,8 +1092,8 @@ async fn a_corrupt_token_file_is_recovered_by_a_new_login() {
     assert_eq!(client.get("/api/me").send().await.unwrap().status(), 200);
     let stored = FileStore::new(&path).load().await.unwrap().unwrap();
     assert_eq!(stored.access_token.expose(), login.access_token);
-    let restarted = manager_with_store(&server, FileStore::new(&path));
-    let response = client_for(&server, &restarted)
+    let restarted = manager_with_store(via, &server, FileStore::new(&path));
+    let response = client_for(via, &server, &restarted)
         .get("/api/me")
         .send()
         .await
