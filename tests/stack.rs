@@ -227,3 +227,45 @@ fn refresh_without_auth_is_a_config_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
 }
+
+#[tokio::test]
+async fn the_outer_hook_sees_a_call_once_and_the_transport_hook_every_trip() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start().await;
+    server.set_script(
+        Route::Public,
+        Script::new().on_range(0..2, Action::fail(503)),
+    );
+    let (calls, trips) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, t) = (calls.clone(), trips.clone());
+    let client = xhttp::Client::builder()
+        .base_url(server.base_url())
+        .retry(RetryPolicy::builder().jitter(|| 0.0).build().unwrap())
+        .layer(tower::util::MapRequestLayer::new(
+            move |request: Request<xhttp::Body>| {
+                c.fetch_add(1, Ordering::SeqCst);
+                request
+            },
+        ))
+        .transport_layer(tower::util::MapRequestLayer::new(
+            move |request: Request<xhttp::Body>| {
+                t.fetch_add(1, Ordering::SeqCst);
+                request
+            },
+        ))
+        .build()
+        .unwrap();
+    let response = client.get("/public/items/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "above the stack: once per call"
+    );
+    assert_eq!(
+        trips.load(Ordering::SeqCst),
+        3,
+        "at the transport end: every trip"
+    );
+}

@@ -42,6 +42,9 @@ pub type BoxTransport = BoxCloneSyncService<Request<Body>, Response<TransportBod
 /// One layer at the transport end, applied at build time.
 type TransportLayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send>;
 
+/// One layer above the stack, applied at build time.
+type OuterLayerFn = Box<dyn FnOnce(BoxService) -> BoxService + Send>;
+
 /// An HTTP client with the xhttp stack inside. Cheap to clone (an `Arc`), `Send + Sync`, so
 /// it fits in axum state and is shared by every task.
 ///
@@ -300,6 +303,14 @@ fn check_http_uri(parsed: Result<Uri, http::uri::InvalidUri>) -> Result<Uri, Err
     Ok(uri)
 }
 
+/// Applies the layers above the stack, the first added outermost.
+fn wrap(layers: Vec<OuterLayerFn>, service: BoxService) -> BoxService {
+    layers
+        .into_iter()
+        .rev()
+        .fold(service, |inner, layer| layer(inner))
+}
+
 /// Boxes a transport-end service, its body and its error.
 fn box_transport<S, B>(service: S) -> BoxTransport
 where
@@ -379,6 +390,7 @@ pub struct ClientBuilder {
     transport: HttpTransportBuilder,
     auth: Option<AuthOptions>,
     transport_layers: Vec<TransportLayerFn>,
+    outer_layers: Vec<OuterLayerFn>,
     /// The first option set that configures the stack, for `build_over`, which takes the
     /// stack from its service and refuses to drop options silently.
     stack_options: Option<&'static str>,
@@ -412,6 +424,7 @@ impl fmt::Debug for ClientBuilder {
             .field("transport", &self.transport)
             .field("auth", &self.auth)
             .field("transport_layers", &self.transport_layers.len())
+            .field("layers", &self.outer_layers.len())
             .field("stack_options", &self.stack_options)
             .field("error", &self.error)
             .finish()
@@ -454,6 +467,7 @@ impl ClientBuilder {
             transport: HttpTransport::builder(),
             auth: None,
             transport_layers: Vec::new(),
+            outer_layers: Vec::new(),
             stack_options: None,
             error: None,
         }
@@ -737,6 +751,39 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a layer above the whole stack: it sees each call once, as the caller made it
+    /// (before dedupe, retries and refresh), and the outcome the caller gets: the place of a
+    /// per-call metrics layer, a concurrency limit, a rate limit. The first layer added is the
+    /// outermost. It also wraps a service given to [`build_over`](Self::build_over).
+    ///
+    /// ```
+    /// // A layer that stamps every call once, however many trips it takes.
+    /// let stamp = tower::util::MapRequestLayer::new(|mut request: http::Request<xhttp::Body>| {
+    ///     request.headers_mut().insert("x-call", http::HeaderValue::from_static("1"));
+    ///     request
+    /// });
+    /// let client = xhttp::Client::builder()
+    ///     .base_url("http://127.0.0.1:8080")
+    ///     .layer(stamp)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService> + Send + 'static,
+        L::Service: Service<Request<Body>, Response = Response<Bytes>, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    {
+        self.outer_layers
+            .push(Box::new(move |inner| BoxService::new(layer.layer(inner))));
+        self
+    }
+
     /// Speak HTTP/2 without negotiation, also over plain TCP (h2c).
     pub fn http2_prior_knowledge(mut self) -> Self {
         self.stack_options.get_or_insert("http2_prior_knowledge");
@@ -799,7 +846,7 @@ impl ClientBuilder {
                 base: self.base()?,
                 auth_origins: None,
                 default_headers: self.default_headers,
-                service: BoxService::new(service),
+                service: wrap(self.outer_layers, BoxService::new(service)),
             }),
         })
     }
@@ -891,7 +938,7 @@ impl ClientBuilder {
                 base,
                 auth_origins: Some(auth_origins),
                 default_headers: self.default_headers,
-                service,
+                service: wrap(self.outer_layers, service),
             }),
         })
     }
