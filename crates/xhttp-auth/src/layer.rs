@@ -1,20 +1,15 @@
-//! [`AuthLayer`]: puts the manager's token on every request to the configured origins.
+//! [`AuthLayer`]: which requests get a token, and how it is written (the policy); the
+//! [`Auth`] service applies it.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::header::{HeaderName, AUTHORIZATION};
-use http::{Request, Response};
-use pin_project_lite::pin_project;
-use tower::{BoxError, Layer, Service, ServiceExt};
-use xhttp_core::{Error, ErrorKind, Origin};
+use http::Request;
+use tower::Layer;
+use xhttp_core::{Error, Origin};
 
-use crate::{Token, TokenManager};
+use crate::{Auth, GenerationSlot, Token, TokenManager};
 
 /// Per-request option: send this request without a token (a login call, a public endpoint).
 ///
@@ -27,44 +22,6 @@ use crate::{Token, TokenManager};
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SkipAuth;
-
-/// Where the auth layer records the generation of the token it sent, for the refresh layer
-/// above it: a request extension shared between the two (the request itself moves down the
-/// stack, the slot stays readable above).
-///
-/// A manager never reuses a generation, across sessions too, so the generation in the slot
-/// also names the session the request was sent in: the refresh layer hands it to
-/// [`TokenManager::refresh_after_rejection`], which refuses (`SessionChanged`) to replay a
-/// rejection of an older session with the current one's token.
-///
-/// ```
-/// let slot = xhttp_auth::GenerationSlot::new();
-/// assert_eq!(slot.get(), None);
-/// slot.set(3);
-/// assert_eq!(slot.clone().get(), Some(3));
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct GenerationSlot(Arc<AtomicU64>);
-
-impl GenerationSlot {
-    /// An empty slot.
-    pub fn new() -> Self {
-        GenerationSlot::default()
-    }
-
-    /// Records the generation of the token a trip was sent with.
-    pub fn set(&self, generation: u64) {
-        self.0.store(generation, Ordering::Release);
-    }
-
-    /// The generation recorded, if a token was sent (generations start at 1).
-    pub fn get(&self) -> Option<u64> {
-        match self.0.load(Ordering::Acquire) {
-            0 => None,
-            generation => Some(generation),
-        }
-    }
-}
 
 /// Adds `Authorization: Bearer <token>` (or another scheme or header) from a
 /// [`TokenManager`], only to the configured origins.
@@ -92,14 +49,15 @@ impl GenerationSlot {
 /// }
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct AuthLayer {
     config: Arc<Config>,
 }
 
 #[derive(Clone)]
-struct Config {
-    manager: TokenManager,
-    origins: Vec<Origin>,
+pub(crate) struct Config {
+    pub(crate) manager: TokenManager,
+    pub(crate) origins: Vec<Origin>,
     header: HeaderName,
     scheme: String,
     allow_insecure_loopback: bool,
@@ -204,55 +162,19 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The service of [`AuthLayer`].
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    config: Arc<Config>,
-}
-
-impl<S> Auth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Auth<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("inner", &self.inner)
-            .field("origins", &self.config.origins)
-            .finish()
+        Auth::new(inner, self.config.clone())
     }
 }
 
 /// Whether a request gets a token, decided before anything is sent.
-enum Decision {
+pub(crate) enum Decision {
     Pass,
     Insecure,
     Token,
 }
 
 impl Config {
-    fn decide<B>(&self, request: &Request<B>) -> Decision {
+    pub(crate) fn decide<B>(&self, request: &Request<B>) -> Decision {
         if request.extensions().get::<SkipAuth>().is_some() {
             return Decision::Pass;
         }
@@ -267,131 +189,12 @@ impl Config {
         Decision::Token
     }
 
-    fn apply<B>(&self, request: &mut Request<B>, token: &Token) -> Result<(), Error> {
+    pub(crate) fn apply<B>(&self, request: &mut Request<B>, token: &Token) -> Result<(), Error> {
         let value = token.header_value(&self.scheme)?;
         request.headers_mut().insert(self.header.clone(), value);
         if let Some(slot) = request.extensions().get::<GenerationSlot>() {
             slot.set(token.generation());
         }
         Ok(())
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = Error;
-    type Future = ResponseFuture<S::Future, Response<ResBody>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_boxed(e.into()))
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.decide(&request) {
-            Decision::Pass => {}
-            Decision::Insecure => {
-                let err = Error::new(ErrorKind::InsecureTransport)
-                    .with_message(
-                        "a bearer token is only sent over https, or plain http to a loopback \
-                         address such as 127.0.0.1 when allowed",
-                    )
-                    .with_request(&request);
-                return ResponseFuture::ready(Err(err));
-            }
-            Decision::Token => match self.config.manager.current_now() {
-                Some(token) => {
-                    if let Err(err) = self.config.apply(&mut request, &token) {
-                        return ResponseFuture::ready(Err(err));
-                    }
-                }
-                None => {
-                    // Wait for the token: the ready service goes into the future, a fresh
-                    // clone stays here (tower-http's pattern), and is made ready there.
-                    let clone = self.inner.clone();
-                    let inner = std::mem::replace(&mut self.inner, clone);
-                    let config = self.config.clone();
-                    // A request with a deadline stops waiting for the refresh at it.
-                    let deadline = xhttp_core::Deadline::of(&request);
-                    return ResponseFuture::waiting(Box::pin(async move {
-                        let token = config.manager.current_until(deadline).await?;
-                        config.apply(&mut request, &token)?;
-                        inner
-                            .oneshot(request)
-                            .await
-                            .map_err(|e| Error::from_boxed(e.into()))
-                    }));
-                }
-            },
-        }
-        ResponseFuture::inner(self.inner.call(request))
-    }
-}
-
-pin_project! {
-    /// The response future of [`Auth`]: the inner future when the token was at hand, a boxed
-    /// one when the request had to wait for a refresh.
-    pub struct ResponseFuture<F, T> {
-        #[pin]
-        state: State<F, T>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, T> {
-        Inner { #[pin] future: F },
-        Waiting { future: BoxFuture<'static, Result<T, Error>> },
-        Ready { result: Option<Result<T, Error>> },
-    }
-}
-
-impl<F, T> ResponseFuture<F, T> {
-    fn inner(future: F) -> Self {
-        ResponseFuture {
-            state: State::Inner { future },
-        }
-    }
-
-    fn waiting(future: BoxFuture<'static, Result<T, Error>>) -> Self {
-        ResponseFuture {
-            state: State::Waiting { future },
-        }
-    }
-
-    fn ready(result: Result<T, Error>) -> Self {
-        ResponseFuture {
-            state: State::Ready {
-                result: Some(result),
-            },
-        }
-    }
-}
-
-impl<F, T, E> Future for ResponseFuture<F, T>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => {
-                let result = ready!(future.poll(cx));
-                Poll::Ready(result.map_err(|e| Error::from_boxed(e.into())))
-            }
-            StateProj::Waiting { future } => future.as_mut().poll(cx),
-            StateProj::Ready { result } => Poll::Ready(result.take().unwrap_or_else(|| {
-                Err(Error::new(ErrorKind::Internal).with_message("polled after completion"))
-            })),
-        }
     }
 }

@@ -70,20 +70,26 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod future;
 pub mod grant;
 mod layer;
 mod manager;
 mod retry;
 mod secret;
+mod service;
+mod slot;
 pub mod store;
 mod token;
 
+pub use future::ResponseFuture;
 pub use grant::{
     ClientCredentials, GrantResponse, GrantTransport, JsonGrant, OAuth2Refresh, RefreshGrant,
     RetrySafety, TokenResponseFields,
 };
-pub use layer::{Auth, AuthLayer, GenerationSlot, ResponseFuture, SkipAuth};
+pub use layer::{AuthLayer, SkipAuth};
 pub use manager::{TokenManager, TokenManagerBuilder};
 pub use secret::Secret;
+pub use service::Auth;
+pub use slot::GenerationSlot;
 pub use store::{FileStore, MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
 pub use token::{Token, Windows};
