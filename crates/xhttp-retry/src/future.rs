@@ -1,4 +1,5 @@
-//! The response future of [`Retry`](crate::Retry).
+//! The response futures of [`Retry`](crate::Retry) and
+//! [`EnforceDeadline`](crate::EnforceDeadline).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,3 +83,7 @@ where
             .map_err(|e| Error::from_boxed(e.into()))
     }
 }
+
+/// The response future of [`EnforceDeadline`](crate::EnforceDeadline): the inner future,
+/// failed with `Timeout(Total)` when the deadline passes.
+pub type DeadlineFuture<F> = xhttp_core::timeout::TimeoutFuture<F>;

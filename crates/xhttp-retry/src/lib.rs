@@ -64,49 +64,22 @@
 //!   decides; any other error is `Transport`, a failure that may have reached the server,
 //!   retried only for idempotent requests. The layer's own error is `xhttp_core::Error`.
 //!
-//! [`DeadlineService<S>`](DeadlineService) serves any `Request<B>` and any response; it asks
+//! [`EnforceDeadline<S>`](EnforceDeadline) serves any `Request<B>` and any response; it asks
 //! only `S::Error: Into<tower::BoxError>`, made an `xhttp_core::Error` the same way.
 #![deny(unsafe_code)]
 
-mod deadline;
-mod future;
+pub mod future;
+mod layer;
 mod policy;
 mod service;
 
-use tower::Layer;
-
-pub use deadline::{DeadlineFuture, DeadlineLayer, DeadlineService};
-pub use future::ResponseFuture;
+pub use future::{DeadlineFuture, ResponseFuture};
+pub use layer::{DeadlineLayer, RetryLayer};
 pub use policy::{
     Attempt, Attempts, Outcome, RetryOverride, RetryPolicy, RetryPolicyBuilder, RetryReason,
     IDEMPOTENCY_KEY,
 };
-pub use service::Retry;
+#[allow(deprecated)]
+pub use service::DeadlineService;
+pub use service::{EnforceDeadline, Retry};
 pub use xhttp_core::retry_after::parse_retry_after;
-
-/// Retries a service's calls as its [`RetryPolicy`] says. All services built from one layer
-/// share the policy's retry budget.
-#[derive(Debug, Clone, Default)]
-pub struct RetryLayer {
-    policy: RetryPolicy,
-}
-
-impl RetryLayer {
-    /// A retry layer with `policy`.
-    pub fn new(policy: RetryPolicy) -> Self {
-        RetryLayer { policy }
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
-    }
-}
-
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry::new(self.policy.per_request(), inner)
-    }
-}

@@ -17,7 +17,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use xhttp_core::{Body, BusinessCode, Clock, Error, ErrorKind, TimeoutScope};
 use xhttp_retry::{
-    Attempts, DeadlineFuture, DeadlineLayer, DeadlineService, Retry, RetryLayer, RetryOverride,
+    Attempts, DeadlineFuture, DeadlineLayer, EnforceDeadline, Retry, RetryLayer, RetryOverride,
     RetryPolicy, RetryPolicyBuilder, RetryReason,
 };
 
@@ -960,13 +960,25 @@ fn services_are_send_and_sync_and_futures_send() {
     fn assert_send_sync<T: Send + Sync>() {}
     fn assert_send<T: Send>() {}
     assert_send_sync::<Retry<Boxed>>();
-    assert_send_sync::<DeadlineService<Boxed>>();
-    assert_send_sync::<DeadlineService<Retry<Boxed>>>();
+    assert_send_sync::<EnforceDeadline<Boxed>>();
+    assert_send_sync::<EnforceDeadline<Retry<Boxed>>>();
     assert_send_sync::<RetryLayer>();
     assert_send_sync::<DeadlineLayer>();
     assert_send_sync::<RetryPolicy>();
     assert_send::<xhttp_retry::ResponseFuture<Boxed, Body>>();
     assert_send::<DeadlineFuture<<Retry<Boxed> as Service<Request<Body>>>::Future>>();
+}
+
+#[test]
+#[allow(deprecated)]
+fn the_former_name_deadline_service_and_the_future_module_paths_resolve() {
+    let inner =
+        service_fn(|_: Request<Body>| async { Ok::<_, Error>(Response::new(Bytes::new())) });
+    let service: xhttp_retry::DeadlineService<_> = DeadlineLayer::default().layer(inner);
+    let service: EnforceDeadline<_> = service;
+    let _: xhttp_retry::future::ResponseFuture<Boxed, Body>;
+    let _: xhttp_retry::future::DeadlineFuture<std::future::Ready<Reply>>;
+    let _inner = service.into_inner();
 }
 
 #[tokio::test(start_paused = true)]
