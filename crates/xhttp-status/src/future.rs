@@ -26,7 +26,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        // `None` under `StatusPassthrough`.
+        // `None` under `SkipStatus`.
         check: Option<Check>,
     }
 }

@@ -1,4 +1,5 @@
-//! The policy: which statuses fail, and what the error says.
+//! The policy: which statuses fail, and what the error says; and the per-request
+//! [`SkipStatus`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ type Predicate = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 /// # drop(layer);
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct StatusLayer {
     config: Arc<Config>,
 }
@@ -69,6 +71,34 @@ pub struct StatusLayerBuilder {
     envelope_pointers: Vec<Box<str>>,
     clock: SharedClock,
 }
+
+/// Per-request option: skip the status layer, returning failure responses as responses, for
+/// a caller that wants to read a 404 (or any failure) itself. Errors of the inner service
+/// still come back as errors. Also exported under its former name, `StatusPassthrough`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use xhttp_status::{SkipStatus, StatusLayer};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let upstream = service_fn(|_request: Request<()>| async {
+///     let mut response = Response::new(Bytes::new());
+///     *response.status_mut() = StatusCode::NOT_FOUND;
+///     Ok::<_, std::convert::Infallible>(response)
+/// });
+/// let service = StatusLayer::new().layer(upstream);
+///
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(SkipStatus);
+/// let response = service.clone().oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+/// assert!(service.oneshot(Request::new(())).await.is_err());
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkipStatus;
 
 pub(crate) struct Config {
     success: Predicate,

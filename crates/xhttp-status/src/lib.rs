@@ -27,7 +27,7 @@
 //! - the error records the request's method and redacted URI, but not the body: errors are
 //!   cloned to every caller of a shared outcome and stay small.
 //!
-//! A request carrying [`StatusPassthrough`] gets failure responses back as responses, for a
+//! A request carrying [`SkipStatus`] gets failure responses back as responses, for a
 //! caller that reads a 404 itself. Errors of the inner service pass through as they are (an
 //! inner [`Error`](xhttp_core::Error) is not wrapped again).
 //!
@@ -75,7 +75,7 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod future;
+pub mod future;
 pub mod hooks;
 mod language;
 mod layer;
@@ -85,13 +85,17 @@ mod service;
 
 pub use future::ResponseFuture;
 pub use language::{Language, STATUSES_WITH_DEFAULTS};
-pub use layer::{default_success, StatusLayer, StatusLayerBuilder};
+pub use layer::{default_success, SkipStatus, StatusLayer, StatusLayerBuilder};
 pub use message::{MAX_MESSAGE_CHARS, MAX_SEARCHED_BODY};
 pub use report::{
     ErrorLog, ErrorNotice, ErrorRecord, Notice, Notifier, Report, ReportLayer, ReportLayerBuilder,
     RingLog, SuccessNotice, TracingNotifier,
 };
 pub use service::Status;
+
+/// The former name of [`SkipStatus`] (the same type).
+pub use layer::SkipStatus as StatusPassthrough;
+
 /// Core's one masker ([`xhttp_core::mask::mask`]) under the name this crate first exported it
 /// by; new code can call `xhttp_core::mask` directly.
 ///
@@ -102,34 +106,6 @@ pub use service::Status;
 /// assert_eq!(mask_tokens(r#"{"accessToken":"abc"}"#), r#"{"accessToken":"REDACTED"}"#);
 /// ```
 pub use xhttp_core::mask::mask as mask_tokens;
-
-/// Per-request option: return failure responses as responses, for a caller that wants to
-/// read a 404 (or any failure) itself. Errors of the inner service still come back as
-/// errors.
-///
-/// ```
-/// use bytes::Bytes;
-/// use http::{Request, Response, StatusCode};
-/// use tower::{service_fn, Layer, ServiceExt};
-/// use xhttp_status::{StatusLayer, StatusPassthrough};
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let upstream = service_fn(|_request: Request<()>| async {
-///     let mut response = Response::new(Bytes::new());
-///     *response.status_mut() = StatusCode::NOT_FOUND;
-///     Ok::<_, std::convert::Infallible>(response)
-/// });
-/// let service = StatusLayer::new().layer(upstream);
-///
-/// let mut request = Request::new(());
-/// request.extensions_mut().insert(StatusPassthrough);
-/// let response = service.clone().oneshot(request).await.unwrap();
-/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
-/// assert!(service.oneshot(Request::new(())).await.is_err());
-/// # });
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatusPassthrough;
 
 // Compile-time: the layer, the service and the future can cross threads.
 const _: fn() = || {

@@ -12,7 +12,7 @@ use xhttp_core::Error;
 
 use crate::future::{Check, ResponseFuture};
 use crate::layer::Config;
-use crate::StatusPassthrough;
+use crate::SkipStatus;
 
 /// The service of [`StatusLayer`](crate::StatusLayer): a failure status becomes an
 /// [`Error`] of kind `Status`.
@@ -39,21 +39,10 @@ impl<S> Status<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
         Status { inner, config }
     }
+}
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+xhttp_core::inner_service_accessors! {
+    impl<S> Status<S> { inner: S }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Status<S> {
@@ -80,8 +69,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let check = match request.extensions().get::<StatusPassthrough>() {
-            Some(StatusPassthrough) => None,
+        let check = match request.extensions().get::<SkipStatus>() {
+            Some(SkipStatus) => None,
             // The method and URI are kept for the error; the URI is redacted only if it
             // is ever shown, so a success pays for two clones and nothing else.
             None => Some(Check {

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use xhttp_core::{Clock, Error, ErrorKind};
 use xhttp_status::{
-    Language, Status, StatusLayer, StatusPassthrough, MAX_MESSAGE_CHARS, STATUSES_WITH_DEFAULTS,
+    Language, SkipStatus, Status, StatusLayer, MAX_MESSAGE_CHARS, STATUSES_WITH_DEFAULTS,
 };
 
 /// A response of `status` with `headers` and `body`.
@@ -251,10 +251,10 @@ async fn the_error_records_the_request_with_secrets_masked() {
 }
 
 #[tokio::test]
-async fn passthrough_returns_failures_as_responses() {
+async fn skip_status_returns_failures_as_responses() {
     let answer = response(404, &[], r#"{"message":"no such item"}"#);
     let mut request = get();
-    request.extensions_mut().insert(StatusPassthrough);
+    request.extensions_mut().insert(SkipStatus);
     let passed = StatusLayer::new()
         .layer(upstream(answer.clone()))
         .oneshot(request)
@@ -262,6 +262,22 @@ async fn passthrough_returns_failures_as_responses() {
         .unwrap();
     assert_eq!(passed.status(), 404);
     assert_eq!(passed.body(), answer.body());
+}
+
+#[tokio::test]
+async fn the_former_name_status_passthrough_is_the_same_marker() {
+    let answer = response(404, &[], r#"{"message":"no such item"}"#);
+    let mut request = get();
+    request
+        .extensions_mut()
+        .insert(xhttp_status::StatusPassthrough);
+    assert!(request.extensions().get::<SkipStatus>().is_some());
+    let passed = StatusLayer::new()
+        .layer(upstream(answer))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(passed.status(), 404);
 }
 
 #[tokio::test]

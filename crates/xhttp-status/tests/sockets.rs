@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use xhttp_core::ErrorKind;
-use xhttp_status::{Language, StatusLayer, StatusPassthrough};
+use xhttp_status::{Language, SkipStatus, StatusLayer};
 use xhttp_testkit::{Route, TestServer};
 
 /// A hyper client whose responses are collected into `Bytes`, as the facade's collect layer
@@ -97,7 +97,7 @@ async fn retry_after_and_the_error_message_come_through() {
 }
 
 #[tokio::test]
-async fn success_and_passthrough_return_responses() {
+async fn success_and_skip_status_return_responses() {
     let server = TestServer::start().await;
     let service = StatusLayer::new().layer(transport());
     let ok = service
@@ -109,7 +109,7 @@ async fn success_and_passthrough_return_responses() {
     assert_eq!(ok.body(), r#"{"error":{"message":"status 200"}}"#);
 
     let mut request = get(server.url("/problem/404"));
-    request.extensions_mut().insert(StatusPassthrough);
+    request.extensions_mut().insert(SkipStatus);
     let not_found = service.oneshot(request).await.unwrap();
     assert_eq!(not_found.status(), 404);
     assert!(not_found.body().starts_with(b"{\"type\""));

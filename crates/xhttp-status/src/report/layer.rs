@@ -44,6 +44,7 @@ type UnauthorizedHook = Box<dyn Fn(&Error) + Send + Sync>;
 /// assert_eq!(layer.suppressed_repeats(), 0);
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct ReportLayer {
     shared: Arc<Shared>,
 }

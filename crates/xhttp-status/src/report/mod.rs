@@ -75,18 +75,11 @@
 //! # });
 //! ```
 
-mod future;
+pub mod future;
 mod layer;
 mod log;
 mod notice;
-
-use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
-use tower::{BoxError, Service};
-use xhttp_core::Error;
+mod service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{ReportLayer, ReportLayerBuilder};
@@ -94,82 +87,11 @@ pub use self::log::{ErrorLog, ErrorRecord, RingLog, DEFAULT_RING_BYTES, DEFAULT_
 pub use self::notice::{
     ErrorNotice, Notice, Notifier, SuccessNotice, TracingNotifier, DEFAULT_REPEAT_WINDOW,
 };
-
-use self::layer::{Call, Shared};
+pub use self::service::Report;
 
 // Every critical section of the report's mutexes is a few collection operations that cannot
 // panic halfway, so a poisoned lock still guards consistent data.
 use xhttp_core::sync::lock;
-
-/// The service of [`ReportLayer`]: the inner service's outcome, reported once per call.
-///
-/// ```
-/// use bytes::Bytes;
-/// use http::{Request, Response};
-/// use tower::{service_fn, Layer};
-/// use xhttp_status::{Report, ReportLayer};
-///
-/// let upstream = service_fn(|_request: Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(Response::new(Bytes::new()))
-/// });
-/// let service: Report<_> = ReportLayer::new().layer(upstream);
-/// let _upstream = service.into_inner();
-/// ```
-#[derive(Clone)]
-pub struct Report<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S> Report<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Report { inner, shared }
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Report<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Report")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, B, T> Service<Request<B>> for Report<S>
-where
-    S: Service<Request<B>, Response = Response<T>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<T>;
-    type Error = Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_boxed(e.into()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let call = Call::new(self.shared.clone(), &request);
-        ResponseFuture::new(self.inner.call(request), call)
-    }
-}
 
 // Compile-time: the layer, its builder, the service and the future can cross threads.
 const _: fn() = || {
@@ -179,5 +101,7 @@ const _: fn() = || {
     assert_send::<ReportLayerBuilder>();
     assert_send_sync::<Report<()>>();
     assert_send_sync::<RingLog>();
-    assert_send::<ResponseFuture<std::future::Ready<Result<Response<bytes::Bytes>, Error>>>>();
+    assert_send::<
+        ResponseFuture<std::future::Ready<Result<http::Response<bytes::Bytes>, xhttp_core::Error>>>,
+    >();
 };
