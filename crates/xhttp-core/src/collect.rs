@@ -14,9 +14,17 @@
 //! limit. An honest large body costs a few reallocations (amortised O(n)); a lying one costs
 //! no more than the bytes it really sent.
 
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
-use tower::BoxError;
+use pin_project_lite::pin_project;
+use tower::{BoxError, Layer, Service};
 
 use crate::Error;
 
@@ -178,6 +186,165 @@ impl Collector {
             (None, None) => Bytes::new(),
         }
     }
+}
+
+/// Layer of [`Collect`]: collects each response body into `Bytes` under a limit.
+///
+/// The limit is the request's [`BodyLimit`] extension, else the layer's default (16 MiB).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CollectLayer {
+    limit: Option<BodyLimit>,
+}
+
+impl CollectLayer {
+    /// A collect layer with the default limit of 16 MiB.
+    pub fn new() -> Self {
+        CollectLayer { limit: None }
+    }
+
+    /// A collect layer with another default limit.
+    pub fn with_limit(limit: BodyLimit) -> Self {
+        CollectLayer { limit: Some(limit) }
+    }
+}
+
+impl<S> Layer<S> for CollectLayer {
+    type Service = Collect<S>;
+
+    fn layer(&self, inner: S) -> Collect<S> {
+        Collect {
+            inner,
+            limit: self.limit.unwrap_or_default(),
+        }
+    }
+}
+
+/// Turns `Response<B>` into `Response<Bytes>`, failing with `BodyTooLarge` past the limit and
+/// never buffering past it.
+#[derive(Clone, Debug)]
+pub struct Collect<S> {
+    inner: S,
+    limit: BodyLimit,
+}
+
+crate::inner_service_accessors! {
+    impl<S> Collect<S> { inner: S }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Collect<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: HttpBody,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Bytes>;
+    type Error = Error;
+    type Future = CollectFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .copied()
+            .unwrap_or(self.limit);
+        CollectFuture {
+            state: CollectState::Head {
+                future: self.inner.call(request),
+                limit,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Collect`].
+    pub struct CollectFuture<F, B> {
+        #[pin]
+        state: CollectState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = CollectStateProj]
+    enum CollectState<F, B> {
+        Head { #[pin] future: F, limit: BodyLimit },
+        Body { #[pin] body: B, parts: Option<http::response::Parts>, collector: Option<Collector> },
+    }
+}
+
+impl<F, B, E> Future for CollectFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: HttpBody,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Bytes>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                CollectStateProj::Head { future, limit } => {
+                    let response =
+                        ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
+                    let (parts, body) = response.into_parts();
+                    let collector = Collector::new(*limit, &body.size_hint())
+                        .map_err(|e| e.with_status(parts.status))?;
+                    state.set(CollectState::Body {
+                        body,
+                        parts: Some(parts),
+                        collector: Some(collector),
+                    });
+                }
+                CollectStateProj::Body {
+                    mut body,
+                    parts,
+                    collector,
+                } => {
+                    while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
+                        let frame = frame.map_err(|e| body_error(e.into()))?;
+                        if let (Ok(data), Some(collector)) = (frame.into_data(), collector.as_mut())
+                        {
+                            collector.push(data)?;
+                        }
+                    }
+                    // Both are taken once, on the poll that completes the future.
+                    let (Some(parts), Some(collector)) = (parts.take(), collector.take()) else {
+                        return Poll::Ready(Err(Error::new(crate::ErrorKind::Internal)
+                            .with_message("collect future polled after completion")));
+                    };
+                    return Poll::Ready(Ok(Response::from_parts(parts, collector.finish())));
+                }
+            }
+        }
+    }
+}
+
+/// A failure while reading the body: the head arrived, so the request reached the server.
+fn body_error(err: BoxError) -> Error {
+    let err = Error::from_boxed(err);
+    if err.kind() == crate::ErrorKind::Transport {
+        // Name the usual cause plainly instead of hyper's internal wording only.
+        let hyper_error = err.source().and_then(|s| s.downcast_ref::<hyper::Error>());
+        let incomplete = hyper_error.is_some_and(|e| e.is_incomplete_message())
+            // A body shorter than its `Content-Length`: hyper reports an `UnexpectedEof`.
+            || hyper_error
+                .and_then(StdError::source)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof);
+        if incomplete {
+            return err.with_message("connection closed before the body was complete");
+        }
+    }
+    err
 }
 
 #[cfg(test)]

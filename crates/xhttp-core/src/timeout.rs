@@ -11,6 +11,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use tower::{Layer, Service};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -106,6 +110,93 @@ where
         }
     }
 }
+
+/// Layer of [`AttemptTimeout`]: bounds one trip, head and body.
+///
+/// Default 10 s, as Polly's standard resilience pipeline; the deadline of the whole call
+/// (retries and backoff included) is another layer's.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    /// An attempt timeout of `timeout`. A timeout above a year (`Duration::MAX` included)
+    /// counts as a year, the cap of [`Deadline::after`](crate::Deadline::after): no timeout
+    /// worth the name, and no overflow of the clock when a call is made.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use xhttp_core::timeout::AttemptTimeoutLayer;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, xhttp_core::Error>("done") });
+    /// let service = AttemptTimeoutLayer::new(Duration::MAX).layer(ok);
+    /// assert_eq!(service.oneshot(http::Request::new(())).await.unwrap(), "done");
+    /// # });
+    /// ```
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> AttemptTimeout<S> {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Fails a trip with `Timeout(Attempt)` when it takes longer than its timeout. Put it above
+/// [`Collect`](crate::collect::Collect) so that the body download is covered too (tower's `Timeout` covers only what
+/// its inner future covers).
+#[derive(Clone, Debug)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+crate::inner_service_accessors! {
+    impl<S> AttemptTimeout<S> { inner: S }
+}
+
+impl<S, B> Service<Request<B>> for AttemptTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = AttemptTimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Each attempt gets min(attempt timeout, time left before the call's deadline); when
+        // the deadline is the nearer, its expiry is reported as the total timeout.
+        let (timeout, scope) = match crate::Deadline::of(&request) {
+            Some(deadline) if deadline.remaining() < self.timeout => {
+                (deadline.remaining(), TimeoutScope::Total)
+            }
+            _ => (self.timeout, TimeoutScope::Attempt),
+        };
+        // `Deadline::after` caps the instant at a year from now instead of overflowing.
+        let deadline = crate::Deadline::after(timeout).0;
+        AttemptTimeoutFuture::new(self.inner.call(request), deadline, scope)
+    }
+}
+
+/// The response future of [`AttemptTimeout`].
+pub type AttemptTimeoutFuture<F> = TimeoutFuture<F>;
 
 #[cfg(test)]
 mod tests {

@@ -19,24 +19,20 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
 //! ```
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body as HttpBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
-use tower::{BoxError, Layer, Service};
-use xhttp_core::collect::Collector;
-use xhttp_core::{Body, BodyLimit, Error, TimeoutScope};
+use tower::Service;
+use xhttp_core::{Body, Error};
 
 /// The longest timeout the facade accepts: a year (365 days), the cap of
 /// [`xhttp_core::Deadline::after`]. `Duration::MAX` overflows every clock it is added to; a
@@ -255,283 +251,15 @@ pub fn from_hyper_util(err: hyper_util::client::legacy::Error) -> Error {
     error
 }
 
-/// Layer of [`Collect`]: collects each response body into `Bytes` under a limit.
-///
-/// The limit is the request's [`BodyLimit`] extension, else the layer's default (16 MiB).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CollectLayer {
-    limit: Option<BodyLimit>,
-}
-
-impl CollectLayer {
-    /// A collect layer with the default limit of 16 MiB.
-    pub fn new() -> Self {
-        CollectLayer { limit: None }
-    }
-
-    /// A collect layer with another default limit.
-    pub fn with_limit(limit: BodyLimit) -> Self {
-        CollectLayer { limit: Some(limit) }
-    }
-}
-
-impl<S> Layer<S> for CollectLayer {
-    type Service = Collect<S>;
-
-    fn layer(&self, inner: S) -> Collect<S> {
-        Collect {
-            inner,
-            limit: self.limit.unwrap_or_default(),
-        }
-    }
-}
-
-/// Turns `Response<B>` into `Response<Bytes>`, failing with `BodyTooLarge` past the limit and
-/// never buffering past it.
-#[derive(Clone, Debug)]
-pub struct Collect<S> {
-    inner: S,
-    limit: BodyLimit,
-}
-
-impl<S> Collect<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Collect<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
-    ResBody: HttpBody,
-    ResBody::Error: Into<BoxError>,
-{
-    type Response = Response<Bytes>;
-    type Error = Error;
-    type Future = CollectFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_boxed(e.into()))
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .copied()
-            .unwrap_or(self.limit);
-        CollectFuture {
-            state: CollectState::Head {
-                future: self.inner.call(request),
-                limit,
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Collect`].
-    pub struct CollectFuture<F, B> {
-        #[pin]
-        state: CollectState<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = CollectStateProj]
-    enum CollectState<F, B> {
-        Head { #[pin] future: F, limit: BodyLimit },
-        Body { #[pin] body: B, parts: Option<http::response::Parts>, collector: Option<Collector> },
-    }
-}
-
-impl<F, B, E> Future for CollectFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    B: HttpBody,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Response<Bytes>, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                CollectStateProj::Head { future, limit } => {
-                    let response =
-                        ready!(future.poll(cx)).map_err(|e| Error::from_boxed(e.into()))?;
-                    let (parts, body) = response.into_parts();
-                    let collector = Collector::new(*limit, &body.size_hint())
-                        .map_err(|e| e.with_status(parts.status))?;
-                    state.set(CollectState::Body {
-                        body,
-                        parts: Some(parts),
-                        collector: Some(collector),
-                    });
-                }
-                CollectStateProj::Body {
-                    mut body,
-                    parts,
-                    collector,
-                } => {
-                    while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
-                        let frame = frame.map_err(|e| body_error(e.into()))?;
-                        if let (Ok(data), Some(collector)) = (frame.into_data(), collector.as_mut())
-                        {
-                            collector.push(data)?;
-                        }
-                    }
-                    // Both are taken once, on the poll that completes the future.
-                    let (Some(parts), Some(collector)) = (parts.take(), collector.take()) else {
-                        return Poll::Ready(Err(Error::new(xhttp_core::ErrorKind::Internal)
-                            .with_message("collect future polled after completion")));
-                    };
-                    return Poll::Ready(Ok(Response::from_parts(parts, collector.finish())));
-                }
-            }
-        }
-    }
-}
-
-/// A failure while reading the body: the head arrived, so the request reached the server.
-fn body_error(err: BoxError) -> Error {
-    let err = Error::from_boxed(err);
-    if err.kind() == xhttp_core::ErrorKind::Transport {
-        // Name the usual cause plainly instead of hyper's internal wording only.
-        let hyper_error = err.source().and_then(|s| s.downcast_ref::<hyper::Error>());
-        let incomplete = hyper_error.is_some_and(|e| e.is_incomplete_message())
-            // A body shorter than its `Content-Length`: hyper reports an `UnexpectedEof`.
-            || hyper_error
-                .and_then(StdError::source)
-                .and_then(|s| s.downcast_ref::<std::io::Error>())
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof);
-        if incomplete {
-            return err.with_message("connection closed before the body was complete");
-        }
-    }
-    err
-}
-
-/// Layer of [`AttemptTimeout`]: bounds one trip, head and body.
-///
-/// Default 10 s, as Polly's standard resilience pipeline; the deadline of the whole call
-/// (retries and backoff included) is another layer's.
-#[derive(Clone, Copy, Debug)]
-pub struct AttemptTimeoutLayer {
-    timeout: Duration,
-}
-
-impl AttemptTimeoutLayer {
-    /// An attempt timeout of `timeout`. A timeout above [`LONGEST_TIMEOUT`] (`Duration::MAX`
-    /// included) counts as a year: no timeout worth the name, and no overflow of the clock
-    /// when a call is made.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower::{service_fn, Layer, ServiceExt};
-    /// use xhttp::transport::AttemptTimeoutLayer;
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, xhttp::Error>("done") });
-    /// let service = AttemptTimeoutLayer::new(Duration::MAX).layer(ok);
-    /// assert_eq!(service.oneshot(http::Request::new(())).await.unwrap(), "done");
-    /// # });
-    /// ```
-    pub fn new(timeout: Duration) -> Self {
-        AttemptTimeoutLayer { timeout }
-    }
-}
-
-impl<S> Layer<S> for AttemptTimeoutLayer {
-    type Service = AttemptTimeout<S>;
-
-    fn layer(&self, inner: S) -> AttemptTimeout<S> {
-        AttemptTimeout {
-            inner,
-            timeout: self.timeout,
-        }
-    }
-}
-
-/// Fails a trip with `Timeout(Attempt)` when it takes longer than its timeout. Put it above
-/// [`Collect`] so that the body download is covered too (tower's `Timeout` covers only what
-/// its inner future covers).
-#[derive(Clone, Debug)]
-pub struct AttemptTimeout<S> {
-    inner: S,
-    timeout: Duration,
-}
-
-impl<S> AttemptTimeout<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, B> Service<Request<B>> for AttemptTimeout<S>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = Error;
-    type Future = AttemptTimeoutFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_boxed(e.into()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Each attempt gets min(attempt timeout, time left before the call's deadline); when
-        // the deadline is the nearer, its expiry is reported as the total timeout.
-        let (timeout, scope) = match xhttp_core::Deadline::of(&request) {
-            Some(deadline) if deadline.remaining() < self.timeout => {
-                (deadline.remaining(), TimeoutScope::Total)
-            }
-            _ => (self.timeout, TimeoutScope::Attempt),
-        };
-        // `Deadline::after` caps the instant at a year from now instead of overflowing.
-        let deadline = xhttp_core::Deadline::after(timeout).0;
-        AttemptTimeoutFuture::new(self.inner.call(request), deadline, scope)
-    }
-}
-
-/// The response future of [`AttemptTimeout`].
-pub type AttemptTimeoutFuture<F> = xhttp_core::timeout::TimeoutFuture<F>;
+pub use xhttp_core::collect::{Collect, CollectFuture, CollectLayer};
+pub use xhttp_core::timeout::{AttemptTimeout, AttemptTimeoutFuture, AttemptTimeoutLayer};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{service_fn, Service, ServiceExt};
-    use xhttp_core::ErrorKind;
+    use bytes::Bytes;
+    use tower::{service_fn, Layer, Service, ServiceExt};
+    use xhttp_core::{BodyLimit, ErrorKind, TimeoutScope};
 
     #[tokio::test(start_paused = true)]
     async fn attempt_timeout_fires_on_the_paused_clock() {
