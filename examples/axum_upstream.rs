@@ -131,8 +131,8 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     // failure of the service is seen as it is.
     let driver = Client::builder()
         .base_url(app_url)
-        .no_retry()
-        .no_dedupe()
+        .without_retry()
+        .without_dedupe()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()?;
 

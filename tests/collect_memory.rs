@@ -183,7 +183,7 @@ async fn a_declared_gib_with_4_kb_received_reserves_little(via: Via) {
         .client()
         .base_url(format!("http://{addr}"))
         .body_limit(GIB)
-        .no_retry()
+        .without_retry()
         .build()
         .unwrap();
     // Warm the runtime, the pool's types and the connector outside the measurement.

@@ -116,7 +116,7 @@ async fn a_shared_503_reaches_twenty_callers_from_one_request_and_is_not_kept(vi
     let client = via
         .client()
         .base_url(server.base_url())
-        .no_retry()
+        .without_retry()
         .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_secs(60)))
         .build()
         .unwrap();
@@ -529,7 +529,7 @@ async fn followers_of_a_held_request_send_their_own_after_the_lock_timeout(via: 
     let client = via
         .client()
         .base_url(server.base_url())
-        .no_retry()
+        .without_retry()
         .dedupe(DedupeLayer::builder().lock_timeout(Duration::from_millis(50)))
         .build()
         .unwrap();

@@ -246,14 +246,14 @@ both!(current_thread, one_trip_without_retries_reports_one_attempt);
 async fn one_trip_without_retries_reports_one_attempt(via: Via) {
     let server = TestServer::start().await;
     // No retry layer in the client.
-    let no_retry = via
+    let without_retry = via
         .client()
         .base_url(server.base_url())
         .status(StatusLayer::new())
-        .no_retry()
+        .without_retry()
         .build()
         .unwrap();
-    let err = no_retry.get("/status/503").send().await.unwrap_err();
+    let err = without_retry.get("/status/503").send().await.unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(err.attempts(), 1);
 
@@ -271,7 +271,7 @@ async fn one_trip_without_retries_reports_one_attempt(via: Via) {
     let refused = via
         .client()
         .base_url(format!("http://{}", xhttp_testkit::refused_addr()))
-        .no_retry()
+        .without_retry()
         .build()
         .unwrap();
     let err = refused.get("/x").send().await.unwrap_err();

@@ -179,8 +179,8 @@ impl TestClientBuilder {
         self
     }
 
-    /// `ClientBuilder::no_retry`.
-    pub fn no_retry(mut self) -> Self {
+    /// `ClientBuilder::without_retry`.
+    pub fn without_retry(mut self) -> Self {
         self.retry = Setting::Off;
         self
     }
@@ -191,8 +191,8 @@ impl TestClientBuilder {
         self
     }
 
-    /// `ClientBuilder::no_dedupe`.
-    pub fn no_dedupe(mut self) -> Self {
+    /// `ClientBuilder::without_dedupe`.
+    pub fn without_dedupe(mut self) -> Self {
         self.dedupe = Setting::Off;
         self
     }
@@ -264,12 +264,12 @@ impl TestClientBuilder {
         builder = match self.retry {
             Setting::Default => builder,
             Setting::On(policy) => builder.retry(policy),
-            Setting::Off => builder.no_retry(),
+            Setting::Off => builder.without_retry(),
         };
         builder = match self.dedupe {
             Setting::Default => builder,
             Setting::On(options) => builder.dedupe(options),
-            Setting::Off => builder.no_dedupe(),
+            Setting::Off => builder.without_dedupe(),
         };
         if let Some(envelope) = self.envelope {
             builder = builder.envelope(envelope);

@@ -621,8 +621,8 @@ impl ClientBuilder {
     }
 
     /// No retries at all.
-    pub fn no_retry(mut self) -> Self {
-        self.stack_options.get_or_insert("no_retry");
+    pub fn without_retry(mut self) -> Self {
+        self.stack_options.get_or_insert("without_retry");
         self.retry = None;
         self
     }
@@ -639,8 +639,8 @@ impl ClientBuilder {
     }
 
     /// No deduplication at all.
-    pub fn no_dedupe(mut self) -> Self {
-        self.stack_options.get_or_insert("no_dedupe");
+    pub fn without_dedupe(mut self) -> Self {
+        self.stack_options.get_or_insert("without_dedupe");
         self.dedupe = None;
         self
     }
@@ -814,7 +814,7 @@ impl ClientBuilder {
     ///     .unwrap();
     /// # drop(client);
     /// let err = xhttp::Client::builder()
-    ///     .no_retry()
+    ///     .without_retry()
     ///     .build_over(tower::service_fn(|_: http::Request<xhttp::Body>| async {
     ///         Ok::<_, xhttp::Error>(http::Response::new(Bytes::new()))
     ///     }))
