@@ -100,15 +100,11 @@ impl Client {
             + 'static,
         S::Future: Send + 'static,
     {
-        Client {
-            inner: Arc::new(ClientInner {
-                dedupe: None,
-                base: None,
-                auth_origins: None,
-                default_headers: HeaderMap::new(),
-                service: BoxService::new(service),
-            }),
-        }
+        // Invariant: a fresh builder has no option that configures the stack, and no base
+        // URL to parse, so `build_over` cannot fail.
+        ClientBuilder::new()
+            .build_over(service)
+            .expect("a fresh builder sets no stack option")
     }
 
     /// A client with no base URL and the default stack.
