@@ -722,3 +722,43 @@ async fn a_bare_name_code_pointer_reads_a_top_level_member() {
         assert_eq!(grant.0.load(Ordering::SeqCst), 1, "{pointer}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_meets_revocations_in_a_row_replays_up_to_three_times() {
+    // Tokens 1 and 2 were accepted by other calls, then revoked while this call held them;
+    // token 3 is good. Each rejection of an accepted token is a revocation, not churn.
+    let (manager, grant) = manager().await;
+    let accepted = manager.clone();
+    let (upstream, seen) = make_upstream(move |token| {
+        let revoked = ["Bearer access-1", "Bearer access-2"].contains(&token);
+        if revoked {
+            let generation = token
+                .trim_start_matches("Bearer access-")
+                .parse::<u64>()
+                .unwrap();
+            // Generation n + 1 carries access-n (access-0 is the set_tokens of generation 1).
+            accepted.note_accepted(generation + 1);
+        }
+        (token != "Bearer access-3").then(|| status(401))
+    });
+    let service = RefreshLayer::new(manager.clone())
+        .layer(AuthLayer::new(manager.clone(), [origin()]).layer(upstream));
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let tokens: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| t.clone())
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            "Bearer access-0",
+            "Bearer access-1",
+            "Bearer access-2",
+            "Bearer access-3"
+        ]
+    );
+    assert_eq!(grant.0.load(Ordering::SeqCst), 3);
+}
