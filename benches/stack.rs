@@ -7,7 +7,10 @@
 //! - `xhttp_service`: the composed xhttp stack (refresh, auth with a `TokenManager`, attempt
 //!   timeout, collect, transport) called as a tower service (`client.service()`) with a
 //!   request built by hand;
-//! - `xhttp`: the facade, `client.get(path).send().await`.
+//! - `xhttp`: the facade, `client.get(path).send().await`;
+//! - `stack_hyper`: the public `xhttp::Stack` (the facade's default layers: retry, dedupe,
+//!   refresh, auth, deadline, attempt timeout, collect) over a raw hyper-util
+//!   `Client<HttpConnector, Empty<Bytes>>`, composed with `ServiceBuilder`.
 //!
 //! Two parts:
 //! 1. criterion groups at concurrency 1 and 32, for the usual statistics;
@@ -111,6 +114,7 @@ fn setup() -> Setup {
             Some(Duration::from_secs(tokens.expires_in)),
         ))
         .unwrap();
+    let client_manager = manager.clone();
     let client = xhttp::Client::builder()
         .base_url(server.base_url())
         .auth(manager)
@@ -125,6 +129,39 @@ fn setup() -> Setup {
         Box::pin(async move {
             let request = http::Request::get(uri).body(xhttp::Body::empty()).unwrap();
             let response = stack.oneshot(request).await.unwrap();
+            assert!(response.status().is_success());
+            assert!(!response.body().is_empty());
+        })
+    });
+
+    // The public stack over the user's own hyper client.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let own_hyper = HyperClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
+    let over_hyper = tower::ServiceBuilder::new()
+        .layer(
+            xhttp::Stack::<Empty<Bytes>>::builder()
+                .auth(
+                    xhttp::auth::AuthLayer::new(
+                        client_manager.clone(),
+                        [xhttp::Origin::parse(&base).unwrap()],
+                    )
+                    .allow_insecure_loopback(true),
+                )
+                .refresh(xhttp::refresh::RefreshLayer::new(client_manager.clone()))
+                .retry(xhttp::retry::RetryPolicy::default())
+                .dedupe(xhttp::dedupe::DedupeLayer::builder())
+                .build()
+                .unwrap(),
+        )
+        .service(own_hyper);
+    let stack_base = base.clone();
+    let stack_hyper: Op = Arc::new(move || {
+        let service = over_hyper.clone();
+        let uri = format!("{stack_base}{}", next_path());
+        Box::pin(async move {
+            let request = http::Request::get(uri).body(Empty::new()).unwrap();
+            let response = service.oneshot(request).await.unwrap();
             assert!(response.status().is_success());
             assert!(!response.body().is_empty());
         })
@@ -163,6 +200,7 @@ fn setup() -> Setup {
             ("raw_hyper", raw),
             ("xhttp_service", service),
             ("xhttp", facade),
+            ("stack_hyper", stack_hyper),
         ],
     }
 }
