@@ -183,7 +183,9 @@ impl Client {
         self.inner.service.clone()
     }
 
-    /// What the dedupe layer has done so far (all zeros without one).
+    /// What the dedupe layer has done so far (all zeros without one). A client over a service
+    /// of one's own ([`ClientBuilder::build_over`], [`Client::from_service`]) cannot see into
+    /// that service: its statistics are the stack's, [`Stack::dedupe`](crate::Stack::dedupe).
     pub fn dedupe_stats(&self) -> DedupeStats {
         self.inner
             .dedupe
