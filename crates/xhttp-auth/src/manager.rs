@@ -351,6 +351,7 @@ enum Next {
 ///         .build()
 /// }
 /// ```
+#[must_use]
 pub struct TokenManagerBuilder {
     grant: Arc<dyn RefreshGrant>,
     store: Arc<dyn TokenStore>,

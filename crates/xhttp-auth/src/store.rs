@@ -50,6 +50,7 @@ pub struct StoredTokens {
 
 /// The outcome of [`TokenStore::swap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Swap {
     /// The new tokens were stored.
     Saved,

@@ -588,6 +588,7 @@ mod tests {
 /// assert_eq!(format!("{:?}", BodyKey::from(Bytes::from("pin=1234"))), "Bytes { len: 8 }");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BodyKey {
     /// No body, or an empty one.
     Empty,

@@ -18,6 +18,7 @@
 
 /// One challenge: its scheme and its parameters (names lowercase, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Challenge {
     /// The auth scheme as sent (`Bearer`, `Basic`...); compare without case.
     pub scheme: String,

@@ -17,6 +17,7 @@ use crate::{Dedupe, Identity, CREDENTIAL_HEADERS};
 
 /// What to do with a request identical to one in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DedupePolicy {
     /// Share the in-flight trip's outcome.
     Coalesce,
@@ -43,6 +44,7 @@ pub struct DedupeOverride(pub DedupePolicy);
 
 /// What the layer has done so far, summed over all its clones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DedupeStats {
     /// Calls that shared another caller's trip instead of making their own.
     pub coalesced: u64,

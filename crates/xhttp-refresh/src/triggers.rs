@@ -16,6 +16,7 @@ use xhttp_core::{BusinessCode, Error, ErrorKind};
 /// # drop(triggers);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct Triggers {
     statuses: Vec<StatusCode>,
     invalid_token_challenge: bool,

@@ -62,6 +62,7 @@ pub enum RetryReason {
 
 /// What the user predicate sees of an outcome.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Outcome<'a> {
     /// The request's method.
     pub method: &'a Method,
@@ -154,6 +155,7 @@ impl Default for RetryPolicy {
 }
 
 /// Options of a [`RetryPolicy`].
+#[must_use]
 pub struct RetryPolicyBuilder {
     max_retries: u32,
     base: Duration,

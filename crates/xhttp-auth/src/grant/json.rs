@@ -77,6 +77,7 @@ use crate::Secret;
 /// # Ok::<(), xhttp_core::Error>(())
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct JsonGrant {
     transport: GrantTransport,
     url: Uri,

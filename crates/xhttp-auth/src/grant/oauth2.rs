@@ -58,6 +58,7 @@ use crate::Secret;
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct OAuth2Refresh {
     client: OAuthClient,
 }
@@ -191,6 +192,7 @@ impl fmt::Debug for OAuth2Refresh {
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct ClientCredentials {
     client: OAuthClient,
 }

@@ -79,6 +79,7 @@ const TRANSIENT_OAUTH_ERRORS: [&str; 2] = ["temporarily_unavailable", "server_er
 /// assert_eq!(fields.access_token_pointer(), "/Data/token");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[must_use]
 pub struct TokenResponseFields {
     access_token: Box<str>,
     refresh_token: Option<Box<str>>,

@@ -28,6 +28,7 @@ use super::lock;
 /// assert_eq!(ErrorNotice::default(), ErrorNotice::Message);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorNotice {
     /// Tell nobody; the failure is still logged and recorded.
     None,
@@ -51,6 +52,7 @@ pub enum ErrorNotice {
 /// # drop(save);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SuccessNotice(pub String);
 
 impl SuccessNotice {
