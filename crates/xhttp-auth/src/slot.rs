@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 /// Where the auth layer records the generation of the token it sent, for the refresh layer
 /// above it: a request extension shared between the two (the request itself moves down the
-/// stack, the slot stays readable above).
+/// stack, the slot stays readable above). It is public for that handshake only: a stack of
+/// `AuthLayer` and `RefreshLayer` never needs it written by hand, a replacement for
+/// [`AuthLayer`](crate::AuthLayer) under the refresh layer writes it.
 ///
 /// A manager never reuses a generation, across sessions too, so the generation in the slot
 /// also names the session the request was sent in: the refresh layer hands it to
-/// [`TokenManager::refresh_after_rejection`], which refuses (`SessionChanged`) to replay a
+/// [`TokenManager::refresh_after_rejection`](crate::TokenManager::refresh_after_rejection), which refuses (`SessionChanged`) to replay a
 /// rejection of an older session with the current one's token.
 ///
 /// ```

@@ -251,7 +251,7 @@ impl DedupeLayerBuilder {
 
     /// Leaves `name` out of the key: a header that differs from call to call without changing
     /// the response (a client timestamp, a request id of your own). Added to
-    /// [`DEFAULT_IGNORED_HEADERS`]. A credential header ([`CREDENTIAL_HEADERS`]) cannot be
+    /// [`DEFAULT_IGNORED_HEADERS`](crate::DEFAULT_IGNORED_HEADERS). A credential header ([`CREDENTIAL_HEADERS`]) cannot be
     /// ignored: [`build`](Self::build) fails with `ErrorKind::Config`.
     ///
     /// ```

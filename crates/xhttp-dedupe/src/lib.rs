@@ -68,9 +68,9 @@
 //! [`Dedupe<S, T>`](Dedupe) serves `Request<B>` when:
 //!
 //! - **request body** `B: RequestBody + Send + 'static` ([`RequestBody`]): the key reads
-//!   [`body_key`](RequestBody::body_key) without consuming the body. xhttp's `Body`,
-//!   `http_body_util::Full` (the usual hyper client body) and `Empty`, `Bytes`, `String` and
-//!   `()` are keyed by their bytes; a boxed or streaming body has none, so its request is
+//!   [`body_key`](xhttp_core::body::RequestBody::body_key) without consuming the body.
+//!   xhttp's `Body`, `http_body_util::Full` (the usual hyper client body) and `Empty`,
+//!   `Bytes`, `String` and `()` are keyed by their bytes; a boxed or streaming body has none, so its request is
 //!   never coalesced.
 //! - **response body** `T: Clone + Send + Sync + 'static` (default `Bytes`: collect the body
 //!   below this layer): each coalesced caller gets a clone of the one shared outcome, which
@@ -108,6 +108,11 @@
 //! assert_eq!(calls.load(Ordering::SeqCst), 1);
 //! # });
 //! ```
+//!
+//! [`RequestBody::body_key`]: xhttp_core::body::RequestBody::body_key
+//! [`RequestBody`]: xhttp_core::body::RequestBody
+//! [`Error`]: xhttp_core::Error
+//! [`Error::from_boxed`]: xhttp_core::Error::from_boxed
 #![deny(unsafe_code)]
 
 pub mod future;

@@ -7,6 +7,10 @@ use tokio_util::sync::CancellationToken;
 /// route change in an admin UI; a worker shutting down). Pending callers get `Cancelled`; their
 /// requests are dropped, which cancels them below.
 ///
+/// The [`Dedupe`](crate::Dedupe) service is what reads the scope: in a stack without
+/// [`DedupeLayer`](crate::DedupeLayer) a scope cancels nothing (drop a call's future to cancel
+/// it there).
+///
 /// ```
 /// use xhttp_dedupe::CancelScope;
 ///

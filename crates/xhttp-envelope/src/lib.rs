@@ -51,6 +51,9 @@
 //! assert_eq!(busy.message(), Some("system busy"));
 //! # });
 //! ```
+//!
+//! [`describe_error`]: xhttp_core::json::describe_error
+//! [`server_text`]: xhttp_core::mask::server_text
 #![deny(unsafe_code)]
 
 pub mod future;

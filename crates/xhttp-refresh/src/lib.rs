@@ -72,6 +72,10 @@
 //!         .service(transport)
 //! }
 //! ```
+//!
+//! [`GenerationSlot`]: xhttp_auth::GenerationSlot
+//! [`Error`]: xhttp_core::Error
+//! [`Error::from_boxed`]: xhttp_core::Error::from_boxed
 #![deny(unsafe_code)]
 
 pub mod future;

@@ -27,8 +27,8 @@
 //! are never read.
 //! A caller that drops its future is told nothing and leaves no record: there is nobody to
 //! report to, and the layers below did not fail. Readiness is the inner service's, and
-//! responses pass unchanged; inner errors become [`Error`] (an inner `Error` is kept as it
-//! is).
+//! responses pass unchanged; inner errors become [`Error`](xhttp_core::Error) (an inner
+//! `Error` is kept as it is).
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
