@@ -646,7 +646,7 @@ impl ClientBuilder {
     /// Unwraps this envelope dialect from every 2xx JSON response (off by default): the body
     /// becomes the data, a failure code becomes `ErrorKind::Business` (which retry, refresh and
     /// the caller see as a typed error), and `Response::envelope` keeps code and message.
-    /// `RawResponse` on a request skips it.
+    /// `SkipEnvelope` on a request skips it.
     pub fn envelope(mut self, envelope: Envelope) -> Self {
         self.stack_options.get_or_insert("envelope");
         self.envelope = Some(envelope);

@@ -364,8 +364,8 @@ fn wire_dedupe(
     let options = options
         .neutral_extension::<xhttp_status::ErrorNotice>()
         .neutral_extension::<xhttp_status::SuccessNotice>()
-        .key_extension_with(|_: &xhttp_status::StatusPassthrough| ())
-        .key_extension_with(|_: &xhttp_envelope::RawResponse| ())
+        .key_extension_with(|_: &xhttp_status::SkipStatus| ())
+        .key_extension_with(|_: &xhttp_envelope::SkipEnvelope| ())
         .key_extension_with(|_: &SkipAuth| ())
         .key_extension_with(|_: &xhttp_refresh::SkipRefresh| ())
         .key_extension_with(|o: &xhttp_retry::RetryOverride| match o {
