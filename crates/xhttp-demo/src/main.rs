@@ -30,10 +30,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // `XHTTP_DEMO_LOG=info` (or debug, trace) prints the library's events on stderr.
-    if let Some(level) = std::env::var("XHTTP_DEMO_LOG")
-        .ok()
-        .and_then(|level| level.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-    {
+    if let Some(level) = std::env::var("XHTTP_DEMO_LOG").ok().and_then(|level| {
+        level
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .ok()
+    }) {
         tracing_subscriber::fmt()
             .with_max_level(level)
             .with_writer(std::io::stderr)
