@@ -61,6 +61,9 @@ pub(crate) struct Config {
     header: HeaderName,
     scheme: String,
     allow_insecure_loopback: bool,
+    /// Bound to one channel ([`AuthLayer::for_channel`]): a path-only URI is that origin's,
+    /// and a request to any other origin is an error, never a request without the token.
+    channel: bool,
 }
 
 impl AuthLayer {
@@ -73,8 +76,31 @@ impl AuthLayer {
                 header: AUTHORIZATION,
                 scheme: "Bearer".into(),
                 allow_insecure_loopback: false,
+                channel: false,
             }),
         }
+    }
+
+    /// A layer bound to one channel: a tonic `Channel`, or any service that sends every
+    /// request to one endpoint and writes the authority itself. Request URIs there carry only
+    /// a path (`/grpc.health.v1.Health/Check`), which no origin matches; this layer takes a
+    /// path-only URI as `origin`'s and sends the token. A request whose URI names another
+    /// origin is an `InvalidRequest` error: on a channel it cannot go there, and it never
+    /// leaves without the token it was meant to carry.
+    ///
+    /// ```
+    /// # use xhttp_auth::{AuthLayer, TokenManager};
+    /// # use xhttp_core::Origin;
+    /// # fn build(manager: TokenManager) {
+    /// // The origin of the endpoint the channel connects to.
+    /// let layer = AuthLayer::for_channel(manager, Origin::parse("https://grpc.example.com").unwrap());
+    /// # drop(layer);
+    /// # }
+    /// ```
+    pub fn for_channel(manager: TokenManager, origin: Origin) -> Self {
+        let mut layer = AuthLayer::new(manager, [origin]);
+        layer.config_mut().channel = true;
+        layer
     }
 
     fn config_mut(&mut self) -> &mut Config {
@@ -154,6 +180,7 @@ impl fmt::Debug for AuthLayer {
                 "allow_insecure_loopback",
                 &self.config.allow_insecure_loopback,
             )
+            .field("channel", &self.config.channel)
             .finish()
     }
 }
@@ -171,6 +198,9 @@ pub(crate) enum Decision {
     Pass,
     Insecure,
     Token,
+    /// The URI names no origin this layer can place: a path-only URI on a layer not bound to
+    /// a channel, or another origin on a layer that is.
+    Unplaceable(&'static str),
 }
 
 impl Config {
@@ -179,8 +209,29 @@ impl Config {
             return Decision::Pass;
         }
         let uri = request.uri();
-        let Some(origin) = self.origins.iter().find(|origin| origin.matches(uri)) else {
-            return Decision::Pass;
+        let path_only = uri.scheme().is_none() && uri.authority().is_none();
+        let origin = if path_only {
+            match (self.channel, self.origins.first()) {
+                (true, Some(origin)) => origin,
+                _ => {
+                    return Decision::Unplaceable(
+                        "the request URI has no scheme or host, so the auth layer cannot tell \
+                         where the token would go; over a channel, bind the layer to the \
+                         channel's origin with AuthLayer::for_channel",
+                    )
+                }
+            }
+        } else {
+            match self.origins.iter().find(|origin| origin.matches(uri)) {
+                Some(origin) => origin,
+                None if self.channel => {
+                    return Decision::Unplaceable(
+                        "the request names another origin than the channel the auth layer is \
+                         bound to",
+                    )
+                }
+                None => return Decision::Pass,
+            }
         };
         let allowed_plain = self.allow_insecure_loopback && origin.is_loopback();
         if !origin.is_secure() && !allowed_plain {

@@ -9,7 +9,9 @@
 //!   [`RefreshGrant`]): how new tokens are obtained, through their own small stack.
 //! - Stores ([`MemoryStore`], [`FileStore`], or your own [`TokenStore`]): where tokens live,
 //!   shaped so that a fleet of processes sharing one rotating refresh token refreshes once.
-//! - [`AuthLayer`]: the tower layer that puts the token on requests to the configured origins.
+//! - [`AuthLayer`]: the tower layer that puts the token on requests to the configured origins
+//!   ([`AuthLayer::for_channel`] over a tonic `Channel`, whose request URIs carry only a
+//!   path); a request it cannot place is a typed error, never a request without its token.
 //!   Its partner, `xhttp_refresh::RefreshLayer`, refreshes and replays on a rejection.
 //!
 //! The rules, in short (each is stated where it applies):

@@ -83,6 +83,10 @@ where
                     .with_request(&request);
                 return ResponseFuture::ready(Err(err));
             }
+            Decision::Unplaceable(why) => {
+                let err = Error::invalid_request(why).with_request(&request);
+                return ResponseFuture::ready(Err(err));
+            }
             Decision::Token => match self.config.manager.current_now() {
                 Some(token) => {
                     if let Err(err) = self.config.apply(&mut request, &token) {

@@ -67,8 +67,11 @@
 //!
 //! `AuthLayer` sends the token only to the origins it was given, and decides by the request's
 //! URI. A tonic client made with `new(channel)` sends URIs that carry only a path (the
-//! `Channel` adds its endpoint below the layers), which match no origin; a client made with
-//! `with_origin(stack, uri)` writes the endpoint into every URI, which `AuthLayer` matches.
+//! `Channel` adds its endpoint below the layers): bind the layer to the channel with
+//! `AuthLayer::for_channel(manager, origin)`, and every such call gets the token. A layer
+//! that is not bound to a channel refuses a path-only URI with `InvalidRequest`
+//! (`InvalidArgument` here) rather than send the call without its token. A client made with
+//! `with_origin(stack, uri)` writes the endpoint into every URI, which either layer matches.
 #![deny(unsafe_code)]
 
 mod code;

@@ -100,42 +100,33 @@ async fn a_valid_token_reaches_the_server_when_the_client_writes_the_channels_or
     assert_eq!(grant.calls(), 1);
 }
 
-// gap: issue 12 item 1. tonic's `HealthClient::new` sends path-only URIs
-// (`/grpc.health.v1.Health/Check`), which match no configured origin, so AuthLayer passes the
-// request on without a token and without a word; adding the same origin again with
-// `AuthLayer::with_origin` changes nothing. The server's UNAUTHENTICATED is all the caller
-// learns. When item 1 lands, this test fails: replace it with the ignored one below.
+// Issue 12 item 1: tonic's `HealthClient::new` sends path-only URIs
+// (`/grpc.health.v1.Health/Check`), which no origin matches. A layer not bound to the channel
+// refuses them with a typed error instead of sending the call without its token.
 #[tokio::test]
-async fn gap_a_client_made_with_new_silently_sends_no_token() {
-    let server = TestServer::start().await;
-    let grant = BookGrant::new(&server);
-    let manager = TokenManager::builder(grant.clone()).build();
-
-    for layer in [
-        auth(&manager, &server),
-        auth(&manager, &server).with_origin(server.origin()),
-    ] {
-        let stack = layer.layer(server.channel().await);
-        let status = HealthClient::new(stack)
-            .check(check())
-            .await
-            .expect_err("no token, so rejected");
-        assert_eq!(status.code(), Code::Unauthenticated);
-        assert_eq!(status.message(), "no bearer token");
-    }
-
-    assert_eq!(server.authorizations(), [None, None]);
-    assert_eq!(server.rejections(), 2);
-    assert_eq!(grant.calls(), 0, "no token was even fetched");
-}
-
-#[tokio::test]
-#[ignore = "issue 12 item 1: AuthLayer bound to a channel's origin injects into path-only URIs"]
-async fn a_client_made_with_new_gets_the_token_of_a_layer_bound_to_the_channel() {
+async fn a_layer_not_bound_to_the_channel_refuses_a_path_only_call_instead_of_skipping() {
     let server = TestServer::start().await;
     let grant = BookGrant::new(&server);
     let manager = TokenManager::builder(grant.clone()).build();
     let stack = auth(&manager, &server).layer(server.channel().await);
+    let status = HealthClient::new(stack)
+        .check(check())
+        .await
+        .expect_err("refused before sending");
+    let err = xhttp_tonic::xhttp_error(&status).expect("the xhttp error is the source");
+    assert_eq!(err.kind(), xhttp_core::ErrorKind::InvalidRequest, "{err}");
+    assert_eq!(xhttp_tonic::code_for(err), Code::InvalidArgument);
+    assert_eq!(server.calls(), 0, "nothing reached the server");
+    assert_eq!(grant.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_client_made_with_new_gets_the_token_of_a_layer_bound_to_the_channel() {
+    let server = TestServer::start().await;
+    let grant = BookGrant::new(&server);
+    let manager = TokenManager::builder(grant.clone()).build();
+    let layer = AuthLayer::for_channel(manager, server.origin()).allow_insecure_loopback(true);
+    let stack = layer.layer(server.channel().await);
 
     let response = HealthClient::new(stack).check(check()).await;
 
