@@ -79,6 +79,39 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// Every kind this version of the library knows, each timeout scope once: for a table
+    /// that maps kinds to something else (HTTP statuses, gRPC codes) and a test that it
+    /// misses none. The enum is `#[non_exhaustive]`: a later version may add kinds, so a
+    /// mapping still needs its fallback arm.
+    ///
+    /// ```
+    /// use xhttp_core::ErrorKind;
+    /// assert!(ErrorKind::ALL.contains(&ErrorKind::SessionExpired));
+    /// assert_eq!(ErrorKind::ALL.len(), 18);
+    /// ```
+    pub const ALL: [ErrorKind; 18] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::Config,
+        ErrorKind::Transport,
+        ErrorKind::Timeout(TimeoutScope::Attempt),
+        ErrorKind::Timeout(TimeoutScope::Total),
+        ErrorKind::Status,
+        ErrorKind::Business,
+        ErrorKind::Decode,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::RefreshFailed,
+        ErrorKind::SessionExpired,
+        ErrorKind::Unauthorized,
+        ErrorKind::SessionChanged,
+        ErrorKind::InsecureTransport,
+        ErrorKind::Superseded,
+        ErrorKind::Duplicate,
+        ErrorKind::Cancelled,
+        ErrorKind::Internal,
+    ];
+}
+
 /// Which timeout fired.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -657,27 +690,32 @@ impl StdError for Error {
 mod tests {
     use super::*;
 
+    /// `ErrorKind::ALL`, checked against the enum: the match below has no wildcard, so a new
+    /// variant does not compile until it is placed, and the count keeps `ALL` in step.
     fn every_kind() -> Vec<ErrorKind> {
-        vec![
-            ErrorKind::InvalidRequest,
-            ErrorKind::Config,
-            ErrorKind::Transport,
-            ErrorKind::Timeout(TimeoutScope::Attempt),
-            ErrorKind::Timeout(TimeoutScope::Total),
-            ErrorKind::Status,
-            ErrorKind::Business,
-            ErrorKind::Decode,
-            ErrorKind::BodyTooLarge,
-            ErrorKind::RefreshFailed,
-            ErrorKind::SessionExpired,
-            ErrorKind::Unauthorized,
-            ErrorKind::SessionChanged,
-            ErrorKind::InsecureTransport,
-            ErrorKind::Superseded,
-            ErrorKind::Duplicate,
-            ErrorKind::Cancelled,
-            ErrorKind::Internal,
-        ]
+        let place = |kind: ErrorKind| match kind {
+            ErrorKind::InvalidRequest
+            | ErrorKind::Config
+            | ErrorKind::Transport
+            | ErrorKind::Status
+            | ErrorKind::Business
+            | ErrorKind::Decode
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::RefreshFailed
+            | ErrorKind::SessionExpired
+            | ErrorKind::Unauthorized
+            | ErrorKind::SessionChanged
+            | ErrorKind::InsecureTransport
+            | ErrorKind::Superseded
+            | ErrorKind::Duplicate
+            | ErrorKind::Cancelled
+            | ErrorKind::Internal => 1,
+            ErrorKind::Timeout(TimeoutScope::Attempt | TimeoutScope::Total) => 1,
+        };
+        let kinds: std::collections::HashSet<_> = ErrorKind::ALL.into_iter().collect();
+        assert_eq!(kinds.len(), ErrorKind::ALL.len(), "no kind twice");
+        assert_eq!(ErrorKind::ALL.into_iter().map(place).sum::<usize>(), 18);
+        ErrorKind::ALL.to_vec()
     }
 
     #[test]

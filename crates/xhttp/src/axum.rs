@@ -280,30 +280,8 @@ mod tests {
     use std::time::Duration;
 
     use ::axum::body::to_bytes;
-    use xhttp_core::TimeoutScope;
 
     use super::*;
-
-    const EVERY_KIND: [ErrorKind; 18] = [
-        ErrorKind::InvalidRequest,
-        ErrorKind::Config,
-        ErrorKind::Transport,
-        ErrorKind::Timeout(TimeoutScope::Attempt),
-        ErrorKind::Timeout(TimeoutScope::Total),
-        ErrorKind::Status,
-        ErrorKind::Business,
-        ErrorKind::Decode,
-        ErrorKind::BodyTooLarge,
-        ErrorKind::RefreshFailed,
-        ErrorKind::SessionExpired,
-        ErrorKind::Unauthorized,
-        ErrorKind::SessionChanged,
-        ErrorKind::InsecureTransport,
-        ErrorKind::Superseded,
-        ErrorKind::Duplicate,
-        ErrorKind::Cancelled,
-        ErrorKind::Internal,
-    ];
 
     async fn answer(err: Error) -> (StatusCode, http::HeaderMap, serde_json::Value) {
         let response = UpstreamError::from(err).into_response();
@@ -338,7 +316,7 @@ mod tests {
             (503, "cancelled"),
             (500, "internal"),
         ];
-        for (kind, (status, name)) in EVERY_KIND.into_iter().zip(expected) {
+        for (kind, (status, name)) in ErrorKind::ALL.into_iter().zip(expected) {
             assert_eq!(status_for(&Error::new(kind)).as_u16(), status, "{kind:?}");
             assert_eq!(kind_name(kind), name, "{kind:?}");
         }
@@ -421,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_sentence_is_the_errors_own_for_every_kind() {
-        for kind in EVERY_KIND {
+        for kind in ErrorKind::ALL {
             let err = Error::new(kind).with_message("m");
             let (_, _, body) = answer(err.clone()).await;
             assert_eq!(body["message"], err.to_string(), "{kind:?}");
