@@ -111,6 +111,25 @@ pub fn pointer(location: &str) -> Box<str> {
     format!("/{}", location.replace('~', "~0").replace('/', "~1")).into()
 }
 
+/// The array index a JSON pointer token names (RFC 6901, section 4): `0`, or digits without
+/// a leading zero; anything else (`01`, `+1`, `-1`, `1.0`, empty) names no index. The same
+/// rule as `serde_json::Value::pointer`, for walks that cannot use it.
+///
+/// ```
+/// use xhttp_core::json::array_index;
+/// assert_eq!(array_index("0"), Some(0));
+/// assert_eq!(array_index("12"), Some(12));
+/// for not in ["01", "+1", "-1", "1.0", "", " 1"] {
+///     assert_eq!(array_index(not), None, "{not:?}");
+/// }
+/// ```
+pub fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0"
+        || (token.starts_with(|c: char| matches!(c, '1'..='9'))
+            && token.bytes().all(|b| b.is_ascii_digit()));
+    canonical.then(|| token.parse().ok()).flatten()
+}
+
 /// The reference tokens of a location read as [`pointer()`] reads it, unescaped (`~1` is `/`,
 /// `~0` is `~`): the member names and array indices to walk, in order. The whole document
 /// (`""`) has none.

@@ -115,7 +115,7 @@ fn find<'a>(root: &'a RawValue, pointer: &[String]) -> Option<&'a RawValue> {
                 fields.into_iter().rev().find(|(name, _)| name == token)?.1
             }
             Some(b'[') => {
-                let index: usize = token.parse().ok()?;
+                let index = xhttp_core::json::array_index(token)?;
                 let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
                 items.get(index).copied()?
             }
@@ -240,6 +240,23 @@ mod tests {
         assert_eq!(data.body(), r#""x""#);
         let meta = data.extensions().get::<EnvelopeMeta>().unwrap();
         assert_eq!(meta.message.as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn an_array_index_is_read_as_serde_json_reads_it() {
+        let root: Box<RawValue> = serde_json::from_str(r#"{"info":["first","second"]}"#).unwrap();
+        let at = |pointer: &str| {
+            let tokens = xhttp_core::json::pointer_tokens(pointer);
+            find(&root, &tokens).map(|value| value.get().to_owned())
+        };
+        let value: serde_json::Value = serde_json::from_str(root.get()).unwrap();
+        for pointer in ["/info/1", "/info/01", "/info/+1", "/info/-0", "/info/2"] {
+            assert_eq!(
+                at(pointer),
+                value.pointer(pointer).map(|v| v.to_string()),
+                "{pointer}"
+            );
+        }
     }
 
     #[test]
