@@ -111,6 +111,81 @@ where
     }
 }
 
+/// Writes `timeout` as the `grpc-timeout` header of a gRPC request (`content-type:
+/// application/grpc...`), so the server stops working on a call its client has given up on;
+/// other requests are left alone. A smaller `grpc-timeout` the caller set is kept. The value
+/// is whole milliseconds (`4999m`), rounded down, so the server never waits longer than the
+/// client; seconds past what eight digits of milliseconds can say (about 27 hours).
+///
+/// ```
+/// use std::time::Duration;
+/// use xhttp_core::timeout::write_grpc_timeout;
+///
+/// let mut call = http::Request::post("/grpc.health.v1.Health/Check")
+///     .header("content-type", "application/grpc")
+///     .body(())
+///     .unwrap();
+/// write_grpc_timeout(&mut call, Duration::from_millis(4_999_900));
+/// assert_eq!(call.headers()["grpc-timeout"], "4999900m");
+/// // A smaller timeout the caller set stays.
+/// call.headers_mut().insert("grpc-timeout", http::HeaderValue::from_static("2S"));
+/// write_grpc_timeout(&mut call, Duration::from_secs(5));
+/// assert_eq!(call.headers()["grpc-timeout"], "2S");
+///
+/// let mut rest = http::Request::get("https://api.example.com/").body(()).unwrap();
+/// write_grpc_timeout(&mut rest, Duration::from_secs(5));
+/// assert!(rest.headers().get("grpc-timeout").is_none());
+/// ```
+pub fn write_grpc_timeout<B>(request: &mut Request<B>, timeout: Duration) {
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if !is_grpc {
+        return;
+    }
+    let theirs = request
+        .headers()
+        .get(GRPC_TIMEOUT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    if theirs.is_some_and(|theirs| theirs <= timeout) {
+        return;
+    }
+    const MOST: u128 = 99_999_999;
+    let millis = timeout.as_millis();
+    let text = if millis <= MOST {
+        format!("{millis}m")
+    } else {
+        format!("{}S", u128::from(timeout.as_secs()).min(MOST))
+    };
+    if let Ok(value) = http::HeaderValue::try_from(text) {
+        request.headers_mut().insert(GRPC_TIMEOUT, value);
+    }
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// A `grpc-timeout` value: one to eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let unit = text.chars().last()?;
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n.checked_mul(3600)?),
+        'M' => Duration::from_secs(n.checked_mul(60)?),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Layer of [`AttemptTimeout`]: bounds one trip, head and body.
 ///
 /// Default 10 s, as Polly's standard resilience pipeline; the deadline of the whole call
@@ -180,7 +255,7 @@ where
             .map_err(|e| Error::from_boxed(e.into()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Each attempt gets min(attempt timeout, time left before the call's deadline); when
         // the deadline is the nearer, its expiry is reported as the total timeout.
         let (timeout, scope) = match crate::Deadline::of(&request) {
@@ -189,6 +264,8 @@ where
             }
             _ => (self.timeout, TimeoutScope::Attempt),
         };
+        // A gRPC server learns how long this attempt may take.
+        write_grpc_timeout(&mut request, timeout);
         // `Deadline::after` caps the instant at a year from now instead of overflowing.
         let deadline = crate::Deadline::after(timeout).0;
         AttemptTimeoutFuture::new(self.inner.call(request), deadline, scope)
@@ -203,6 +280,55 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_grpc_attempt_carries_the_smaller_of_its_timeout_and_the_deadline() {
+        use tower::ServiceExt;
+        let echo = tower::service_fn(|request: Request<()>| async move {
+            Ok::<_, Error>(
+                request
+                    .headers()
+                    .get("grpc-timeout")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned()),
+            )
+        });
+        let service = AttemptTimeoutLayer::new(Duration::from_secs(10)).layer(echo);
+        let call = |deadline: Option<Duration>, content_type: &'static str| {
+            let mut request = Request::post("/pkg.Svc/Call")
+                .header("content-type", content_type)
+                .body(())
+                .unwrap_or_default();
+            if let Some(left) = deadline {
+                request
+                    .extensions_mut()
+                    .insert(crate::Deadline::after(left));
+            }
+            service.clone().oneshot(request)
+        };
+        let sent = call(None, "application/grpc+proto").await.ok().flatten();
+        assert_eq!(sent.as_deref(), Some("10000m"));
+        let sent = call(Some(Duration::from_secs(3)), "application/grpc")
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(sent.as_deref(), Some("3000m"), "the deadline is nearer");
+        let sent = call(Some(Duration::from_secs(3)), "application/json")
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(sent, None, "not a gRPC call");
+    }
+
+    #[test]
+    fn grpc_timeout_values_parse_by_their_unit_and_refuse_junk() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for junk in ["", "S", "123456789m", "1x", "-1S", "1.5S", "é"] {
+            assert_eq!(parse_grpc_timeout(junk), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn outside_a_runtime_it_is_a_config_error_and_the_inner_future_is_not_polled() {

@@ -151,6 +151,8 @@ where
             _ => ours,
         };
         request.extensions_mut().insert(deadline);
+        // A gRPC server learns the call's deadline.
+        xhttp_core::timeout::write_grpc_timeout(&mut request, deadline.remaining());
         DeadlineFuture::new(self.inner.call(request), deadline.0, TimeoutScope::Total)
     }
 }

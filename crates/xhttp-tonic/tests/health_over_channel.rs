@@ -336,7 +336,6 @@ async fn unavailable_is_retried_for_a_call_with_an_idempotency_key() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 item 3: the call's deadline is sent as grpc-timeout"]
 async fn the_deadline_is_sent_as_grpc_timeout() {
     let server = TestServer::start().await;
     server.book().issue("tok-a");
@@ -363,7 +362,7 @@ async fn the_deadline_is_sent_as_grpc_timeout() {
 }
 
 /// The test server records `grpc-timeout` when a caller sends one (here tonic itself, from
-/// the request's own timeout), so the ignored deadline test above can see it.
+/// the request's own timeout), so the deadline test above can trust what it sees.
 #[tokio::test]
 async fn the_server_records_the_grpc_timeout_tonic_sends() {
     let server = TestServer::start().await;
