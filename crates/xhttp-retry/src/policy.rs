@@ -58,6 +58,9 @@ pub enum RetryReason {
     Status(StatusCode),
     /// The user's predicate asked for it.
     Predicate,
+    /// A gRPC answer said UNAVAILABLE (`grpc-status: 14`, an idempotent call or one with an
+    /// `Idempotency-Key`).
+    GrpcUnavailable,
 }
 
 /// What the user predicate sees of an outcome.
@@ -86,7 +89,13 @@ type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// - `Retry-After` on 429 and 503 honoured up to 30 s (ky and retryablehttp sleep for any value,
 ///   3,600 s was seen); a wait that would pass the call's deadline returns at once instead,
 ///   with the parsed value on the error;
-/// - a budget of 20% of requests plus 10 retries a second over 10 s, as tower's `TpsBudget`.
+/// - a budget of 20% of requests plus 10 retries a second over 10 s, as tower's `TpsBudget`;
+/// - gRPC answers whose status comes in their headers (Trailers-Only, as failures usually
+///   come) are classified as gRFC A6 does with its default retryable codes: UNAVAILABLE
+///   (`grpc-status: 14`) is retried when the call may be repeated (every gRPC call is a
+///   `POST`, so: an `Idempotency-Key`, or never sent), `grpc-retry-pushback-ms` is honoured
+///   as `Retry-After` is (under the same cap), a negative or malformed pushback means "do not
+///   retry", and every other code ends the call.
 ///
 /// Configurations that cannot work are a `Config` error from
 /// [`build`](RetryPolicyBuilder::build), never a panic later: a factor that is not a finite
@@ -383,8 +392,8 @@ fn retryable_status(status: StatusCode) -> bool {
 impl RetryPolicy {
     /// The built-in classification: never-sent failures for any
     /// method; timeouts, resets and 408/429/500/502/503/504 only for idempotent methods or a
-    /// request with an `Idempotency-Key`; never 501, other 4xx, decode errors, body limits or
-    /// auth errors.
+    /// request with an `Idempotency-Key`, and gRPC's UNAVAILABLE under the same rule; never
+    /// 501, other 4xx, other gRPC codes, decode errors, body limits or auth errors.
     fn classify<B, T>(&self, request: &Request<B>, result: &Result<Response<T>, Error>) -> Verdict {
         let method = request.method();
         if let Some(predicate) = &self.settings.predicate {
@@ -414,6 +423,9 @@ impl RetryPolicy {
         }
         let repeatable = is_idempotent(method) || request.headers().contains_key(&IDEMPOTENCY_KEY);
         let (status, retry_after) = match result {
+            Ok(response) if response.headers().contains_key(GRPC_STATUS) => {
+                return grpc_verdict(response, repeatable)
+            }
             Ok(response) => (response.status(), self.header_retry_after(response)),
             Err(err) => match err.kind() {
                 ErrorKind::Transport if err.is_never_sent() => {
@@ -439,6 +451,37 @@ impl RetryPolicy {
             .then_some(retry_after)
             .flatten();
         Verdict::Retry(RetryReason::Status(status), honoured)
+    }
+}
+
+const GRPC_STATUS: &str = "grpc-status";
+const GRPC_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// A gRPC answer whose status came in its headers (Trailers-Only, as failures usually come),
+/// classified as gRFC A6 does with its default retryable codes: UNAVAILABLE (14) is retried
+/// when the call may be repeated; `grpc-retry-pushback-ms` is honoured as `Retry-After` is,
+/// and a negative or malformed pushback means "do not retry". Any other code ends the call.
+fn grpc_verdict<T>(response: &Response<T>, repeatable: bool) -> Verdict {
+    let unavailable = response
+        .headers()
+        .get(GRPC_STATUS)
+        .is_some_and(|code| code.as_bytes() == b"14");
+    if !unavailable || !repeatable {
+        return Verdict::Stop;
+    }
+    match response.headers().get(GRPC_PUSHBACK) {
+        None => Verdict::Retry(RetryReason::GrpcUnavailable, None),
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(ms) => Verdict::Retry(
+                RetryReason::GrpcUnavailable,
+                Some(Duration::from_millis(ms)),
+            ),
+            None => Verdict::Stop,
+        },
     }
 }
 

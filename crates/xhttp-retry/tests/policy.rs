@@ -1298,3 +1298,119 @@ async fn an_xhttp_error_boxed_by_the_service_keeps_its_kind() {
     assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(2)));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// A Trailers-Only gRPC answer: HTTP 200 with its `grpc-status` (and a pushback) in headers.
+fn grpc(code: u8, pushback: Option<&str>) -> Reply {
+    let mut response = Response::new(());
+    response
+        .headers_mut()
+        .insert("grpc-status", code.to_string().parse().unwrap());
+    if let Some(ms) = pushback {
+        response
+            .headers_mut()
+            .insert("grpc-retry-pushback-ms", ms.parse().unwrap());
+    }
+    Ok(response)
+}
+
+fn grpc_call(idempotency_key: bool) -> Request<()> {
+    let mut request = Request::post("https://grpc.example.com/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    if idempotency_key {
+        request
+            .headers_mut()
+            .insert("idempotency-key", "call-1".parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_unavailable_is_retried_for_a_call_that_may_be_repeated() {
+    let log = Log::default();
+    let inner = upstream(&log, |n| {
+        if n == 0 {
+            grpc(14, None)
+        } else {
+            grpc(0, None)
+        }
+    });
+    let (result, _) = send(
+        max_jitter().build().unwrap(),
+        DEADLINE,
+        inner,
+        grpc_call(true),
+    )
+    .await;
+    let response = result.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(log.calls(), 2);
+    assert_eq!(attempts_of(&response), Some(Attempts(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_unavailable_is_not_retried_for_a_call_that_may_have_run() {
+    // Every gRPC call is a POST: without an Idempotency-Key it may have run on the server.
+    let log = Log::default();
+    let inner = upstream(&log, |_| grpc(14, None));
+    let (result, _) = send(
+        max_jitter().build().unwrap(),
+        DEADLINE,
+        inner,
+        grpc_call(false),
+    )
+    .await;
+    assert_eq!(result.unwrap().headers()["grpc-status"], "14");
+    assert_eq!(log.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_pushback_is_waited_and_a_negative_one_ends_the_retries() {
+    let log = Log::default();
+    let inner = upstream(&log, |n| match n {
+        0 => grpc(14, Some("250")),
+        _ => grpc(0, None),
+    });
+    let start = Instant::now();
+    let (result, _) = send(
+        max_jitter().build().unwrap(),
+        DEADLINE,
+        inner,
+        grpc_call(true),
+    )
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(log.offsets(start), [Duration::ZERO, 250 * MS]);
+
+    for pushback in ["-1", "soon"] {
+        let log = Log::default();
+        let inner = upstream(&log, move |_| grpc(14, Some(pushback)));
+        let (result, _) = send(
+            max_jitter().build().unwrap(),
+            DEADLINE,
+            inner,
+            grpc_call(true),
+        )
+        .await;
+        assert_eq!(result.unwrap().headers()["grpc-status"], "14", "{pushback}");
+        assert_eq!(log.calls(), 1, "pushback {pushback:?} means do not retry");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_grpc_codes_are_not_retried() {
+    for code in [0, 2, 4, 13, 16] {
+        let log = Log::default();
+        let inner = upstream(&log, move |_| grpc(code, None));
+        let (result, _) = send(
+            max_jitter().build().unwrap(),
+            DEADLINE,
+            inner,
+            grpc_call(true),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(log.calls(), 1, "grpc-status {code}");
+    }
+}

@@ -304,7 +304,6 @@ async fn unauthenticated_in_the_trailers_of_a_stream_refreshes_for_the_next_call
 }
 
 #[tokio::test]
-#[ignore = "issue 12 item 3: UNAVAILABLE (grpc-status 14) is retried like a 503"]
 async fn unavailable_is_retried_for_a_call_with_an_idempotency_key() {
     let server = TestServer::start().await;
     server.book().issue("tok-a");
