@@ -12,7 +12,10 @@
 //! - [`xhttp_error`]: the error back from a status, whether [`status_for`] made it or tonic
 //!   wrapped the error as `Unknown`;
 //! - [`code_for_http_status`]: gRPC's mapping of an HTTP status that came instead of a gRPC
-//!   answer.
+//!   answer;
+//! - [`RefreshOnTrailersLayer`]: a stream that ends with UNAUTHENTICATED in its trailers
+//!   refreshes the token for the next call (a rejection in the headers is the refresh layer's,
+//!   which also replays).
 //!
 //! Rust's orphan rule forbids `impl From<xhttp_core::Error> for tonic::Status` outside both
 //! crates, so these are functions. Map the errors at the top of the stack under the client,
@@ -76,6 +79,8 @@
 
 mod code;
 mod status;
+mod trailers;
 
 pub use code::{code_for, code_for_http_status};
 pub use status::{status_for, xhttp_error};
+pub use trailers::{future, RefreshOnTrailers, RefreshOnTrailersLayer, WatchTrailers};

@@ -28,7 +28,7 @@ use xhttp_core::body::DEFAULT_REPLAY_CAP;
 use xhttp_core::{Body, ErrorKind};
 use xhttp_refresh::RefreshLayer;
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
-use xhttp_tonic::{code_for, status_for, xhttp_error};
+use xhttp_tonic::{code_for, status_for, xhttp_error, RefreshOnTrailersLayer, WatchTrailers};
 
 use support::{BookGrant, TestServer};
 
@@ -46,13 +46,19 @@ type ChannelStack = BoxCloneService<
     xhttp_core::Error,
 >;
 
-/// `RefreshLayer` over `AuthLayer` over a channel to `server`, the body made replayable above
-/// them.
+/// `RefreshLayer` over `RefreshOnTrailersLayer` over `AuthLayer` over a channel to `server`,
+/// the body made replayable above them.
 async fn refreshing(manager: &TokenManager, server: &TestServer) -> ChannelStack {
     BoxCloneService::new(
         ServiceBuilder::new()
             .map_request(replayable)
             .layer(RefreshLayer::new(manager.clone()))
+            .map_response(
+                |response: http::Response<WatchTrailers<tonic::body::Body>>| {
+                    response.map(tonic::body::Body::new)
+                },
+            )
+            .layer(RefreshOnTrailersLayer::new(manager.clone()))
             .layer(auth(manager, server))
             .map_request(to_tonic)
             .service(server.channel().await),
@@ -276,7 +282,6 @@ async fn a_dead_session_fails_every_concurrent_caller_with_unauthenticated_and_o
 }
 
 #[tokio::test]
-#[ignore = "issue 12 item 2: grpc-status 16 in the trailers of a streamed response refreshes for the next call"]
 async fn unauthenticated_in_the_trailers_of_a_stream_refreshes_for_the_next_call() {
     let server = TestServer::start().await;
     server.book().issue("tok-a");
