@@ -13,6 +13,9 @@
 //!   wrapped the error as `Unknown`;
 //! - [`code_for_http_status`]: gRPC's mapping of an HTTP status that came instead of a gRPC
 //!   answer;
+//! - [`ReplayableLayer`] above the xhttp layers and [`IntoTonicBodyLayer`] below them: a
+//!   call's body can be sent again (up to a cap), so refresh replays and retry resends gRPC
+//!   calls over a `Channel`;
 //! - [`RefreshOnTrailersLayer`]: a stream that ends with UNAUTHENTICATED in its trailers
 //!   refreshes the token for the next call (a rejection in the headers is the refresh layer's,
 //!   which also replays).
@@ -78,9 +81,11 @@
 #![deny(unsafe_code)]
 
 mod code;
+mod replay;
 mod status;
 mod trailers;
 
 pub use code::{code_for, code_for_http_status};
+pub use replay::{IntoTonicBody, IntoTonicBodyLayer, Replayable, ReplayableLayer};
 pub use status::{status_for, xhttp_error};
 pub use trailers::{future, RefreshOnTrailers, RefreshOnTrailersLayer, WatchTrailers};

@@ -1,14 +1,9 @@
 //! xhttp layers under a real tonic client (`HealthClient`) over a `tonic::transport::Channel`,
 //! against a real tonic server on loopback (see `support`).
 //!
-//! What works today is asserted as it is. What issue 12 asks for and does not work yet is
-//! written as the target behaviour and ignored with the item it belongs to; where the current
-//! behaviour is a defect worth pinning, a `gap_` test asserts it, so that the fix flips it.
-//!
 //! `RefreshLayer` and `RetryLayer` need a request body they can replay, which
-//! `tonic::body::Body` is not; until a replay layer exists (issue 12 item 2), these stacks put
-//! the body in `xhttp_core::Body::replayable` above them and back into a `tonic::body::Body`
-//! above the channel (`replayable` and `to_tonic` below).
+//! `tonic::body::Body` is not: `ReplayableLayer` above them makes it one (up to a cap), and
+//! `IntoTonicBodyLayer` hands it back to the channel below them.
 
 mod support;
 
@@ -24,21 +19,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceBuilder};
 use xhttp_auth::{AuthLayer, Secret, TokenManager};
-use xhttp_core::body::DEFAULT_REPLAY_CAP;
-use xhttp_core::{Body, ErrorKind};
+use xhttp_core::ErrorKind;
 use xhttp_refresh::RefreshLayer;
 use xhttp_retry::{DeadlineLayer, RetryLayer, RetryPolicy};
-use xhttp_tonic::{code_for, status_for, xhttp_error, RefreshOnTrailersLayer, WatchTrailers};
+use xhttp_tonic::{
+    code_for, status_for, xhttp_error, IntoTonicBodyLayer, RefreshOnTrailersLayer, ReplayableLayer,
+    WatchTrailers,
+};
 
 use support::{BookGrant, TestServer};
-
-fn replayable(request: http::Request<tonic::body::Body>) -> http::Request<Body> {
-    request.map(|body| Body::replayable(body, DEFAULT_REPLAY_CAP))
-}
-
-fn to_tonic(request: http::Request<Body>) -> http::Request<tonic::body::Body> {
-    request.map(tonic::body::Body::new)
-}
 
 type ChannelStack = BoxCloneService<
     http::Request<tonic::body::Body>,
@@ -51,7 +40,7 @@ type ChannelStack = BoxCloneService<
 async fn refreshing(manager: &TokenManager, server: &TestServer) -> ChannelStack {
     BoxCloneService::new(
         ServiceBuilder::new()
-            .map_request(replayable)
+            .layer(ReplayableLayer::new())
             .layer(RefreshLayer::new(manager.clone()))
             .map_response(
                 |response: http::Response<WatchTrailers<tonic::body::Body>>| {
@@ -60,7 +49,7 @@ async fn refreshing(manager: &TokenManager, server: &TestServer) -> ChannelStack
             )
             .layer(RefreshOnTrailersLayer::new(manager.clone()))
             .layer(auth(manager, server))
-            .map_request(to_tonic)
+            .layer(IntoTonicBodyLayer)
             .service(server.channel().await),
     )
 }
@@ -317,10 +306,10 @@ async fn unavailable_is_retried_for_a_call_with_an_idempotency_key() {
     let manager = manager_with(&grant, "tok-a").await;
     let stack = ServiceBuilder::new()
         .map_err(|err| status_for(&err))
-        .map_request(replayable)
+        .layer(ReplayableLayer::new())
         .layer(RetryLayer::new(RetryPolicy::default()))
         .layer(auth(&manager, &server))
-        .map_request(to_tonic)
+        .layer(IntoTonicBodyLayer)
         .service(server.channel().await);
     let mut client = HealthClient::with_origin(stack, server.uri());
     let mut request = tonic::Request::new(check());
