@@ -93,7 +93,9 @@ type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// - gRPC answers whose status comes in their headers (Trailers-Only, as failures usually
 ///   come) are classified as gRFC A6 does with its default retryable codes: UNAVAILABLE
 ///   (`grpc-status: 14`) is retried when the call may be repeated (every gRPC call is a
-///   `POST`, so: an `Idempotency-Key`, or never sent), `grpc-retry-pushback-ms` is honoured
+///   `POST`, so: its method configured with
+///   [`idempotent_path`](RetryPolicyBuilder::idempotent_path), an `Idempotency-Key`, or never
+///   sent), `grpc-retry-pushback-ms` is honoured
 ///   as `Retry-After` is (under the same cap), a negative or malformed pushback means "do not
 ///   retry", and every other code ends the call.
 ///
@@ -139,6 +141,7 @@ struct Settings {
     clock: SharedClock,
     predicate: Option<Predicate>,
     on_retry: Option<Hook>,
+    idempotent_paths: Arc<[String]>,
 }
 
 impl fmt::Debug for RetryPolicy {
@@ -176,6 +179,7 @@ pub struct RetryPolicyBuilder {
     clock: SharedClock,
     predicate: Option<Predicate>,
     on_retry: Option<Hook>,
+    idempotent_paths: Vec<String>,
 }
 
 impl Default for RetryPolicyBuilder {
@@ -191,6 +195,7 @@ impl Default for RetryPolicyBuilder {
             clock: Arc::new(TokioClock),
             predicate: None,
             on_retry: None,
+            idempotent_paths: Vec::new(),
         }
     }
 }
@@ -231,6 +236,26 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// Requests to this path may be repeated whatever their method, as if they carried an
+    /// `Idempotency-Key`: a `POST` the server treats as idempotent, and every gRPC method
+    /// that is (`/grpc.health.v1.Health/Check`; gRPC sends every call as a `POST`, so without
+    /// this a gRPC call is retried only when it was never sent). The path is matched exactly.
+    ///
+    /// ```
+    /// use xhttp_retry::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::builder()
+    ///     .idempotent_path("/grpc.health.v1.Health/Check")
+    ///     .idempotent_path("/api/search")
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(policy);
+    /// ```
+    pub fn idempotent_path(mut self, path: impl Into<String>) -> Self {
+        self.idempotent_paths.push(path.into());
+        self
+    }
+
     /// The clock `Retry-After` dates are read against (default: the system's wall clock).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -268,6 +293,11 @@ impl RetryPolicyBuilder {
         if self.base > self.cap {
             return Err(Error::config("the backoff base must not exceed its cap"));
         }
+        if let Some(path) = self.idempotent_paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(Error::config(format!(
+                "an idempotent path is a request path that starts with `/`, not `{path}`"
+            )));
+        }
         if self.cap > RetryPolicy::LONGEST_WAIT || self.retry_after_cap > RetryPolicy::LONGEST_WAIT
         {
             return Err(Error::config(
@@ -301,6 +331,7 @@ impl RetryPolicyBuilder {
                 clock: self.clock,
                 predicate: self.predicate,
                 on_retry: self.on_retry,
+                idempotent_paths: self.idempotent_paths.into(),
             }),
         })
     }
@@ -421,7 +452,13 @@ impl RetryPolicy {
                 None => {}
             }
         }
-        let repeatable = is_idempotent(method) || request.headers().contains_key(&IDEMPOTENCY_KEY);
+        let repeatable = is_idempotent(method)
+            || request.headers().contains_key(&IDEMPOTENCY_KEY)
+            || self
+                .settings
+                .idempotent_paths
+                .iter()
+                .any(|path| path == request.uri().path());
         let (status, retry_after) = match result {
             Ok(response) if response.headers().contains_key(GRPC_STATUS) => {
                 return grpc_verdict(response, repeatable)

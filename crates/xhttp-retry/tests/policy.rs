@@ -1414,3 +1414,37 @@ async fn other_grpc_codes_are_not_retried() {
         assert_eq!(log.calls(), 1, "grpc-status {code}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_to_an_idempotent_path_is_retried_whatever_its_method() {
+    let policy = || {
+        max_jitter()
+            .idempotent_path("/pkg.Svc/Call")
+            .build()
+            .unwrap()
+    };
+    // gRPC UNAVAILABLE on a POST without an Idempotency-Key, to a path configured idempotent.
+    let log = Log::default();
+    let inner = upstream(&log, |n| {
+        if n == 0 {
+            grpc(14, None)
+        } else {
+            grpc(0, None)
+        }
+    });
+    let (result, _) = send(policy(), DEADLINE, inner, grpc_call(false)).await;
+    assert_eq!(result.unwrap().headers()["grpc-status"], "0");
+    assert_eq!(log.calls(), 2);
+    // A plain HTTP 503 on a POST to another path: not retried.
+    let log = Log::default();
+    let inner = upstream(&log, |_| status(503));
+    let (result, _) = send(policy(), DEADLINE, inner, request(Method::POST)).await;
+    assert_eq!(result.unwrap().status(), 503);
+    assert_eq!(log.calls(), 1);
+    // A path that is not a path is a Config error.
+    let err = RetryPolicy::builder()
+        .idempotent_path("pkg.Svc/Call")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
