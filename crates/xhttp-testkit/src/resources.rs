@@ -224,7 +224,15 @@ fn not_a_final_status() -> Response {
 }
 
 /// `/status/{code}`: that status, with `Retry-After` when `?retry_after=` is given.
-pub(crate) async fn status(Path(code): Path<u16>, Query(query): Query<StatusQuery>) -> Response {
+pub(crate) async fn status(
+    Path(code): Path<u16>,
+    Query(query): Query<StatusQuery>,
+    body: axum::body::Body,
+) -> Response {
+    // The request body is read to its end first, as a server that parses its input does:
+    // answering before an upload is in, and closing, races the client's writes, and the
+    // client would see a broken connection instead of the status.
+    let _ = axum::body::to_bytes(body, STATUS_BODY_LIMIT).await;
     let Some(status) = final_status(code) else {
         return not_a_final_status();
     };
@@ -234,6 +242,9 @@ pub(crate) async fn status(Path(code): Path<u16>, Query(query): Query<StatusQuer
         query.retry_after.as_deref(),
     )
 }
+
+/// The most of a request body `/status/{code}` reads before answering.
+const STATUS_BODY_LIMIT: usize = 1024 * 1024;
 
 /// `GET /problem/{code}`: that status with an RFC 9457 problem whose `status` member says 400
 /// whatever the HTTP status, so that a client can show that the HTTP status wins.
