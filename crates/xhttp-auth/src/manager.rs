@@ -773,6 +773,26 @@ impl TokenManager {
         }
     }
 
+    /// Tells the manager that the server rejected the token of `generation`, without waiting
+    /// for what follows: the generation is dead (no call is handed it again), and the
+    /// refresh it calls for starts as the manager's own task, for the next calls. For a
+    /// caller that cannot use the new token itself (a stream whose trailers carried the
+    /// rejection, a call out of replays); one that can awaits
+    /// [`refresh_after_rejection`](Self::refresh_after_rejection) instead.
+    ///
+    /// ```
+    /// # async fn run(manager: xhttp_auth::TokenManager) -> Result<(), xhttp_core::Error> {
+    /// let token = manager.current().await?;
+    /// // ... the server answered UNAUTHENTICATED after the answer had begun:
+    /// manager.report_rejected(token.generation());
+    /// # Ok(()) }
+    /// ```
+    pub fn report_rejected(&self, generation: u64) {
+        // The synchronous part of a rejection-triggered refresh marks the generation dead
+        // and starts the flight; its outcome is for the callers that wait on it.
+        let _ = self.refresh_after_rejection(generation).now_or_never();
+    }
+
     /// Tells the manager that a response accepted the token of `generation`: the server
     /// took it at least once. The refresh layer of `xhttp-refresh` calls this for
     /// every answer that is not a rejection, and so does anyone who drives the manager by

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use http::{Request, Response};
 use tower::{BoxError, Service, ServiceExt};
 use xhttp_auth::GenerationSlot;
@@ -92,13 +91,8 @@ where
             let again = match spare {
                 Some(spare) if can_replay(&spare.request) => spare,
                 _ => {
-                    // Only the synchronous part runs: a refresh, if one starts, is the
-                    // manager's own task, and this caller does not wait for it.
-                    let _ = self
-                        .config
-                        .manager
-                        .refresh_after_rejection(rejected)
-                        .now_or_never();
+                    // This caller does not wait for the refresh it causes.
+                    self.config.manager.report_rejected(rejected);
                     tracing::info!(
                         generation = rejected,
                         replays,

@@ -4,7 +4,6 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -126,12 +125,7 @@ impl Watch {
             generation,
             "UNAUTHENTICATED in a stream's trailers: the token is dead, refreshing for the next call"
         );
-        // Only the synchronous part runs: it marks the generation dead and starts the
-        // refresh, which is the manager's own task.
-        let _ = self
-            .manager
-            .refresh_after_rejection(generation)
-            .now_or_never();
+        self.manager.report_rejected(generation);
     }
 }
 
