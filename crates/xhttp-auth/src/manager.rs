@@ -27,10 +27,20 @@
 //!   meant for account A must not run as user B): it gets
 //!   [`ErrorKind::SessionChanged`](xhttp_core::ErrorKind::SessionChanged) with no token call.
 //!   A refresh still running when the session changes is disowned: its result is not kept,
-//!   and its waiters get `SessionChanged` too. Tokens adopted from the store during a
-//!   refresh (another replica's refresh of the same login) stay in the session: the store
-//!   keeps no session id, so write a new login through `set_tokens`, not straight into a
-//!   shared store.
+//!   and its waiters get `SessionChanged` too. Tokens adopted from a shared store during a
+//!   refresh stay in the session when they descend from the same login (another replica's
+//!   refresh; the store names the login, [`StoredTokens::session`]); tokens of another
+//!   login (a replica that called `set_tokens`) start a new session here too, and the
+//!   rejected requests waiting for that refresh get `SessionChanged`, not the other login's
+//!   token.
+//! - **A fleet shares one refresh** through a store that locks (the `xhttp-redis` crate):
+//!   a refresh first reads the store and adopts newer tokens another replica stored, then
+//!   takes the store's lease, reads again, and only then calls the grant, storing its
+//!   result with a compare-and-swap fenced by the lease (the protocol is in
+//!   [`store`](crate::store)). Requests never touch the store: only refreshes do. A store
+//!   that fails is skipped: the refresh goes on as this process's own single flight, the
+//!   failure is logged and counted ([`TokenManager::store_errors`]), and if the refresh
+//!   fails anyway its error says the store was skipped.
 //! - At most one refresh runs at a time, as **its own task**, so a dropped caller never
 //!   cancels it; it is bounded by one deadline (default 10 s) that covers all of it, retries
 //!   included, and a panic in it becomes an error for every waiter. Proactive refreshes
@@ -111,7 +121,7 @@ use xhttp_core::{Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClo
 
 use crate::grant::{GrantResponse, RefreshGrant};
 use crate::retry::{self, Backoff};
-use crate::store::{MemoryStore, StoredTokens, Swap, TokenStore};
+use crate::store::{MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
 use crate::token::{check_access_token, check_duration, check_refresh_token, Token, Windows};
 use crate::Secret;
 
@@ -181,6 +191,8 @@ struct Shared {
     /// The newest generation a response accepted ([`TokenManager::note_accepted`]): outside
     /// the lock, so that the common path reads it with a load.
     accepted: AtomicU64,
+    /// Token store calls that failed and were skipped ([`TokenManager::store_errors`]).
+    store_errors: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -245,6 +257,10 @@ struct State {
     /// Names the login session: a new one with every `set_tokens` and `clear`, the same across
     /// refreshes. Dedupe keys on it, so that responses never cross sessions.
     session: Option<Arc<str>>,
+    /// Names the login the current tokens descend from, in the store, for every process
+    /// sharing it ([`StoredTokens::session`]): drawn by `set_tokens`, adopted from the store
+    /// otherwise; `None` until either happens.
+    login: Option<Arc<str>>,
 }
 
 impl State {
@@ -527,6 +543,7 @@ impl TokenManagerBuilder {
             timed_task: Mutex::new(None),
             broken,
             accepted: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
         });
         if timed {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -646,12 +663,16 @@ impl TokenManager {
             state.install(token.clone());
             state.issued = Some((now, false));
             state.expired = None;
-            token
+            state.login = Some(Arc::from(xhttp_core::random::unique_name("login-")));
+            (token, state.login.clone())
         };
+        let (token, login) = token;
         self.shared.changed.notify_waiters();
-        let stored = self.shared.to_stored(&token);
+        let mut stored = self.shared.to_stored(&token);
+        stored.session = login.map(|login| login.to_string());
         if let Err(err) = self.shared.store.save(&stored).await {
-            tracing::warn!(error = %err, "could not save the new tokens to the token store");
+            self.shared
+                .store_skipped("could not save the new tokens to the token store", &err);
         }
         Ok(token)
     }
@@ -666,7 +687,8 @@ impl TokenManager {
             state.expired = Some(session_expired().with_message("logged out: log in again"));
         }
         if let Err(err) = self.shared.store.clear().await {
-            tracing::warn!(error = %err, "could not clear the token store");
+            self.shared
+                .store_skipped("could not clear the token store", &err);
         }
     }
 
@@ -769,7 +791,15 @@ impl TokenManager {
         match self.shared.next_after_rejection(generation) {
             Next::Use(token) => Ok(token),
             Next::Fail(err) => Err(err),
-            Next::Wait(flight) => flight.wait_until(deadline).await,
+            Next::Wait(flight) => {
+                let token = flight.wait_until(deadline).await?;
+                // The refresh may have adopted another login's tokens from a shared store:
+                // a request of this login must not be replayed with them.
+                if generation < lock(&self.shared.state).session_floor {
+                    return Err(session_changed());
+                }
+                Ok(token)
+            }
         }
     }
 
@@ -815,6 +845,21 @@ impl TokenManager {
         if accepted.load(Ordering::Relaxed) < generation {
             accepted.fetch_max(generation, Ordering::AcqRel);
         }
+    }
+
+    /// How many token store calls failed and were skipped since the manager was built: a
+    /// lock, a read or a write of the store that returned an error. Each was logged as a
+    /// warning; the refresh went on without the store (see [`store`](crate::store)).
+    ///
+    /// ```
+    /// # async fn run(manager: xhttp_auth::TokenManager) {
+    /// if manager.store_errors() > 0 {
+    ///     eprintln!("the token store failed: replicas may refresh on their own");
+    /// }
+    /// # }
+    /// ```
+    pub fn store_errors(&self) -> u64 {
+        self.shared.store_errors.load(Ordering::Relaxed)
     }
 
     /// The generation of the token held now (0: none yet).
@@ -1023,6 +1068,7 @@ impl Shared {
         let flight = Flight { outcome };
         state.flight = Some(flight.clone());
         let held = state.token.clone();
+        let login = state.login.clone();
         let epoch = state.epoch;
         let shared = self.clone();
         runtime.spawn(async move {
@@ -1031,7 +1077,9 @@ impl Shared {
             // One deadline for the whole flight: store lock, token calls and the waits
             // between them.
             let deadline = Instant::now() + timeout;
-            let run = AssertUnwindSafe(shared.refresh(held, &calls, deadline)).catch_unwind();
+            let skipped = Mutex::new(None);
+            let run = AssertUnwindSafe(shared.refresh(held, login, &calls, deadline, &skipped))
+                .catch_unwind();
             let result = match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_panic)) => {
@@ -1044,7 +1092,14 @@ impl Shared {
                     ))),
             };
             let calls = calls.load(Ordering::SeqCst);
-            let result = result.map_err(|err| err.with_attempts(calls));
+            let skipped = lock(&skipped).take();
+            let result = result.map_err(|err| {
+                let err = err.with_attempts(calls);
+                match skipped {
+                    Some(step) => note_store_skipped(err, step),
+                    None => err,
+                }
+            });
             let outcome = shared.finish(result, epoch).await;
             // Nobody waiting is fine: the outcome is in the state already.
             let _ = tell.send(Some(outcome));
@@ -1052,42 +1107,54 @@ impl Shared {
         Ok(flight)
     }
 
-    /// One refresh, as the store's protocol says: lock, adopt what another process stored,
-    /// or call the grant (retrying what may be retried) and compare-and-swap the result in.
+    /// One refresh, as the store's protocol says: adopt what another process stored, or
+    /// lock, adopt what the lock's last holder stored, or call the grant (retrying what may
+    /// be retried) and compare-and-swap the result in. A store call that fails is skipped
+    /// (`skipped` names the first, for the error of a refresh that fails anyway).
     async fn refresh(
         &self,
         held: Option<Arc<Token>>,
+        login: Option<Arc<str>>,
         calls: &AtomicU32,
         deadline: Instant,
+        skipped: &Mutex<Option<&'static str>>,
     ) -> Result<TokenData, Error> {
-        let _fleet_lock = self.store.lock().await.map_err(store_failed)?;
-        let stored = match self.store.load().await {
-            Ok(stored) => stored.filter(|stored| match check_stored(stored) {
-                Ok(()) => true,
-                Err(why) => {
-                    tracing::warn!(
-                        why,
-                        "the token store holds a token that cannot be sent; ignoring it"
-                    );
-                    false
-                }
-            }),
+        let skip = |step: &'static str, err: &Error| {
+            self.store_skipped(step, err);
+            lock(skipped).get_or_insert(step);
+        };
+        let held_access = held.as_ref().map(|t| t.access().clone());
+        let mut stored = self.load_usable(&skip).await;
+        if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
+            return Ok(adopted);
+        }
+        let lease = deadline.saturating_duration_since(Instant::now());
+        let fleet_lock = match self.store.lock(lease).await {
+            Ok(fleet_lock) => fleet_lock,
             Err(err) => {
-                tracing::warn!(error = %err, "could not read the token store; refreshing anyway");
+                skip(
+                    "could not lock the token store; refreshing without it",
+                    &err,
+                );
                 None
             }
         };
-        let held_access = held.as_ref().map(|t| t.access().clone());
-        if let Some(stored) = &stored {
-            let newer = held_access.as_ref() != Some(&stored.access_token);
-            if newer && !self.stored_is_stale(stored) {
-                return Ok(self.adopt_stored(stored.clone()));
+        if fleet_lock.is_some() {
+            // The lock's last holder may have stored newer tokens while this one waited.
+            stored = self.load_usable(&skip).await;
+            if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
+                return Ok(adopted);
             }
         }
         let refresh_token = held
             .as_ref()
             .and_then(|t| t.refresh().cloned())
             .or_else(|| stored.as_ref().and_then(|s| s.refresh_token.clone()));
+        // Tokens taken from the store name their login; held ones are of this manager's.
+        let login = match (&held, &stored) {
+            (None, Some(stored)) => stored.session.as_deref().map(Arc::from).or(login),
+            _ => login,
+        };
         if self.grant.needs_refresh_token() && refresh_token.is_none() {
             return Err(session_expired().with_message("no refresh token: log in first"));
         }
@@ -1106,20 +1173,67 @@ impl Shared {
                     .with_refresh_failure(RefreshFailure::Malformed)
                     .with_message(why)
             })?;
-        let data = TokenData::from_grant(response, refresh_token.clone());
+        let data = TokenData::from_grant(response, refresh_token.clone(), login);
         let new = self.data_to_stored(&data);
-        match self.store.swap(refresh_token.as_ref(), &new).await {
+        let fence = fleet_lock.as_ref().and_then(RefreshLock::fence);
+        let outcome = self.store.swap(refresh_token.as_ref(), &new, fence).await;
+        drop(fleet_lock);
+        match outcome {
             Ok(Swap::Saved) | Ok(Swap::Conflict(None)) => Ok(data),
-            Ok(Swap::Conflict(Some(theirs))) if check_stored(&theirs).is_ok() => {
+            Ok(Swap::Conflict(Some(theirs)))
+                if check_stored(&theirs).is_ok()
+                    && held_access.as_ref() != Some(&theirs.access_token) =>
+            {
                 tracing::debug!("another process stored newer tokens during the refresh");
                 Ok(self.adopt_stored(theirs))
             }
             Ok(Swap::Conflict(Some(_))) => Ok(data),
             Err(err) => {
-                tracing::warn!(error = %err, "could not save the refreshed tokens to the token store");
+                skip(
+                    "could not save the refreshed tokens to the token store",
+                    &err,
+                );
                 Ok(data)
             }
         }
+    }
+
+    /// What the store holds, if it can be sent; a failed read is skipped.
+    async fn load_usable(&self, skip: &impl Fn(&'static str, &Error)) -> Option<StoredTokens> {
+        match self.store.load().await {
+            Ok(stored) => stored.filter(|stored| match check_stored(stored) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(
+                        why,
+                        "the token store holds a token that cannot be sent; ignoring it"
+                    );
+                    false
+                }
+            }),
+            Err(err) => {
+                skip("could not read the token store; refreshing anyway", &err);
+                None
+            }
+        }
+    }
+
+    /// The stored tokens as this refresh's result, when they are not the ones held (another
+    /// process stored them) and have not expired.
+    fn newer_in_store(
+        &self,
+        held_access: Option<&Secret>,
+        stored: &Option<StoredTokens>,
+    ) -> Option<TokenData> {
+        let stored = stored.as_ref()?;
+        let newer = held_access != Some(&stored.access_token);
+        (newer && !self.stored_is_stale(stored)).then(|| self.adopt_stored(stored.clone()))
+    }
+
+    /// A store call failed: log it, count it, go on without the store.
+    fn store_skipped(&self, what: &'static str, err: &Error) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, "{what}");
     }
 
     /// The grant's call, sent again after the failures [`retry::retries`] allows for this
@@ -1182,6 +1296,19 @@ impl Shared {
                         .token
                         .as_ref()
                         .is_some_and(|t| t.generation() <= state.dead);
+                    if let Some(theirs) = &data.login {
+                        if state.login.as_ref().is_some_and(|ours| ours != theirs) {
+                            // Another replica logged in anew: its tokens start a session
+                            // here too, and this session's rejected requests are not
+                            // replayed with them.
+                            tracing::info!(
+                                "the token store holds another login's tokens: a new session \
+                                 starts with them"
+                            );
+                            state.end_session();
+                        }
+                        state.login = Some(theirs.clone());
+                    }
                     state.generation += 1;
                     let token = Arc::new(Token::new(
                         data.access,
@@ -1226,7 +1353,7 @@ impl Shared {
             Err((err, first)) => {
                 if first {
                     if let Err(clear) = self.store.clear().await {
-                        tracing::warn!(error = %clear, "could not clear the token store");
+                        self.store_skipped("could not clear the token store", &clear);
                     }
                     tracing::info!("session expired: the refresh credential was rejected");
                     if let Some(hook) = &self.on_session_expired {
@@ -1254,6 +1381,7 @@ impl Shared {
             refresh: stored.refresh_token,
             received_at: self.clock.now(),
             lifetime,
+            login: stored.session.as_deref().map(Arc::from),
         }
     }
 
@@ -1267,18 +1395,22 @@ impl Shared {
                     .system_now()
                     .checked_add(lifetime.saturating_sub(elapsed))
             }),
+            session: data.login.as_deref().map(str::to_owned),
         }
     }
 
+    /// The store's form of `token`: its expiry as the server set it (the skew the manager
+    /// takes off is each reader's own), on the wall clock; no login name.
     fn to_stored(&self, token: &Token) -> StoredTokens {
         let now = self.clock.now();
         StoredTokens {
             access_token: token.access().clone(),
             refresh_token: token.refresh().cloned(),
             expires_at: token.expires_at().and_then(|at| {
-                let left = at.saturating_duration_since(now);
+                let left = at.saturating_duration_since(now) + token.skew();
                 self.clock.system_now().checked_add(left)
             }),
+            session: None,
         }
     }
 }
@@ -1297,16 +1429,23 @@ struct TokenData {
     refresh: Option<Secret>,
     received_at: Instant,
     lifetime: Option<Duration>,
+    /// The login they descend from ([`StoredTokens::session`]), when known.
+    login: Option<Arc<str>>,
 }
 
 impl TokenData {
-    fn from_grant(response: GrantResponse, used_refresh: Option<Secret>) -> TokenData {
+    fn from_grant(
+        response: GrantResponse,
+        used_refresh: Option<Secret>,
+        login: Option<Arc<str>>,
+    ) -> TokenData {
         TokenData {
             access: response.access_token,
             // RFC 6749 section 6: a response without a refresh token keeps the old one.
             refresh: response.refresh_token.or(used_refresh),
             received_at: response.received_at,
             lifetime: response.expires_in,
+            login,
         }
     }
 }
@@ -1322,10 +1461,23 @@ fn session_changed() -> Error {
 /// Whether stored tokens could be sent (a store written by hand, or by an older version).
 fn check_stored(stored: &StoredTokens) -> Result<(), &'static str> {
     check_access_token(&stored.access_token)?;
+    if let Some(session) = &stored.session {
+        crate::store::check_session(session)?;
+    }
     stored
         .refresh_token
         .as_ref()
         .map_or(Ok(()), check_refresh_token)
+}
+
+/// A refresh that failed after skipping the store says so: a replica refreshing on its own
+/// is what the reader of the error needs to know.
+fn note_store_skipped(err: Error, step: &'static str) -> Error {
+    let message = match err.message() {
+        Some(message) => format!("{message} (the token store was skipped: {step})"),
+        None => format!("the token store was skipped: {step}"),
+    };
+    err.with_message(message)
 }
 
 /// A refresh failure as every waiter sees it: `RefreshFailed` with what failed
@@ -1374,14 +1526,6 @@ fn failure_of(err: &Error) -> RefreshFailure {
         _ if err.status().is_some() => RefreshFailure::Endpoint,
         _ => RefreshFailure::Other,
     }
-}
-
-/// The token store failed to lock: the refresh cannot run.
-fn store_failed(err: Error) -> Error {
-    Error::new(ErrorKind::RefreshFailed)
-        .with_message("could not lock the token store")
-        .with_refresh_failure(RefreshFailure::Other)
-        .with_source(err)
 }
 
 /// Wakes at the start of each token's soft window and asks for the token, which starts the

@@ -59,7 +59,7 @@ impl Backoff {
         Backoff {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(2),
-            jitter: Arc::new(fast_random),
+            jitter: Arc::new(xhttp_core::random::unit),
         }
     }
 
@@ -82,26 +82,6 @@ impl Backoff {
         };
         bound.mul_f64(0.5 + random / 2.0)
     }
-}
-
-/// xorshift64* per thread, seeded from the process's random hasher state: jitter needs to
-/// be cheap and spread out, not cryptographic.
-fn fast_random() -> f64 {
-    use std::cell::Cell;
-    use std::hash::BuildHasher;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1,
-        );
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 #[cfg(test)]

@@ -8,23 +8,37 @@
 //! RFC 9700 section 4.14.2 punishes by revoking the whole family, logging every replica out.
 //! So a refresh runs, in every manager, as:
 //!
-//! 1. [`TokenStore::lock`]: take the fleet-wide refresh lock (a no-op for a local store);
-//! 2. [`TokenStore::load`]: if another replica already stored newer tokens, adopt them and make
-//!    no token call;
-//! 3. call the grant with the refresh token this manager holds;
-//! 4. [`TokenStore::swap`]: store the new tokens only if the stored refresh token is still the
-//!    one used (compare-and-swap); on a conflict, adopt what is stored;
-//! 5. drop the lock.
+//! 1. [`TokenStore::load`]: if another replica already stored newer tokens, adopt them and
+//!    make no token call (no lock taken: one read);
+//! 2. [`TokenStore::lock`]: take the fleet-wide refresh lock, a lease that outlives the
+//!    refresh's deadline (a no-op for a local store), waiting while another replica holds it;
+//! 3. when a lock was taken, [`TokenStore::load`] again: the replica that held the lock may
+//!    have stored newer tokens meanwhile; adopt them and make no token call;
+//! 4. call the grant with the refresh token this manager holds;
+//! 5. [`TokenStore::swap`]: store the new tokens only if the stored refresh token is still the
+//!    one used and, for a fencing store, no newer lease was granted since this one
+//!    ([`RefreshLock::fence`]); on a conflict, adopt what is stored;
+//! 6. drop the lock.
 //!
-//! With the lock, step 4 never conflicts; without one (a store that cannot lock), step 2 and
-//! the compare-and-swap still keep replicas from overwriting each other's newer tokens. A
-//! Redis store implements `lock` with `SET NX PX` and `swap` with a short Lua script.
+//! With the lock, step 5 never conflicts; without one (a store that cannot lock), steps 1 and
+//! 3 and the compare-and-swap still keep replicas from overwriting each other's newer tokens.
+//! The fence covers what the compare-and-swap cannot: a grant whose refresh token does not
+//! rotate, where a refresher whose lease ran out would otherwise overwrite a newer access
+//! token with its older one. The `xhttp-redis` crate's store implements all of it.
+//!
+//! A store that fails is **skipped**, never fatal: the manager's own single flight still
+//! runs one refresh per process, the failure is logged and counted
+//! ([`TokenManager::store_errors`](crate::TokenManager::store_errors)), and a refresh that
+//! fails says the store was skipped. The trade-off: while the store is down, replicas may
+//! each refresh on their own.
 //!
 //! Expiry is stored as wall-clock time ([`SystemTime`]), the only time two processes share;
-//! the manager turns it back into tokio's clock when it loads.
+//! the manager turns it back into tokio's clock when it loads. The login is stored too
+//! ([`StoredTokens::session`]), so that a replica never takes another login's tokens for a
+//! refresh of its own.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use xhttp_core::Error;
@@ -46,6 +60,47 @@ pub struct StoredTokens {
     pub refresh_token: Option<Secret>,
     /// When the access token expires, on the wall clock; `None` when unknown.
     pub expires_at: Option<SystemTime>,
+    /// Names the login these tokens descend from: new with every
+    /// [`TokenManager::set_tokens`](crate::TokenManager::set_tokens), kept by every refresh.
+    /// A replica that finds another login's tokens in the store starts a new session with
+    /// them instead of replaying a request of its own login with them. `None` (a store
+    /// written without it) counts as the same login. Not a secret, and never a token.
+    pub session: Option<String>,
+}
+
+impl StoredTokens {
+    /// Tokens with no expiry and no login name, for the fields to be set after.
+    ///
+    /// ```
+    /// use xhttp_auth::{Secret, StoredTokens};
+    ///
+    /// let tokens = StoredTokens::new(Secret::new("a1"), Some(Secret::new("r1")));
+    /// assert_eq!(tokens.expires_at, None);
+    /// assert_eq!(tokens.session, None);
+    /// ```
+    pub fn new(access_token: Secret, refresh_token: Option<Secret>) -> StoredTokens {
+        StoredTokens {
+            access_token,
+            refresh_token,
+            expires_at: None,
+            session: None,
+        }
+    }
+}
+
+/// The longest [`StoredTokens::session`] a store accepts.
+pub const MAX_SESSION_LEN: usize = 128;
+
+/// Whether `session` can name a login in a store: 1 to [`MAX_SESSION_LEN`] visible ASCII
+/// characters (stores refuse others as corrupt).
+pub(crate) fn check_session(session: &str) -> Result<(), &'static str> {
+    if session.is_empty() || session.len() > MAX_SESSION_LEN {
+        return Err("its session name is empty or longer than 128 characters");
+    }
+    if !session.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("its session name is not visible ASCII");
+    }
+    Ok(())
 }
 
 /// The outcome of [`TokenStore::swap`].
@@ -60,9 +115,22 @@ pub enum Swap {
 }
 
 /// A fleet-wide refresh lock, released when dropped.
+///
+/// ```
+/// use xhttp_auth::RefreshLock;
+///
+/// struct Release;
+/// impl Drop for Release {
+///     fn drop(&mut self) { /* delete the lock key if it is still ours */ }
+/// }
+/// let lock = RefreshLock::fenced(Release, 42);
+/// assert_eq!(lock.fence(), Some(42));
+/// assert_eq!(RefreshLock::new(Release).fence(), None);
+/// ```
 pub struct RefreshLock {
     /// Never read: dropping it releases the lock.
     _release: Box<dyn Send + Sync>,
+    fence: Option<u64>,
 }
 
 impl RefreshLock {
@@ -70,13 +138,31 @@ impl RefreshLock {
     pub fn new(release_on_drop: impl Send + Sync + 'static) -> RefreshLock {
         RefreshLock {
             _release: Box::new(release_on_drop),
+            fence: None,
         }
+    }
+
+    /// A lock with a fencing token: a number the store increases with every lease it grants,
+    /// handed back to [`TokenStore::swap`] so the store can refuse the write of a refresher
+    /// whose lease ran out while a newer one was granted.
+    pub fn fenced(release_on_drop: impl Send + Sync + 'static, fence: u64) -> RefreshLock {
+        RefreshLock {
+            _release: Box::new(release_on_drop),
+            fence: Some(fence),
+        }
+    }
+
+    /// The fencing token, for a store that grants them.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
     }
 }
 
 impl fmt::Debug for RefreshLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RefreshLock")
+        f.debug_struct("RefreshLock")
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,13 +173,13 @@ impl fmt::Debug for RefreshLock {
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();
-/// let first = StoredTokens { access_token: Secret::new("a1"), refresh_token: Some(Secret::new("r1")), expires_at: None };
+/// let first = StoredTokens::new(Secret::new("a1"), Some(Secret::new("r1")));
 /// store.save(&first).await.unwrap();
-/// let second = StoredTokens { access_token: Secret::new("a2"), refresh_token: Some(Secret::new("r2")), expires_at: None };
+/// let second = StoredTokens::new(Secret::new("a2"), Some(Secret::new("r2")));
 /// // Another replica already rotated r1 away: the swap expecting r0 conflicts.
 /// let stale = Secret::new("r0");
-/// assert_eq!(store.swap(Some(&stale), &second).await.unwrap(), Swap::Conflict(Some(first.clone())));
-/// assert_eq!(store.swap(first.refresh_token.as_ref(), &second).await.unwrap(), Swap::Saved);
+/// assert_eq!(store.swap(Some(&stale), &second, None).await.unwrap(), Swap::Conflict(Some(first.clone())));
+/// assert_eq!(store.swap(first.refresh_token.as_ref(), &second, None).await.unwrap(), Swap::Saved);
 /// # });
 /// ```
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
@@ -103,18 +189,27 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Stores `tokens` unconditionally (a login, `set_tokens`).
     fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Stores `new` only if the stored refresh token equals `expected` (compare-and-swap).
+    /// Stores `new` only if the stored refresh token equals `expected` (compare-and-swap;
+    /// an empty store and stored tokens without a refresh token both count as `None`) and,
+    /// when `fence` is given and the store grants fences, no lease newer than the one with
+    /// that fence was granted since ([`RefreshLock::fence`]).
     fn swap<'a>(
         &'a self,
         expected: Option<&'a Secret>,
         new: &'a StoredTokens,
+        fence: Option<u64>,
     ) -> BoxFuture<'a, Result<Swap, Error>>;
 
     /// Removes the tokens (the session is over).
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// Takes the fleet-wide refresh lock. The default, for stores of one process, takes none.
-    fn lock(&self) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    /// Takes the fleet-wide refresh lock, waiting while another process holds it. `lease`
+    /// is the longest the refresh can hold it (its deadline from now): a store with leases
+    /// lets the lock expire a little after that, so a process that died holding it does not
+    /// block the fleet. The manager bounds the wait by the refresh's deadline. The default,
+    /// for stores of one process, takes none.
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+        let _ = lease;
         Box::pin(std::future::ready(Ok(None)))
     }
 }
@@ -125,11 +220,7 @@ pub(crate) mod contract {
     use super::*;
 
     fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
-        StoredTokens {
-            access_token: Secret::new(access),
-            refresh_token: refresh.map(Secret::new),
-            expires_at: None,
-        }
+        StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
     }
 
     /// `swap` stores only over the expected refresh token, and a loser learns what is stored.
@@ -138,17 +229,20 @@ pub(crate) mod contract {
         // Empty store: expecting a token conflicts with "nothing stored".
         let new = tokens("a2", Some("r2"));
         assert_eq!(
-            store.swap(Some(&r1), &new).await.unwrap(),
+            store.swap(Some(&r1), &new, None).await.unwrap(),
             Swap::Conflict(None)
         );
         // Empty store, expecting nothing: the first tokens go in.
         let first = tokens("a1", Some("r1"));
-        assert_eq!(store.swap(None, &first).await.unwrap(), Swap::Saved);
-        assert_eq!(store.swap(Some(&r1), &new).await.unwrap(), Swap::Saved);
+        assert_eq!(store.swap(None, &first, None).await.unwrap(), Swap::Saved);
+        assert_eq!(
+            store.swap(Some(&r1), &new, None).await.unwrap(),
+            Swap::Saved
+        );
         // A replica still holding r1 loses, and is told what is stored.
         let late = tokens("a3", Some("r3"));
         assert_eq!(
-            store.swap(Some(&r1), &late).await.unwrap(),
+            store.swap(Some(&r1), &late, None).await.unwrap(),
             Swap::Conflict(Some(new.clone()))
         );
         assert_eq!(store.load().await.unwrap(), Some(new));

@@ -39,6 +39,7 @@ mod macros;
 pub mod mask;
 pub mod origin;
 pub mod problem;
+pub mod random;
 pub mod redact;
 pub mod retry_after;
 pub mod sync;

@@ -1,9 +1,7 @@
 //! What is retried, when, and how long to wait: the policy, apart from the mechanics (tower's
 //! `Retry` polls readiness and drives the attempts).
 
-use std::cell::Cell;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,7 +325,9 @@ impl RetryPolicyBuilder {
                 cap: self.cap,
                 retry_after_cap: self.retry_after_cap,
                 budget: TpsBudget::new(ttl, min_per_sec, percent),
-                jitter: self.jitter.unwrap_or_else(|| Arc::new(fast_random)),
+                jitter: self
+                    .jitter
+                    .unwrap_or_else(|| Arc::new(xhttp_core::random::unit)),
                 clock: self.clock,
                 predicate: self.predicate,
                 on_retry: self.on_retry,
@@ -652,22 +652,6 @@ where
     }
 }
 
-/// xorshift64* per thread, seeded from the process's random hasher state: jitter needs to
-/// be cheap and spread out, not cryptographic.
-fn fast_random() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,14 +757,6 @@ mod tests {
                 .build()
                 .unwrap();
             assert_eq!(policy.backoff(0), expected, "random {random}");
-        }
-    }
-
-    #[test]
-    fn the_fast_random_source_stays_in_range() {
-        for _ in 0..10_000 {
-            let r = fast_random();
-            assert!((0.0..1.0).contains(&r));
         }
     }
 

@@ -51,7 +51,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// save writes a few hundred bytes and renames them in milliseconds.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
-/// Tokens in a JSON file: `{"access_token": …, "refresh_token": …, "expires_at_unix_ms": …}`.
+/// Tokens in a JSON file:
+/// `{"access_token": …, "refresh_token": …, "expires_at_unix_ms": …, "session": …}` (the
+/// last three may be missing).
 ///
 /// `save` and `swap` replace the file atomically (a temporary file, then a rename); loading a
 /// missing file gives `None`; a file that is not a token file is an error of kind
@@ -71,11 +73,7 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let store = FileStore::new(dir.join("tokens.json"));
 ///
-/// let tokens = StoredTokens {
-///     access_token: Secret::new("a1"),
-///     refresh_token: Some(Secret::new("r1")),
-///     expires_at: None,
-/// };
+/// let tokens = StoredTokens::new(Secret::new("a1"), Some(Secret::new("r1")));
 /// store.save(&tokens).await?;
 /// assert_eq!(store.load().await?, Some(tokens));
 /// assert!(!format!("{store:?}").contains("r1"));
@@ -168,6 +166,7 @@ impl TokenStore for FileStore {
         &'a self,
         expected: Option<&'a Secret>,
         new: &'a StoredTokens,
+        _fence: Option<u64>,
     ) -> BoxFuture<'a, Result<Swap, Error>> {
         let expected = expected.cloned();
         let bytes = encode(new);
@@ -201,6 +200,8 @@ struct TokenFile {
     refresh_token: Option<String>,
     #[serde(default)]
     expires_at_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
 }
 
 fn encode(tokens: &StoredTokens) -> Result<Vec<u8>, Error> {
@@ -211,6 +212,7 @@ fn encode(tokens: &StoredTokens) -> Result<Vec<u8>, Error> {
             let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         }),
+        session: tokens.session.clone(),
     };
     serde_json::to_vec(&file).map_err(|_| {
         Error::new(ErrorKind::Internal).with_message("could not encode the token file")
@@ -304,10 +306,14 @@ fn decode(bytes: &[u8], path: &Path) -> Result<StoredTokens, Error> {
                 .ok_or_else(|| corrupt(path, "expires_at_unix_ms is out of range"))?,
         ),
     };
+    if let Some(session) = &file.session {
+        super::check_session(session).map_err(|why| corrupt(path, why))?;
+    }
     Ok(StoredTokens {
         access_token,
         refresh_token,
         expires_at,
+        session: file.session,
     })
 }
 
@@ -472,6 +478,7 @@ mod tests {
             access_token: Secret::new(access),
             refresh_token: refresh.map(Secret::new),
             expires_at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            session: None,
         }
     }
 
@@ -495,6 +502,7 @@ mod tests {
             access_token: Secret::new("a2"),
             refresh_token: None,
             expires_at: None,
+            session: None,
         };
         store.save(&without).await.unwrap();
         assert_eq!(store.load().await.unwrap(), Some(without));
@@ -607,7 +615,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(err.to_string().contains("tokens.json"), "{err}");
         let pair = tokens("a1", Some("r1"));
-        let swap = tokio::time::timeout(bounded, store.swap(None, &pair));
+        let swap = tokio::time::timeout(bounded, store.swap(None, &pair, None));
         assert_eq!(swap.await.unwrap().unwrap_err().kind(), ErrorKind::Config);
         let save = tokio::time::timeout(bounded, store.save(&pair));
         assert_eq!(save.await.unwrap().unwrap_err().kind(), ErrorKind::Config);
@@ -685,7 +693,7 @@ mod tests {
         // A swap refuses to overwrite what it cannot read ...
         assert_eq!(
             store
-                .swap(None, &tokens("a1", Some("r1")))
+                .swap(None, &tokens("a1", Some("r1")), None)
                 .await
                 .unwrap_err()
                 .kind(),
@@ -746,6 +754,7 @@ mod tests {
                     .swap(
                         Some(&Secret::new("r0")),
                         &tokens(&format!("a{}", i + 1), Some(&refresh)),
+                        None,
                     )
                     .await
                     .unwrap()

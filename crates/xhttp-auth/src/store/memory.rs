@@ -14,8 +14,9 @@ use crate::Secret;
 
 /// Tokens in memory, behind a mutex held only for a copy (never across an await).
 ///
-/// `swap(expected, new)` stores `new` when the stored refresh token equals `expected`, where
-/// an empty store and stored tokens without a refresh token both count as `None`.
+/// `swap(expected, new, _)` stores `new` when the stored refresh token equals `expected`,
+/// where an empty store and stored tokens without a refresh token both count as `None`; it
+/// grants no fences, so the fence is not checked.
 ///
 /// ```
 /// use xhttp_auth::{MemoryStore, Secret, StoredTokens, TokenStore};
@@ -23,7 +24,7 @@ use crate::Secret;
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();
 /// assert_eq!(store.load().await.unwrap(), None);
-/// let tokens = StoredTokens { access_token: Secret::new("a"), refresh_token: None, expires_at: None };
+/// let tokens = StoredTokens::new(Secret::new("a"), None);
 /// store.save(&tokens).await.unwrap();
 /// assert_eq!(store.load().await.unwrap(), Some(tokens));
 /// store.clear().await.unwrap();
@@ -68,6 +69,7 @@ impl TokenStore for MemoryStore {
         &'a self,
         expected: Option<&'a Secret>,
         new: &'a StoredTokens,
+        _fence: Option<u64>,
     ) -> BoxFuture<'a, Result<Swap, Error>> {
         let mut stored = self.tokens();
         let outcome = if stored_refresh_token(&stored) == expected {
@@ -96,11 +98,7 @@ mod tests {
     use super::*;
 
     fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
-        StoredTokens {
-            access_token: Secret::new(access),
-            refresh_token: refresh.map(Secret::new),
-            expires_at: None,
-        }
+        StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
     }
 
     #[tokio::test]

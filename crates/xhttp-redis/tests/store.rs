@@ -1,0 +1,341 @@
+//! The Redis token store against a real `redis-server` on a free loopback port: the store's
+//! contract, the lease, the fence, release messages, a dead holder, and a Redis that is
+//! down, frozen or holds garbage. Every secret is a known string checked in every output.
+
+use std::time::Duration;
+
+use xhttp_auth::{Secret, StoredTokens, Swap, TokenStore};
+use xhttp_core::ErrorKind;
+use xhttp_redis::RedisStore;
+use xhttp_testkit::RedisServer;
+
+const PASSWORD: &str = "SECRET-REDIS-PASSWORD-1";
+
+fn redis() -> RedisServer {
+    RedisServer::start().expect("a redis-server for the tests")
+}
+
+fn store(redis: &RedisServer, key: &str) -> RedisStore {
+    RedisStore::builder(redis.url())
+        .key(key)
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
+    StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
+}
+
+fn assert_no_secret(shown: &str) {
+    assert!(!shown.contains("SECRET"), "a secret was shown: {shown}");
+}
+
+#[tokio::test]
+async fn load_save_clear_round_trip_every_field() {
+    let redis = redis();
+    let store = store(&redis, "round-trip");
+    assert_eq!(store.load().await.unwrap(), None);
+    let mut full = tokens("SECRET-AT-1", Some("SECRET-RT-1"));
+    full.expires_at = Some(std::time::UNIX_EPOCH + Duration::from_millis(1_900_000_000_123));
+    full.session = Some("login-abc".to_owned());
+    store.save(&full).await.unwrap();
+    assert_eq!(store.load().await.unwrap(), Some(full.clone()));
+    // A save replaces every field: nothing of the old tokens survives.
+    let bare = tokens("SECRET-AT-2", None);
+    store.save(&bare).await.unwrap();
+    assert_eq!(store.load().await.unwrap(), Some(bare));
+    store.clear().await.unwrap();
+    assert_eq!(store.load().await.unwrap(), None);
+    assert_no_secret(&format!("{store:?}"));
+}
+
+#[tokio::test]
+async fn swap_is_a_compare_and_swap_on_the_refresh_token() {
+    let redis = redis();
+    let store = store(&redis, "cas");
+    let r1 = Secret::new("SECRET-RT-1");
+    let new = tokens("SECRET-AT-2", Some("SECRET-RT-2"));
+    // Empty store: expecting a token conflicts with "nothing stored".
+    assert_eq!(
+        store.swap(Some(&r1), &new, None).await.unwrap(),
+        Swap::Conflict(None)
+    );
+    let first = tokens("SECRET-AT-1", Some("SECRET-RT-1"));
+    assert_eq!(store.swap(None, &first, None).await.unwrap(), Swap::Saved);
+    assert_eq!(
+        store.swap(Some(&r1), &new, None).await.unwrap(),
+        Swap::Saved
+    );
+    // A replica still holding r1 loses, and is told what is stored.
+    let late = tokens("SECRET-AT-3", Some("SECRET-RT-3"));
+    assert_eq!(
+        store.swap(Some(&r1), &late, None).await.unwrap(),
+        Swap::Conflict(Some(new.clone()))
+    );
+    assert_eq!(store.load().await.unwrap(), Some(new));
+}
+
+#[tokio::test]
+async fn keys_and_prefixes_keep_credentials_apart() {
+    let redis = redis();
+    let a = store(&redis, "crm");
+    let b = store(&redis, "billing");
+    let c = RedisStore::builder(redis.url())
+        .key("crm")
+        .prefix("other:")
+        .build()
+        .unwrap();
+    a.save(&tokens("SECRET-AT-A", None)).await.unwrap();
+    assert_eq!(b.load().await.unwrap(), None);
+    assert_eq!(c.load().await.unwrap(), None);
+    assert_eq!(a.key_base(), "xhttp:{crm}");
+    assert_eq!(c.key_base(), "other:{crm}");
+}
+
+#[tokio::test]
+async fn a_waiter_takes_the_lease_when_the_holder_releases_it_not_when_it_runs_out() {
+    let redis = redis();
+    let holder = store(&redis, "lease");
+    let waiter = store(&redis, "lease");
+    // A lease of a minute: only the release message can hand it over within the bound.
+    let held = holder.lock(Duration::from_secs(60)).await.unwrap().unwrap();
+    let first_fence = held.fence().unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock(Duration::from_secs(60)).await });
+    // The waiter is inside its wait loop: the lease is still the holder's.
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    drop(held);
+    let next = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the release message woke the waiter")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(next.fence().unwrap() > first_fence);
+}
+
+#[tokio::test]
+async fn a_dead_holders_lease_runs_out_and_the_next_refresher_takes_it() {
+    let redis = redis();
+    let dead = RedisStore::builder(redis.url())
+        .key("dead")
+        .lease_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let lock = dead
+        .lock(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    // The holder dies: nothing releases the lease.
+    std::mem::forget(lock);
+    let next = store(&redis, "dead");
+    let taken = tokio::time::timeout(Duration::from_secs(10), next.lock(Duration::from_secs(5)))
+        .await
+        .expect("the lease ran out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.fence(), Some(2));
+}
+
+#[tokio::test]
+async fn a_refresher_whose_lease_ran_out_cannot_overwrite_the_next_ones_tokens() {
+    let redis = redis();
+    let slow = RedisStore::builder(redis.url())
+        .key("fence")
+        .lease_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let fast = store(&redis, "fence");
+    // A grant whose refresh token does not rotate: the compare-and-swap alone passes both.
+    let login = tokens("SECRET-AT-0", Some("SECRET-RT-SAME"));
+    slow.save(&login).await.unwrap();
+    let slow_lease = slow
+        .lock(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    // The slow refresher stalls past its lease; the next one takes a new lease and stores.
+    let fast_lease =
+        tokio::time::timeout(Duration::from_secs(10), fast.lock(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    let newer = tokens("SECRET-AT-FAST", Some("SECRET-RT-SAME"));
+    let same = Secret::new("SECRET-RT-SAME");
+    assert_eq!(
+        fast.swap(Some(&same), &newer, fast_lease.fence())
+            .await
+            .unwrap(),
+        Swap::Saved
+    );
+    // The slow one wakes with its older access token: the fence refuses it.
+    let older = tokens("SECRET-AT-SLOW", Some("SECRET-RT-SAME"));
+    assert_eq!(
+        slow.swap(Some(&same), &older, slow_lease.fence())
+            .await
+            .unwrap(),
+        Swap::Conflict(Some(newer.clone()))
+    );
+    assert_eq!(fast.load().await.unwrap(), Some(newer));
+    drop((slow_lease, fast_lease));
+}
+
+#[tokio::test]
+async fn releasing_a_lease_that_went_to_another_owner_leaves_it_alone() {
+    let redis = redis();
+    let first = RedisStore::builder(redis.url())
+        .key("owner")
+        .lease_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let second = store(&redis, "owner");
+    let stale = first
+        .lock(Duration::from_millis(150))
+        .await
+        .unwrap()
+        .unwrap();
+    let current = tokio::time::timeout(
+        Duration::from_secs(10),
+        second.lock(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    // The first owner's late release must not free the second owner's lease.
+    drop(stale);
+    let third = store(&redis, "owner");
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(500),
+        third.lock(Duration::from_secs(30)),
+    )
+    .await;
+    assert!(attempt.is_err(), "the lease was taken from its owner");
+    drop(current);
+}
+
+#[tokio::test]
+async fn a_password_from_the_url_is_used_and_never_shown() {
+    let redis = RedisServer::start_with(Some(PASSWORD)).expect("a redis-server for the tests");
+    let store = RedisStore::builder(redis.url())
+        .key("auth")
+        .build()
+        .unwrap();
+    store.save(&tokens("SECRET-AT-1", None)).await.unwrap();
+    assert!(store.load().await.unwrap().is_some());
+    assert_no_secret(&format!("{store:?}"));
+
+    // Without the password the server refuses, and the error says so without the URL's secrets.
+    let url = redis.url().replace(PASSWORD, "SECRET-WRONG-PASSWORD");
+    let wrong = RedisStore::builder(url).key("auth").build().unwrap();
+    let err = wrong.load().await.unwrap_err();
+    assert_no_secret(&format!("{err} {err:?}"));
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_prompt_transport_error_naming_the_address_only() {
+    let addr = xhttp_testkit::refused_addr();
+    let store = RedisStore::builder(format!("redis://:{PASSWORD}@{addr}"))
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    for err in [
+        store.load().await.unwrap_err(),
+        store.lock(Duration::from_secs(1)).await.unwrap_err(),
+        store
+            .swap(None, &tokens("SECRET-AT-1", None), None)
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains(&addr.port().to_string()), "{shown}");
+        assert_no_secret(&shown);
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_redis_costs_one_operation_timeout_per_call() {
+    let redis = redis();
+    let store = RedisStore::builder(redis.url())
+        .key("frozen")
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    store.save(&tokens("SECRET-AT-1", None)).await.unwrap();
+    redis.pause();
+    let err = tokio::time::timeout(Duration::from_secs(10), store.load())
+        .await
+        .expect("bounded by the operation timeout")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    redis.resume();
+    // The connection that timed out was dropped: the next call connects anew and works.
+    assert!(store.load().await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn garbage_in_the_token_key_is_a_decode_error_that_quotes_nothing() {
+    let redis = redis();
+    let store = store(&redis, "garbage");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:tokens", store.key_base());
+    // Not a hash at all.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("SECRET-AT-GARBAGE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let err = store.load().await.unwrap_err();
+    assert_no_secret(&format!("{err} {err:?}"));
+    // A hash without an access token, and one with an expiry that is not a number.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("r")
+        .arg("SECRET-RT-GARBAGE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let err = store.load().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_no_secret(&format!("{err} {err:?}"));
+}
+
+#[test]
+fn bad_options_are_config_errors() {
+    for built in [
+        RedisStore::builder("http://127.0.0.1").build(),
+        RedisStore::builder("redis://127.0.0.1").key("").build(),
+        RedisStore::builder("redis://127.0.0.1").key("a{b}").build(),
+        RedisStore::builder("redis://127.0.0.1").key("a b").build(),
+        RedisStore::builder("redis://127.0.0.1")
+            .key("k".repeat(129))
+            .build(),
+        RedisStore::builder("redis://127.0.0.1")
+            .prefix("p{")
+            .build(),
+        RedisStore::builder("redis://127.0.0.1")
+            .op_timeout(Duration::ZERO)
+            .build(),
+        RedisStore::builder("redis://127.0.0.1")
+            .lease_grace(Duration::from_secs(61))
+            .build(),
+    ] {
+        assert_eq!(built.unwrap_err().kind(), ErrorKind::Config);
+    }
+    // A URL the parser refuses is not echoed: it may hold a password.
+    let err = RedisStore::builder(format!("redis://:{PASSWORD}@[::1"))
+        .build()
+        .unwrap_err();
+    assert_no_secret(&format!("{err} {err:?}"));
+}
