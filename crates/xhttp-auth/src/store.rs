@@ -214,6 +214,45 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// A shared store is a store: managers of one process that share a credential can share
+/// one store value.
+///
+/// ```
+/// use std::sync::Arc;
+/// use xhttp_auth::{MemoryStore, TokenStore};
+///
+/// fn takes(store: impl TokenStore) {}
+/// let shared = Arc::new(MemoryStore::new());
+/// takes(shared.clone());
+/// takes(shared);
+/// ```
+impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
+        (**self).load()
+    }
+
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).save(tokens)
+    }
+
+    fn swap<'a>(
+        &'a self,
+        expected: Option<&'a Secret>,
+        new: &'a StoredTokens,
+        fence: Option<u64>,
+    ) -> BoxFuture<'a, Result<Swap, Error>> {
+        (**self).swap(expected, new, fence)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        (**self).clear()
+    }
+
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+        (**self).lock(lease)
+    }
+}
+
 /// The contract every store keeps, run against each store's own tests.
 #[cfg(test)]
 pub(crate) mod contract {

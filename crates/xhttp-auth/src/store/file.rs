@@ -506,6 +506,18 @@ mod tests {
         };
         store.save(&without).await.unwrap();
         assert_eq!(store.load().await.unwrap(), Some(without));
+
+        // The login name round-trips; one that is not a name is a Decode error.
+        let mut named = tokens("a3", Some("r3"));
+        named.session = Some("login-42".to_owned());
+        store.save(&named).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(named));
+        for bad in ["", "two words", &"x".repeat(129)] {
+            let body = serde_json::json!({"access_token": "a4", "session": bad});
+            fs::write(store.path(), body.to_string()).unwrap();
+            let err = store.load().await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{bad:?}");
+        }
     }
 
     #[cfg(unix)]

@@ -1,0 +1,311 @@
+//! The manager's side of the store protocol, on tokio's paused clock: managers sharing a
+//! store that locks (replicas, here in one process) make one token call between them, adopt
+//! each other's tokens, never replay one login's request with another's tokens, and skip a
+//! store that fails without failing a call.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use xhttp_auth::{
+    GrantResponse, MemoryStore, RefreshGrant, RefreshLock, Secret, StoredTokens, Swap,
+    TokenManager, TokenStore,
+};
+use xhttp_core::{Error, ErrorKind};
+
+/// A token endpoint in memory with rotating refresh tokens and reuse detection.
+#[derive(Debug, Default)]
+struct Endpoint {
+    calls: AtomicUsize,
+    reuse: AtomicUsize,
+    retired: Mutex<HashSet<String>>,
+    /// Answers every call with this status instead, when set.
+    failing: Mutex<Option<Error>>,
+}
+
+#[derive(Debug, Clone)]
+struct Grant(Arc<Endpoint>);
+
+impl RefreshGrant for Grant {
+    fn request<'a>(
+        &'a self,
+        refresh_token: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
+        Box::pin(async move {
+            let n = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(err) = self.0.failing.lock().unwrap().clone() {
+                return Err(err);
+            }
+            let presented = refresh_token.map(|t| t.expose().to_owned()).unwrap();
+            if !self.0.retired.lock().unwrap().insert(presented) {
+                self.0.reuse.fetch_add(1, Ordering::SeqCst);
+                return Err(Error::new(ErrorKind::SessionExpired).with_message("reused"));
+            }
+            Ok(GrantResponse {
+                access_token: Secret::new(format!("SECRET-AT-{n}")),
+                refresh_token: Some(Secret::new(format!("SECRET-RT-{n}"))),
+                expires_in: Some(Duration::from_secs(3600)),
+                received_at: tokio::time::Instant::now(),
+            })
+        })
+    }
+}
+
+/// A store that locks, as a fleet's does: a memory store behind one async mutex, with fences.
+#[derive(Debug, Default)]
+struct LockingStore {
+    tokens: MemoryStore,
+    lease: Arc<tokio::sync::Mutex<()>>,
+    fences: AtomicU64,
+    /// The fence each swap was handed.
+    swapped_with: Mutex<Vec<Option<u64>>>,
+    locks: AtomicUsize,
+}
+
+impl TokenStore for LockingStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
+        self.tokens.load()
+    }
+
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>> {
+        self.tokens.save(tokens)
+    }
+
+    fn swap<'a>(
+        &'a self,
+        expected: Option<&'a Secret>,
+        new: &'a StoredTokens,
+        fence: Option<u64>,
+    ) -> BoxFuture<'a, Result<Swap, Error>> {
+        self.swapped_with.lock().unwrap().push(fence);
+        self.tokens.swap(expected, new, fence)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.tokens.clear()
+    }
+
+    fn lock(&self, _lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+        Box::pin(async move {
+            let guard = self.lease.clone().lock_owned().await;
+            self.locks.fetch_add(1, Ordering::SeqCst);
+            let fence = self.fences.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Some(RefreshLock::fenced(guard, fence)))
+        })
+    }
+}
+
+/// A store whose every call fails, as a Redis that is down.
+#[derive(Debug, Default)]
+struct DownStore {
+    calls: AtomicUsize,
+}
+
+impl DownStore {
+    fn down<T: Send + 'static>(&self) -> BoxFuture<'_, Result<T, Error>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Err(Error::new(ErrorKind::Transport)
+            .with_message(
+                "the store at 10.0.0.9:6379 refused the connection",
+            ))))
+    }
+}
+
+impl TokenStore for DownStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
+        self.down()
+    }
+
+    fn save<'a>(&'a self, _: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>> {
+        self.down()
+    }
+
+    fn swap<'a>(
+        &'a self,
+        _: Option<&'a Secret>,
+        _: &'a StoredTokens,
+        _: Option<u64>,
+    ) -> BoxFuture<'a, Result<Swap, Error>> {
+        self.down()
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.down()
+    }
+
+    fn lock(&self, _: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+        self.down()
+    }
+}
+
+fn manager(endpoint: &Arc<Endpoint>, store: impl TokenStore) -> TokenManager {
+    TokenManager::builder(Grant(endpoint.clone()))
+        .store(store)
+        .build()
+}
+
+fn assert_no_secret(shown: &str) {
+    assert!(!shown.contains("SECRET"), "a secret was shown: {shown}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_replicas_sharing_a_locking_store_make_one_token_call_for_a_thousand_rejections() {
+    let endpoint = Arc::new(Endpoint::default());
+    let store = Arc::new(LockingStore::default());
+    let a = manager(&endpoint, store.clone());
+    let b = manager(&endpoint, store.clone());
+    let login = a
+        .set_tokens(
+            Secret::new("SECRET-AT-0"),
+            Some(Secret::new("SECRET-RT-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    // The other replica starts from the store.
+    let adopted = b.current().await.unwrap();
+    assert_eq!(adopted.access().expose(), "SECRET-AT-0");
+    assert_eq!(endpoint.calls(), 0);
+
+    let mut waiters = Vec::new();
+    for i in 0..1000 {
+        let (manager, generation) = if i % 2 == 0 {
+            (a.clone(), login.generation())
+        } else {
+            (b.clone(), adopted.generation())
+        };
+        waiters.push(tokio::spawn(async move {
+            manager.refresh_after_rejection(generation).await
+        }));
+    }
+    let mut fresh = HashSet::new();
+    for waiter in waiters {
+        fresh.insert(waiter.await.unwrap().unwrap().access().expose().to_owned());
+    }
+    assert_eq!(endpoint.calls(), 1, "one token call for both replicas");
+    assert_eq!(endpoint.reuse.load(Ordering::SeqCst), 0);
+    assert_eq!(fresh, HashSet::from(["SECRET-AT-1".to_owned()]));
+    // The replica that called the grant swapped with its lease's fence; the other adopted,
+    // with no swap: from its first read, or from its read under the lease after it.
+    assert_eq!(*store.swapped_with.lock().unwrap(), vec![Some(1)]);
+    assert!(store.locks.load(Ordering::SeqCst) <= 2);
+    assert_eq!(a.store_errors() + b.store_errors(), 0);
+}
+
+impl Endpoint {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_finds_newer_tokens_adopts_them_without_the_lock() {
+    let endpoint = Arc::new(Endpoint::default());
+    let store = Arc::new(LockingStore::default());
+    let a = manager(&endpoint, store.clone());
+    let b = manager(&endpoint, store.clone());
+    let login = a
+        .set_tokens(
+            Secret::new("SECRET-AT-0"),
+            Some(Secret::new("SECRET-RT-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    let held = b.current().await.unwrap();
+    a.refresh_after_rejection(login.generation()).await.unwrap();
+    assert_eq!(store.locks.load(Ordering::SeqCst), 1);
+    // B's token is rejected later: the store already holds A's newer one.
+    let fresh = b.refresh_after_rejection(held.generation()).await.unwrap();
+    assert_eq!(fresh.access().expose(), "SECRET-AT-1");
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(store.locks.load(Ordering::SeqCst), 1, "one read, no lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_replicas_new_login_is_never_used_to_replay_this_logins_request() {
+    let endpoint = Arc::new(Endpoint::default());
+    let store = Arc::new(LockingStore::default());
+    let a = manager(&endpoint, store.clone());
+    let b = manager(&endpoint, store.clone());
+    a.set_tokens(
+        Secret::new("SECRET-AT-USER-1"),
+        Some(Secret::new("SECRET-RT-USER-1")),
+        None,
+    )
+    .await
+    .unwrap();
+    let user1 = b.current().await.unwrap();
+    let session_before = b.session_identity();
+    // Replica A logs in as someone else (an account switch), writing the shared store.
+    a.set_tokens(
+        Secret::new("SECRET-AT-USER-2"),
+        Some(Secret::new("SECRET-RT-USER-2")),
+        None,
+    )
+    .await
+    .unwrap();
+    // B's request, sent as user 1, is rejected: it must not be replayed as user 2.
+    let err = b
+        .refresh_after_rejection(user1.generation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionChanged, "{err:?}");
+    assert_no_secret(&format!("{err} {err:?}"));
+    // B's new calls go out as user 2, in a new session: no response of user 1 is shared.
+    let now = b.current().await.unwrap();
+    assert_eq!(now.access().expose(), "SECRET-AT-USER-2");
+    assert_ne!(b.session_identity(), session_before);
+    assert_eq!(
+        endpoint.calls(),
+        0,
+        "no token call: the store had the tokens"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_is_down_is_skipped_counted_and_named_in_a_failed_refresh() {
+    let endpoint = Arc::new(Endpoint::default());
+    let store = Arc::new(DownStore::default());
+    let manager = manager(&endpoint, store.clone());
+    let login = manager
+        .set_tokens(
+            Secret::new("SECRET-AT-0"),
+            Some(Secret::new("SECRET-RT-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(manager.store_errors(), 1, "the login's save");
+    let generation = login.generation();
+    // 200 rejections: the local single flight makes one call, and nobody fails.
+    let waiters: Vec<_> = (0..200)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.refresh_after_rejection(generation).await })
+        })
+        .collect();
+    for waiter in waiters {
+        waiter.await.unwrap().unwrap();
+    }
+    assert_eq!(endpoint.calls(), 1);
+    // The refresh's read, lease and write were each skipped.
+    assert_eq!(manager.store_errors(), 4);
+    assert_eq!(store.calls.load(Ordering::SeqCst), 4);
+
+    // When the token call fails too, the error says the store was skipped.
+    *endpoint.failing.lock().unwrap() =
+        Some(Error::from_status(http::StatusCode::BAD_REQUEST).with_message("invalid_request"));
+    let current = manager.current().await.unwrap();
+    let err = manager
+        .refresh_after_rejection(current.generation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RefreshFailed, "{err:?}");
+    let shown = format!("{err}");
+    assert!(shown.contains("the token store was skipped"), "{shown}");
+    assert_no_secret(&format!("{err} {err:?}"));
+}
