@@ -28,6 +28,17 @@ FLAGS:
                         no refresh-token reuse, no dead-token request, no stalled second)
                         and exits 1 when a rule is broken
   --http2               speak HTTP/2 (prior knowledge) instead of HTTP/1.1
+  --processes N         the fleet run: N replica processes of this program (1 to 64), each
+                        with --concurrency callers, share one login with a rotating refresh
+                        token through --store while tokens expire --expiries times (tokens
+                        of 400 ms unless --token-ttl-ms); prints fleet-wide figures and
+                        exits 1 when a refresh token was reused, a call failed, a store
+                        call failed or the fleet made more than 2 token calls per token life
+  --store S             the fleet's token store: redis-local (default: starts a redis-server
+                        on a free loopback port), redis://[:password@]host:port[/db] or
+                        rediss://… (an existing Redis or Valkey), or memory (no shared
+                        store: each replica refreshes on its own, to see what that costs)
+  --expiries E          token lifetimes the fleet run lasts (default 25)
   --json                print one JSON object on stdout instead of the table
   -h, --help            this text
 
@@ -43,6 +54,13 @@ JSON FIELDS beyond the table's:
   stalled_seconds       whole wall-clock seconds of the request phase, before the last call
                         started, in which fewer calls started than 10% of the median second
   hung_calls            calls not ended 2 s after the 30 s deadline (also failed as Hung)
+
+JSON FIELDS of the fleet run (--processes): mode (\"fleet\"), store, processes,
+  callers_per_process, token_ttl_ms, token_lives, elapsed_ms, requests, ok, failed,
+  first_error, token_calls (fleet-wide, counted by the server), token_calls_per_life,
+  token_calls_by_process, adoptions (tokens taken from the store instead of a token call),
+  reuse_detected, store_errors, store_calls, store_calls_per_request, store_load_us,
+  store_lock_us, store_swap_us, token_call_us (means), unauthorized
 ";
 
 /// Requests of the `--chaos` run: the full-size fault scenario.
@@ -64,6 +82,12 @@ pub(crate) struct Args {
     pub(crate) http2: bool,
     pub(crate) json: bool,
     pub(crate) help: bool,
+    /// Replica processes of the fleet run; 0 for the one-process run.
+    pub(crate) processes: usize,
+    /// The fleet's token store: `redis-local`, a Redis URL, or `memory`.
+    pub(crate) store: String,
+    /// Token lifetimes the fleet run lasts.
+    pub(crate) expiries: u64,
 }
 
 impl Default for Args {
@@ -79,6 +103,9 @@ impl Default for Args {
             http2: false,
             json: false,
             help: false,
+            processes: 0,
+            store: "redis-local".to_owned(),
+            expiries: 25,
         }
     }
 }
@@ -96,7 +123,7 @@ impl fmt::Display for ArgError {
 impl Args {
     pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         let mut out = Args::default();
-        let (mut requests, mut duplicate_rate) = (None, None);
+        let (mut requests, mut duplicate_rate, mut token_ttl) = (None, None, None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -113,8 +140,11 @@ impl Args {
                 "--requests" => requests = Some(number(&flag, &value(&flag)?)?),
                 "--concurrency" => out.concurrency = number(&flag, &value(&flag)?)?,
                 "--token-ttl-ms" => {
-                    out.token_ttl = Duration::from_millis(number(&flag, &value(&flag)?)?)
+                    token_ttl = Some(Duration::from_millis(number(&flag, &value(&flag)?)?))
                 }
+                "--processes" => out.processes = number(&flag, &value(&flag)?)?,
+                "--store" => out.store = value(&flag)?,
+                "--expiries" => out.expiries = number(&flag, &value(&flag)?)?,
                 "--fail-rate" => out.fail_rate = share(&flag, &value(&flag)?)?,
                 "--duplicate-rate" => duplicate_rate = Some(share(&flag, &value(&flag)?)?),
                 "--seed" => out.seed = number(&flag, &value(&flag)?)?,
@@ -132,6 +162,13 @@ impl Args {
             (out.requests, out.duplicate_rate)
         };
         out.requests = requests.unwrap_or(default_requests);
+        // The fleet run is about expiry: its tokens live 400 ms unless told.
+        let default_ttl = if out.processes > 0 {
+            Duration::from_millis(400)
+        } else {
+            out.token_ttl
+        };
+        out.token_ttl = token_ttl.unwrap_or(default_ttl);
         out.duplicate_rate = duplicate_rate.unwrap_or(default_duplicates);
         if out.chaos {
             // The plan's lifetime is the one the server uses; the table shows it.
@@ -142,6 +179,23 @@ impl Args {
         }
         if out.token_ttl < Duration::from_millis(50) {
             return Err(ArgError("--token-ttl-ms must be at least 50".into()));
+        }
+        if out.processes > 64 {
+            return Err(ArgError("--processes takes 1 to 64".into()));
+        }
+        let store_ok = ["redis-local", "memory"].contains(&out.store.as_str())
+            || out.store.starts_with("redis://")
+            || out.store.starts_with("rediss://");
+        if !store_ok {
+            return Err(ArgError(
+                "--store takes redis-local, memory, or a redis:// or rediss:// URL".into(),
+            ));
+        }
+        if out.expiries == 0 || out.expiries > 10_000 {
+            return Err(ArgError("--expiries takes 1 to 10000".into()));
+        }
+        if out.processes > 0 && out.chaos {
+            return Err(ArgError("--processes and --chaos are separate runs".into()));
         }
         Ok(out)
     }
@@ -196,5 +250,26 @@ mod tests {
         assert!(parse(&["--fail-rate", "1.5"]).is_err());
         assert!(parse(&["--concurrency", "0"]).is_err());
         assert!(parse(&["--nope"]).is_err());
+        assert!(parse(&["--processes", "65"]).is_err());
+        assert!(parse(&["--processes", "2", "--store", "mongodb://x"]).is_err());
+        assert!(parse(&["--processes", "2", "--chaos"]).is_err());
+        assert!(parse(&["--expiries", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_fleet_run_has_short_tokens_unless_told() {
+        let args = parse(&["--processes", "4"]).unwrap();
+        assert_eq!((args.processes, args.store.as_str()), (4, "redis-local"));
+        assert_eq!(args.token_ttl, Duration::from_millis(400));
+        let args = parse(&[
+            "--processes=2",
+            "--token-ttl-ms",
+            "900",
+            "--store",
+            "memory",
+        ])
+        .unwrap();
+        assert_eq!(args.token_ttl, Duration::from_millis(900));
+        assert_eq!(parse(&[]).unwrap().token_ttl, Duration::from_secs(900));
     }
 }

@@ -5,12 +5,14 @@
 //! cargo run --release -p xhttp-demo                     # table
 //! cargo run --release -p xhttp-demo -- --json           # one JSON object on stdout
 //! cargo run --release -p xhttp-demo -- --fail-rate 0.1 --token-ttl-ms 500 --duplicate-rate 0.2
+//! cargo run --release -p xhttp-demo -- --processes 4 --store redis-local --json
 //! ```
 //!
 //! Every figure is measured: counts come from the callers' outcomes and from the server's own
 //! counters, never from configuration.
 
 mod args;
+mod fleet_run;
 mod run;
 
 use std::process::ExitCode;
@@ -18,6 +20,10 @@ use std::process::ExitCode;
 use args::{Args, USAGE};
 
 fn main() -> ExitCode {
+    // A replica of a fleet run is this program started again by its parent.
+    if xhttp_demo::fleet::replica_if_asked() {
+        return ExitCode::SUCCESS;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(err) => {
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
             .with_max_level(level)
             .with_writer(std::io::stderr)
             .init();
+    }
+    if args.processes > 0 {
+        return fleet(&args);
     }
     // The chaos run is on one thread: there the transport-end probe records a rejection in
     // the same poll in which the layers above learn of it, so its dead-token count is exact.
@@ -95,5 +104,36 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The fleet run: its summary, its rules, its exit status.
+fn fleet(args: &Args) -> ExitCode {
+    let summary = match fleet_run::run(args) {
+        Ok(summary) => summary,
+        Err(err) => {
+            eprintln!("xhttp-demo: the fleet run failed: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string(&summary) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("xhttp-demo: cannot encode the summary: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", summary.table());
+    }
+    let breaches = summary.breaches();
+    for breach in &breaches {
+        eprintln!("xhttp-demo: fleet rule broken: {breach}");
+    }
+    if breaches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
