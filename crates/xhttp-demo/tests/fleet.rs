@@ -19,6 +19,8 @@
 //! `harness = false`: the same binary is the parent and the replicas, which libtest's
 //! runner would not let it be.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use xhttp_demo::fleet::{self, Replica, ReplicaConfig, Report};

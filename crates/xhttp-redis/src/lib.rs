@@ -126,6 +126,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     op_timeout: Duration,
     lease_grace: Duration,
+    root_certificates: Option<Vec<u8>>,
 }
 
 impl RedisStoreBuilder {
@@ -156,6 +157,20 @@ impl RedisStoreBuilder {
     /// died blocks the fleet's refreshes for its deadline plus this.
     pub fn lease_grace(mut self, grace: Duration) -> Self {
         self.lease_grace = grace;
+        self
+    }
+
+    /// For `rediss://`: trust only the CA certificates in `pem` (PEM text), instead of the
+    /// system's roots: a private CA, or a test's.
+    ///
+    /// ```
+    /// let ca = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n".to_vec();
+    /// let builder = xhttp_redis::RedisStore::builder("rediss://cache.internal:6380").root_certificates(ca);
+    /// # let _ = builder;
+    /// ```
+    #[cfg(feature = "rustls")]
+    pub fn root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
         self
     }
 
@@ -192,7 +207,20 @@ impl RedisStoreBuilder {
         };
         #[cfg(feature = "rustls")]
         install_ring_provider();
-        let client = Client::open(info).map_err(|err| {
+        #[cfg(feature = "rustls")]
+        let client = match self.root_certificates {
+            Some(root_cert) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => Client::open(info),
+        };
+        #[cfg(not(feature = "rustls"))]
+        let client = Client::open(info);
+        let client = client.map_err(|err| {
             Error::config(format!(
                 "the Redis token store cannot use this URL: {}",
                 xhttp_core::mask::server_text(&err.to_string(), 256)
@@ -310,6 +338,7 @@ impl RedisStore {
             prefix: "xhttp:".to_owned(),
             op_timeout: Duration::from_secs(2),
             lease_grace: Duration::from_secs(2),
+            root_certificates: None,
         }
     }
 

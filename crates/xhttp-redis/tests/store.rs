@@ -2,6 +2,8 @@
 //! contract, the lease, the fence, release messages, a dead holder, and a Redis that is
 //! down, frozen or holds garbage. Every secret is a known string checked in every output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use xhttp_auth::{Secret, StoredTokens, Swap, TokenStore};
@@ -338,4 +340,35 @@ fn bad_options_are_config_errors() {
         .build()
         .unwrap_err();
     assert_no_secret(&format!("{err} {err:?}"));
+}
+
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_refuse_an_untrusted_server() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let redis = RedisServer::start_tls(&dir.join("server.crt"), &dir.join("server.key"))
+        .expect("a redis-server with TLS");
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let store = RedisStore::builder(redis.url())
+        .key("tls")
+        .root_certificates(ca)
+        .build()
+        .unwrap();
+    store.save(&tokens("SECRET-AT-TLS", None)).await.unwrap();
+    assert_eq!(
+        store.load().await.unwrap().unwrap().access_token.expose(),
+        "SECRET-AT-TLS"
+    );
+    // Trusting the system's roots only, the test CA's server is refused.
+    let untrusting = RedisStore::builder(redis.url()).key("tls").build().unwrap();
+    let err = untrusting.load().await.unwrap_err();
+    assert_no_secret(&format!("{err} {err:?}"));
+    // And plain text to a TLS port is no answer either.
+    let plain = RedisStore::builder(redis.url().replace("rediss://", "redis://"))
+        .key("tls")
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    assert!(plain.load().await.is_err());
 }

@@ -25,6 +25,8 @@ pub struct RedisServer {
     child: Option<Child>,
     addr: SocketAddr,
     password: Option<String>,
+    /// Whether the port speaks TLS only.
+    tls: bool,
     dir: PathBuf,
 }
 
@@ -37,6 +39,19 @@ impl RedisServer {
 
     /// Starts a server that requires `password` (`AUTH`), when given.
     pub fn start_with(password: Option<&str>) -> Result<RedisServer, String> {
+        RedisServer::launch(password, None)
+    }
+
+    /// Starts a server that speaks TLS only, with this certificate chain and key (PEM
+    /// files), not asking clients for certificates; [`url`](Self::url) is then `rediss://`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<RedisServer, String> {
+        RedisServer::launch(None, Some((cert, key)))
+    }
+
+    fn launch(
+        password: Option<&str>,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<RedisServer, String> {
         let binary = std::env::var(REDIS_SERVER_ENV).unwrap_or_else(|_| "redis-server".into());
         let mut last = String::new();
         // A port found free may be taken before the server binds it: try a few.
@@ -49,8 +64,13 @@ impl RedisServer {
                 std::env::temp_dir().join(format!("xhttp-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|err| format!("temp dir: {err}"))?;
             let mut command = Command::new(&binary);
+            let port_flag = if tls.is_some() {
+                "--tls-port"
+            } else {
+                "--port"
+            };
             command
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", port_flag, &port.to_string()])
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                 .args(["--daemonize", "no", "--loglevel", "warning"])
                 .arg("--dir")
@@ -60,6 +80,13 @@ impl RedisServer {
                 .stderr(Stdio::piped());
             if let Some(password) = password {
                 command.args(["--requirepass", password]);
+            }
+            if let Some((cert, key)) = tls {
+                command
+                    .args(["--port", "0", "--tls-auth-clients", "no", "--tls-cert-file"])
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key);
             }
             let child = command.spawn().map_err(|err| {
                 format!(
@@ -71,6 +98,7 @@ impl RedisServer {
                 child: Some(child),
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 password: password.map(str::to_owned),
+                tls: tls.is_some(),
                 dir,
             };
             match server.wait_ready(Duration::from_secs(10)) {
@@ -104,8 +132,14 @@ impl RedisServer {
         }
     }
 
-    /// One `PING` over a fresh connection (after `AUTH` when there is a password).
+    /// One `PING` over a fresh connection (after `AUTH` when there is a password). A TLS
+    /// server is only checked to accept connections.
     pub fn ping(&self) -> Result<(), String> {
+        if self.tls {
+            return TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
+                .map(drop)
+                .map_err(|err| err.to_string());
+        }
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
             .map_err(|err| err.to_string())?;
         stream
@@ -137,11 +171,13 @@ impl RedisServer {
         Ok(())
     }
 
-    /// `redis://127.0.0.1:<port>`, with the password when there is one.
+    /// `redis://127.0.0.1:<port>` (`rediss://` for TLS), with the password when there is
+    /// one.
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@{}", self.addr),
-            None => format!("redis://{}", self.addr),
+            Some(password) => format!("{scheme}://:{password}@{}", self.addr),
+            None => format!("{scheme}://{}", self.addr),
         }
     }
 
