@@ -128,7 +128,7 @@ pub use gate::Gate;
 pub use probe::{Probed, ProbedBody, ProbedFuture, TokenProbe};
 pub use raw::{refused_addr, RawServer};
 pub use readiness::ReadinessProbe;
-pub use redis::{RedisServer, REDIS_SERVER_ENV};
+pub use redis::{RedisServer, NO_INSTALL_ENV, REDIS_SERVER_ENV};
 pub use script::{Action, Script};
 pub use server::TestServer;
 pub use stall::StartLog;

@@ -4,6 +4,10 @@
 //! handle drops. It can be frozen ([`RedisServer::pause`], `SIGSTOP`: connections stay open
 //! and nothing answers, a slow Redis at its worst) and thawed, and stopped for good
 //! ([`RedisServer::stop`]: an unreachable Redis).
+//!
+//! When there is no `redis-server` on the `PATH`, the first start installs Debian's
+//! package with `apt-get` if the process runs as root (as CI and a fresh machine's tests do),
+//! unless [`NO_INSTALL_ENV`] is set; otherwise it fails saying what to install.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,6 +18,66 @@ use std::time::{Duration, Instant};
 /// The environment variable naming the server binary (default `redis-server` on the `PATH`;
 /// `valkey-server` works too).
 pub const REDIS_SERVER_ENV: &str = "XHTTP_REDIS_SERVER";
+
+/// Set to anything, keeps [`RedisServer::start`] from installing a missing `redis-server`.
+pub const NO_INSTALL_ENV: &str = "XHTTP_NO_INSTALL";
+
+/// Installs Debian's `redis-server` when `binary` is the default and cannot be found, once
+/// per process; the outcome of that one attempt for every caller.
+fn ensure_installed(binary: &str) -> Result<(), String> {
+    static ATTEMPT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let found = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if found(binary) {
+        return Ok(());
+    }
+    let missing = format!(
+        "cannot run {binary}: install Redis (apt-get install redis-server; .ci/run does) or \
+         set {REDIS_SERVER_ENV}"
+    );
+    if binary != "redis-server" || std::env::var_os(NO_INSTALL_ENV).is_some() {
+        return Err(missing);
+    }
+    ATTEMPT
+        .get_or_init(|| {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|out| out.stdout.starts_with(b"0"));
+            if !root || !found("apt-get") {
+                return Err(missing.clone());
+            }
+            eprintln!("xhttp-testkit: installing redis-server with apt-get (tests need one)");
+            let install = || {
+                Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends"])
+                    .args(["-o", "DPkg::Lock::Timeout=300", "redis-server"])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            };
+            let updated = || {
+                Command::new("apt-get")
+                    .args(["update", "-o", "DPkg::Lock::Timeout=300"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            };
+            if install() || (updated() && install()) {
+                Ok(())
+            } else {
+                Err(format!("{missing} (apt-get install redis-server failed)"))
+            }
+        })
+        .clone()
+}
 
 /// A `redis-server` child process on `127.0.0.1`.
 ///
@@ -53,6 +117,7 @@ impl RedisServer {
         tls: Option<(&std::path::Path, &std::path::Path)>,
     ) -> Result<RedisServer, String> {
         let binary = std::env::var(REDIS_SERVER_ENV).unwrap_or_else(|_| "redis-server".into());
+        ensure_installed(&binary)?;
         let mut last = String::new();
         // A port found free may be taken before the server binds it: try a few.
         for _ in 0..5 {
