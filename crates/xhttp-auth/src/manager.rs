@@ -1177,8 +1177,22 @@ impl Shared {
         let new = self.data_to_stored(&data);
         let fence = fleet_lock.as_ref().and_then(RefreshLock::fence);
         let outcome = self.store.swap(refresh_token.as_ref(), &new, fence).await;
-        drop(fleet_lock);
-        match outcome {
+        let result = match outcome {
+            Ok(Swap::Conflict(None)) if fleet_lock.is_some() => {
+                // Under the lease, an empty store lost its tokens (a restart without
+                // persistence, an eviction): the new ones seed it again, or every replica
+                // would refresh on its own from now on.
+                tracing::info!(
+                    "the token store was empty under the lease: storing the refreshed tokens"
+                );
+                if let Err(err) = self.store.save(&new).await {
+                    skip(
+                        "could not save the refreshed tokens to the token store",
+                        &err,
+                    );
+                }
+                Ok(data)
+            }
             Ok(Swap::Saved) | Ok(Swap::Conflict(None)) => Ok(data),
             Ok(Swap::Conflict(Some(theirs)))
                 if check_stored(&theirs).is_ok()
@@ -1195,7 +1209,9 @@ impl Shared {
                 );
                 Ok(data)
             }
-        }
+        };
+        drop(fleet_lock);
+        result
     }
 
     /// What the store holds, if it can be sent; a failed read is skipped.

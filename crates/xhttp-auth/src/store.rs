@@ -20,6 +20,10 @@
 //!    ([`RefreshLock::fence`]); on a conflict, adopt what is stored;
 //! 6. drop the lock.
 //!
+//! A swap that finds the store **empty** under a lock (a store that lost its tokens: a
+//! restart without persistence, an eviction) stores the new tokens with
+//! [`TokenStore::save`], so the fleet shares them again.
+//!
 //! With the lock, step 5 never conflicts; without one (a store that cannot lock), steps 1 and
 //! 3 and the compare-and-swap still keep replicas from overwriting each other's newer tokens.
 //! The fence covers what the compare-and-swap cannot: a grant whose refresh token does not

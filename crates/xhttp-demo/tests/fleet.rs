@@ -15,6 +15,9 @@
 //!    runs out and exactly one survivor refreshes, the other adopts: 1 token call, 0 reuse.
 //! 3. `unreachable_redis`: the store refuses connections; 64 rejections still cost one
 //!    token call, no call fails, and the skipped store is counted.
+//! 4. `redis_restart`: Redis restarts empty under a running fleet; the next refreshes
+//!    reconnect without an error, one token call seeds the store again, and a replica started
+//!    after takes its tokens from it.
 //!
 //! `harness = false`: the same binary is the parent and the replicas, which libtest's
 //! runner would not let it be.
@@ -36,10 +39,11 @@ fn main() {
         println!("fleet: test");
         return;
     }
-    let scenarios: [(&str, fn()); 3] = [
+    let scenarios: [(&str, fn()); 4] = [
         ("shared_refresh", shared_refresh),
         ("killed_refresher", killed_refresher),
         ("unreachable_redis", unreachable_redis),
+        ("redis_restart", redis_restart),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -298,4 +302,46 @@ fn unreachable_redis() {
     // The login's save, and the refresh's read, lease and write: each skipped, each counted.
     assert_eq!(report.store_errors, 4, "{report:?}");
     assert_eq!(counters.reuse_detected(), 0);
+}
+
+fn redis_restart() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let api = Api::start(Duration::from_secs(3600));
+    api.seed(&store_for(&redis, "restart"), Duration::from_secs(3600));
+    let config = replica_config(redis.url(), &api, "restart", 1);
+    let mut fleet: Vec<Replica> = (0..3).map(|_| spawn(&config)).collect();
+    for replica in &fleet {
+        replica.expect("ready", PHASE).unwrap();
+    }
+    // Every replica's connections now lead to a server that is gone, and the new one is empty.
+    redis.restart().expect("redis-server again");
+    for replica in &mut fleet {
+        replica.send("refresh").unwrap();
+    }
+    let reports: Vec<Report> = fleet.iter().map(|r| r.report(PHASE).unwrap()).collect();
+    let counters = api.server.counters();
+    assert_eq!(
+        counters.token_calls(),
+        1,
+        "one refresh, under the lease: {reports:?}"
+    );
+    assert_eq!(counters.reuse_detected(), 0);
+    assert_eq!(
+        reports.iter().map(|r| r.failed).sum::<u64>(),
+        0,
+        "{reports:?}"
+    );
+    assert_eq!(
+        reports.iter().map(|r| r.store_errors).sum::<u64>(),
+        0,
+        "the restart cost no store error: {reports:?}"
+    );
+    // The refresh seeded the empty store: a replica started now takes its tokens from it.
+    let mut late = spawn(&config);
+    late.expect("ready", PHASE).unwrap();
+    late.send("run 0.3").unwrap();
+    let report = late.report(PHASE).unwrap();
+    assert!(report.ok > 0 && report.failed == 0, "{report:?}");
+    assert_eq!(report.grant.calls, 0, "{report:?}");
+    assert_eq!(counters.token_calls(), 1);
 }

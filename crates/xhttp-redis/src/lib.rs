@@ -376,23 +376,38 @@ impl Inner {
     }
 
     /// Sends `command` within the operation timeout. A failure other than the server's
-    /// own error answer drops the connection, so that the next call connects anew.
+    /// own error answer drops the connection, so that the next call connects anew; a
+    /// connection found broken (a Redis restarted, a proxy that closed it) is re-made and
+    /// the command sent once more, which every command of this store allows: reads, the
+    /// scripts that check their owner or their compare, and deletes repeat harmlessly. A
+    /// timeout is not repeated: a frozen Redis would cost twice the wait.
     async fn query(
         &self,
         what: &'static str,
         command: &redis::Cmd,
     ) -> Result<redis::RedisResult<Value>, Error> {
-        let mut connection = self.connection().await?;
-        let result =
-            tokio::time::timeout(self.op_timeout, command.query_async(&mut connection)).await;
-        match result {
-            Ok(Err(err)) if matches!(err.kind(), redis::ErrorKind::Server(_)) => Ok(Err(err)),
-            Ok(Ok(value)) => Ok(Ok(value)),
-            broken => {
-                *self.connection.lock().await = None;
-                match broken {
-                    Ok(Err(err)) => Ok(Err(err)),
-                    _ => Err(self.timed_out(what)),
+        let mut retried = false;
+        loop {
+            let mut connection = self.connection().await?;
+            let result =
+                tokio::time::timeout(self.op_timeout, command.query_async(&mut connection)).await;
+            match result {
+                Ok(Ok(value)) => return Ok(Ok(value)),
+                Ok(Err(err)) if matches!(err.kind(), redis::ErrorKind::Server(_)) => {
+                    return Ok(Err(err))
+                }
+                Ok(Err(err)) => {
+                    *self.connection.lock().await = None;
+                    let broken = err.is_connection_dropped() || err.is_io_error();
+                    if broken && !err.is_timeout() && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Ok(Err(err));
+                }
+                Err(_elapsed) => {
+                    *self.connection.lock().await = None;
+                    return Err(self.timed_out(what));
                 }
             }
         }
@@ -435,7 +450,9 @@ impl Inner {
             ErrorKind::Internal
         };
         let mut error = Error::new(kind).with_message(format!(
-            "the Redis token store at {} failed {what}: {}",
+            // The cause before the step: "tokens: <cause>" would read as a secret's value
+            // to the masker.
+            "the Redis token store at {} failed with \"{}\" {what}",
             self.address,
             xhttp_core::mask::server_text(&err.to_string(), 256)
         ));

@@ -89,8 +89,8 @@ pub struct RedisServer {
     child: Option<Child>,
     addr: SocketAddr,
     password: Option<String>,
-    /// Whether the port speaks TLS only.
-    tls: bool,
+    /// The certificate chain and key of a TLS-only server.
+    tls: Option<(PathBuf, PathBuf)>,
     dir: PathBuf,
 }
 
@@ -128,50 +128,66 @@ impl RedisServer {
             let dir =
                 std::env::temp_dir().join(format!("xhttp-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|err| format!("temp dir: {err}"))?;
-            let mut command = Command::new(&binary);
-            let port_flag = if tls.is_some() {
-                "--tls-port"
-            } else {
-                "--port"
-            };
-            command
-                .args(["--bind", "127.0.0.1", port_flag, &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .args(["--daemonize", "no", "--loglevel", "warning"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            if let Some(password) = password {
-                command.args(["--requirepass", password]);
-            }
-            if let Some((cert, key)) = tls {
-                command
-                    .args(["--port", "0", "--tls-auth-clients", "no", "--tls-cert-file"])
-                    .arg(cert)
-                    .arg("--tls-key-file")
-                    .arg(key);
-            }
-            let child = command.spawn().map_err(|err| {
-                format!(
-                    "cannot run {binary} ({err}): install Redis (apt-get install redis-server; \
-                     .ci/run does) or set {REDIS_SERVER_ENV}"
-                )
-            })?;
             let mut server = RedisServer {
-                child: Some(child),
+                child: None,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 password: password.map(str::to_owned),
-                tls: tls.is_some(),
+                tls: tls.map(|(cert, key)| (cert.to_path_buf(), key.to_path_buf())),
                 dir,
             };
-            match server.wait_ready(Duration::from_secs(10)) {
+            match server.spawn(&binary) {
                 Ok(()) => return Ok(server),
                 Err(err) => last = err,
             }
         }
         Err(last)
+    }
+
+    /// Kills the server and starts it again on the same port with the same settings and
+    /// nothing stored (there is no persistence): a Redis restarted, or failed over to an
+    /// empty one.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let binary = std::env::var(REDIS_SERVER_ENV).unwrap_or_else(|_| "redis-server".into());
+        self.spawn(&binary)
+    }
+
+    /// Starts the server process on this handle's port and waits until it answers.
+    fn spawn(&mut self, binary: &str) -> Result<(), String> {
+        let port = self.addr.port().to_string();
+        let port_flag = if self.tls.is_some() {
+            "--tls-port"
+        } else {
+            "--port"
+        };
+        let mut command = Command::new(binary);
+        command
+            .args(["--bind", "127.0.0.1", port_flag, &port])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        if let Some((cert, key)) = &self.tls {
+            command
+                .args(["--port", "0", "--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
+        let child = command.spawn().map_err(|err| {
+            format!(
+                "cannot run {binary} ({err}): install Redis (apt-get install redis-server; \
+                 .ci/run does) or set {REDIS_SERVER_ENV}"
+            )
+        })?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
     }
 
     /// Waits until the server answers `PING`, or says why it did not.
@@ -200,7 +216,7 @@ impl RedisServer {
     /// One `PING` over a fresh connection (after `AUTH` when there is a password). A TLS
     /// server is only checked to accept connections.
     pub fn ping(&self) -> Result<(), String> {
-        if self.tls {
+        if self.tls.is_some() {
             return TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
                 .map(drop)
                 .map_err(|err| err.to_string());
@@ -239,7 +255,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>` (`rediss://` for TLS), with the password when there is
     /// one.
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
             Some(password) => format!("{scheme}://:{password}@{}", self.addr),
             None => format!("{scheme}://{}", self.addr),
