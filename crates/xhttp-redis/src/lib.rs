@@ -39,7 +39,8 @@
 //!    refresh's deadline plus a grace ([`RedisStoreBuilder::lease_grace`]), and a new fence
 //!    from the counter, in one script. A replica that finds the lease taken waits for the
 //!    release message on the channel, or for the lease to run out, whichever comes first
-//!    (no polling while the subscription is up; every 50 ms while it is not);
+//!    (while the subscription is up it looks again only every 5 s, a net for a lost message;
+//!    every 50 ms while it is not);
 //! 3. reads the tokens again and adopts them if the lease's last holder stored new ones;
 //! 4. calls the token endpoint, then stores the result with a script that compares the
 //!    stored refresh token with the one it used **and** the fence counter with its own
@@ -99,9 +100,10 @@ pub const MAX_KEY_LEN: usize = 128;
 /// subscribed (at start, or after the subscription broke).
 const POLL_UNSUBSCRIBED: Duration = Duration::from_millis(50);
 
-/// The longest a waiter sleeps between looks at a taken lease even while subscribed: a
-/// message lost to a reconnect costs at most this.
-const POLL_SUBSCRIBED: Duration = Duration::from_secs(1);
+/// The longest a waiter sleeps between looks at a taken lease even while subscribed (it is
+/// woken by the release message, or when the subscription starts again): a message lost to a
+/// connection that died silently costs at most this.
+const POLL_SUBSCRIBED: Duration = Duration::from_secs(5);
 
 /// Options of a [`RedisStore`].
 ///
@@ -444,10 +446,13 @@ impl Inner {
         if err.is_timeout() {
             return self.timed_out(what);
         }
-        let kind = if err.is_io_error() || err.is_connection_dropped() {
-            ErrorKind::Transport
-        } else {
-            ErrorKind::Internal
+        let kind = match err.kind() {
+            // A password or a setting of the URL the server refuses: fixed in the config.
+            redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
+                ErrorKind::Config
+            }
+            _ if err.is_io_error() || err.is_connection_dropped() => ErrorKind::Transport,
+            _ => ErrorKind::Internal,
         };
         let mut error = Error::new(kind).with_message(format!(
             // The cause before the step: "tokens: <cause>" would read as a secret's value
