@@ -147,12 +147,14 @@ fn manager(endpoint: &Arc<Endpoint>, store: impl TokenStore) -> TokenManager {
         .build()
 }
 
-fn assert_no_secret(shown: &str) {
-    assert!(!shown.contains("SECRET"), "a secret was shown: {shown}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn two_replicas_sharing_a_locking_store_make_one_token_call_for_a_thousand_rejections() {
+/// Two replicas on one locking store, the first logged in (`SECRET-AT-0`, `SECRET-RT-0`).
+async fn two_replicas() -> (
+    Arc<Endpoint>,
+    Arc<LockingStore>,
+    TokenManager,
+    TokenManager,
+    Arc<xhttp_auth::Token>,
+) {
     let endpoint = Arc::new(Endpoint::default());
     let store = Arc::new(LockingStore::default());
     let a = manager(&endpoint, store.clone());
@@ -165,6 +167,16 @@ async fn two_replicas_sharing_a_locking_store_make_one_token_call_for_a_thousand
         )
         .await
         .unwrap();
+    (endpoint, store, a, b, login)
+}
+
+fn assert_no_secret(shown: &str) {
+    assert!(!shown.contains("SECRET"), "a secret was shown: {shown}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_replicas_sharing_a_locking_store_make_one_token_call_for_a_thousand_rejections() {
+    let (endpoint, store, a, b, login) = two_replicas().await;
     // The other replica starts from the store.
     let adopted = b.current().await.unwrap();
     assert_eq!(adopted.access().expose(), "SECRET-AT-0");
@@ -203,18 +215,7 @@ impl Endpoint {
 
 #[tokio::test(start_paused = true)]
 async fn a_replica_that_finds_newer_tokens_adopts_them_without_the_lock() {
-    let endpoint = Arc::new(Endpoint::default());
-    let store = Arc::new(LockingStore::default());
-    let a = manager(&endpoint, store.clone());
-    let b = manager(&endpoint, store.clone());
-    let login = a
-        .set_tokens(
-            Secret::new("SECRET-AT-0"),
-            Some(Secret::new("SECRET-RT-0")),
-            None,
-        )
-        .await
-        .unwrap();
+    let (endpoint, store, a, b, login) = two_replicas().await;
     let held = b.current().await.unwrap();
     a.refresh_after_rejection(login.generation()).await.unwrap();
     assert_eq!(store.locks.load(Ordering::SeqCst), 1);

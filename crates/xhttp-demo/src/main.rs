@@ -69,16 +69,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run::run(&args)) {
         Ok(summary) => {
-            if args.json {
-                match serde_json::to_string(&summary) {
-                    Ok(text) => println!("{text}"),
-                    Err(err) => {
-                        eprintln!("xhttp-demo: cannot encode the summary: {err}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", summary.table(&args));
+            if let Err(failed) = show(args.json, &summary, || summary.table(&args)) {
+                return failed;
             }
             if !args.chaos {
                 return ExitCode::SUCCESS;
@@ -116,16 +108,8 @@ fn fleet(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
-        match serde_json::to_string(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(err) => {
-                eprintln!("xhttp-demo: cannot encode the summary: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", summary.table());
+    if let Err(failed) = show(args.json, &summary, || summary.table()) {
+        return failed;
     }
     let breaches = summary.breaches();
     for breach in &breaches {
@@ -135,5 +119,27 @@ fn fleet(args: &Args) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Prints the summary: one JSON object with `--json`, else the table.
+fn show(
+    json: bool,
+    summary: &impl serde::Serialize,
+    table: impl FnOnce() -> String,
+) -> Result<(), ExitCode> {
+    if !json {
+        print!("{}", table());
+        return Ok(());
+    }
+    match serde_json::to_string(summary) {
+        Ok(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        Err(err) => {
+            eprintln!("xhttp-demo: cannot encode the summary: {err}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }

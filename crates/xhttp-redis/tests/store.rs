@@ -25,6 +25,15 @@ fn store(redis: &RedisServer, key: &str) -> RedisStore {
         .unwrap()
 }
 
+/// A store whose leases end with the refresh's deadline: no grace, so a test can outlive one.
+fn graceless(redis: &RedisServer, key: &str) -> RedisStore {
+    RedisStore::builder(redis.url())
+        .key(key)
+        .lease_grace(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
     StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
 }
@@ -121,11 +130,7 @@ async fn a_waiter_takes_the_lease_when_the_holder_releases_it_not_when_it_runs_o
 #[tokio::test]
 async fn a_dead_holders_lease_runs_out_and_the_next_refresher_takes_it() {
     let redis = redis();
-    let dead = RedisStore::builder(redis.url())
-        .key("dead")
-        .lease_grace(Duration::ZERO)
-        .build()
-        .unwrap();
+    let dead = graceless(&redis, "dead");
     let lock = dead
         .lock(Duration::from_millis(300))
         .await
@@ -145,11 +150,7 @@ async fn a_dead_holders_lease_runs_out_and_the_next_refresher_takes_it() {
 #[tokio::test]
 async fn a_refresher_whose_lease_ran_out_cannot_overwrite_the_next_ones_tokens() {
     let redis = redis();
-    let slow = RedisStore::builder(redis.url())
-        .key("fence")
-        .lease_grace(Duration::ZERO)
-        .build()
-        .unwrap();
+    let slow = graceless(&redis, "fence");
     let fast = store(&redis, "fence");
     // A grant whose refresh token does not rotate: the compare-and-swap alone passes both.
     let login = tokens("SECRET-AT-0", Some("SECRET-RT-SAME"));
@@ -189,11 +190,7 @@ async fn a_refresher_whose_lease_ran_out_cannot_overwrite_the_next_ones_tokens()
 #[tokio::test]
 async fn releasing_a_lease_that_went_to_another_owner_leaves_it_alone() {
     let redis = redis();
-    let first = RedisStore::builder(redis.url())
-        .key("owner")
-        .lease_grace(Duration::ZERO)
-        .build()
-        .unwrap();
+    let first = graceless(&redis, "owner");
     let second = store(&redis, "owner");
     let stale = first
         .lock(Duration::from_millis(150))
