@@ -49,9 +49,11 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    let mut failed = 0;
+    let (mut failed, mut passed, mut filtered) = (0, 0, 0);
+    let all = Instant::now();
     for (name, scenario) in scenarios {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            filtered += 1;
             continue;
         }
         let started = Instant::now();
@@ -62,7 +64,15 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         failed += usize::from(outcome.is_err());
+        passed += usize::from(outcome.is_ok());
     }
+    // The summary line libtest prints, so that whatever counts tests counts these.
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; \
+         {filtered} filtered out; finished in {:.2}s\n",
+        if failed == 0 { "ok" } else { "FAILED" },
+        all.elapsed().as_secs_f64()
+    );
     if failed > 0 {
         eprintln!("{failed} fleet scenario(s) failed");
         std::process::exit(1);
