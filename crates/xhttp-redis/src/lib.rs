@@ -68,6 +68,9 @@
 //! - **A slow Redis**: every call is bounded by the operation timeout, and the whole refresh
 //!   by the manager's refresh deadline.
 //!
+//! The store talks to one Redis (a primary, or a proxy in front of a cluster or a Sentinel
+//! group): it follows no `MOVED` redirect and asks no Sentinel.
+//!
 //! Redis 6 or later and Valkey both run the scripts (`EVAL`, `SET NX PX`, `PUBLISH`). TLS
 //! (`rediss://`, with the `rustls` feature, on by default) and `AUTH` (user and password)
 //! come from the URL; the password is never shown ([`RedisStore`]'s `Debug` prints the host
