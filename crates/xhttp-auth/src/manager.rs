@@ -1124,7 +1124,7 @@ impl Shared {
             lock(skipped).get_or_insert(step);
         };
         let held_access = held.as_ref().map(|t| t.access().clone());
-        let mut stored = self.load_usable(&skip).await;
+        let mut stored = self.load_usable(&skip).await?;
         if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
             return Ok(adopted);
         }
@@ -1141,7 +1141,7 @@ impl Shared {
         };
         if fleet_lock.is_some() {
             // The lock's last holder may have stored newer tokens while this one waited.
-            stored = self.load_usable(&skip).await;
+            stored = self.load_usable(&skip).await?;
             if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
                 return Ok(adopted);
             }
@@ -1158,9 +1158,21 @@ impl Shared {
         if self.grant.needs_refresh_token() && refresh_token.is_none() {
             return Err(session_expired().with_message("no refresh token: log in first"));
         }
-        let response = self
+        let response = match self
             .request_with_retries(refresh_token.as_ref(), calls, deadline)
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(err) if err.kind() == ErrorKind::SessionExpired && fleet_lock.is_some() => {
+                // Ended for the fleet before the lease goes: the next holder finds it so and
+                // makes no token call with the dead refresh token.
+                if let Err(clear) = self.store.clear().await {
+                    skip("could not clear the token store", &clear);
+                }
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
         check_access_token(&response.access_token)
             .and_then(|()| {
                 response
@@ -1202,6 +1214,8 @@ impl Shared {
                 Ok(self.adopt_stored(theirs))
             }
             Ok(Swap::Conflict(Some(_))) => Ok(data),
+            // Another process ended the session (a logout) while this one refreshed.
+            Err(err) if err.kind() == ErrorKind::SessionExpired => Err(err),
             Err(err) => {
                 skip(
                     "could not save the refreshed tokens to the token store",
@@ -1214,10 +1228,15 @@ impl Shared {
         result
     }
 
-    /// What the store holds, if it can be sent; a failed read is skipped.
-    async fn load_usable(&self, skip: &impl Fn(&'static str, &Error)) -> Option<StoredTokens> {
+    /// What the store holds, if it can be sent; a failed read is skipped. A store that says
+    /// the session ended (`SessionExpired`: another process logged out, or had its refresh
+    /// token refused) ends this refresh with that error.
+    async fn load_usable(
+        &self,
+        skip: &impl Fn(&'static str, &Error),
+    ) -> Result<Option<StoredTokens>, Error> {
         match self.store.load().await {
-            Ok(stored) => stored.filter(|stored| match check_stored(stored) {
+            Ok(stored) => Ok(stored.filter(|stored| match check_stored(stored) {
                 Ok(()) => true,
                 Err(why) => {
                     tracing::warn!(
@@ -1226,10 +1245,11 @@ impl Shared {
                     );
                     false
                 }
-            }),
+            })),
+            Err(err) if err.kind() == ErrorKind::SessionExpired => Err(err),
             Err(err) => {
                 skip("could not read the token store; refreshing anyway", &err);
-                None
+                Ok(None)
             }
         }
     }

@@ -187,7 +187,10 @@ impl fmt::Debug for RefreshLock {
 /// # });
 /// ```
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
-    /// The stored tokens, if any.
+    /// The stored tokens, if any. A shared store that remembers an ended session (see
+    /// [`clear`](Self::clear)) answers [`ErrorKind::SessionExpired`](xhttp_core::ErrorKind)
+    /// until new tokens are saved: the manager then ends its own session too, with no token
+    /// call. Any other error is a failure of the store, which the manager skips.
     fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>>;
 
     /// Stores `tokens` unconditionally (a login, `set_tokens`).
@@ -196,7 +199,8 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Stores `new` only if the stored refresh token equals `expected` (compare-and-swap;
     /// an empty store and stored tokens without a refresh token both count as `None`) and,
     /// when `fence` is given and the store grants fences, no lease newer than the one with
-    /// that fence was granted since ([`RefreshLock::fence`]).
+    /// that fence was granted since ([`RefreshLock::fence`]). A store that remembers an
+    /// ended session refuses with `SessionExpired`.
     fn swap<'a>(
         &'a self,
         expected: Option<&'a Secret>,
@@ -204,7 +208,11 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         fence: Option<u64>,
     ) -> BoxFuture<'a, Result<Swap, Error>>;
 
-    /// Removes the tokens (the session is over).
+    /// Removes the tokens: the session is over (a logout, or a refresh token the server
+    /// refused). A store shared by processes should remember that the session ended, so
+    /// that [`load`](Self::load) and [`swap`](Self::swap) answer `SessionExpired` until the
+    /// next [`save`](Self::save); otherwise another process refreshes with its own copy of
+    /// the dead refresh token, or stores its tokens again.
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>>;
 
     /// Takes the fleet-wide refresh lock, waiting while another process holds it. `lease`

@@ -310,3 +310,85 @@ async fn a_store_that_is_down_is_skipped_counted_and_named_in_a_failed_refresh()
     assert!(shown.contains("the token store was skipped"), "{shown}");
     assert_no_secret(&format!("{err} {err:?}"));
 }
+
+/// A store in which another process ended the session.
+#[derive(Debug, Default)]
+struct EndedStore;
+
+impl EndedStore {
+    fn ended<T: Send + 'static>() -> BoxFuture<'static, Result<T, Error>> {
+        Box::pin(std::future::ready(Err(Error::new(
+            ErrorKind::SessionExpired,
+        )
+        .with_message("the session was ended by another process"))))
+    }
+}
+
+impl TokenStore for EndedStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
+        Self::ended()
+    }
+
+    fn save<'a>(&'a self, _: &'a StoredTokens) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn swap<'a>(
+        &'a self,
+        _: Option<&'a Secret>,
+        _: &'a StoredTokens,
+        _: Option<u64>,
+    ) -> BoxFuture<'a, Result<Swap, Error>> {
+        Self::ended()
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_says_the_session_ended_ends_it_here_with_no_token_call() {
+    let endpoint = Arc::new(Endpoint::default());
+    let expired = Arc::new(AtomicUsize::new(0));
+    let manager = TokenManager::builder(Grant(endpoint.clone()))
+        .store(EndedStore)
+        .on_session_expired({
+            let expired = expired.clone();
+            move || {
+                expired.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build();
+    let login = manager
+        .set_tokens(
+            Secret::new("SECRET-AT-0"),
+            Some(Secret::new("SECRET-RT-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    let waiters: Vec<_> = (0..100)
+        .map(|_| {
+            let manager = manager.clone();
+            let generation = login.generation();
+            tokio::spawn(async move { manager.refresh_after_rejection(generation).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let err = waiter.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err:?}");
+    }
+    assert_eq!(
+        endpoint.calls(),
+        0,
+        "no token call with a refresh token the fleet gave up"
+    );
+    assert_eq!(expired.load(Ordering::SeqCst), 1, "the hook fired once");
+    assert!(manager.is_session_expired());
+    assert_eq!(
+        manager.store_errors(),
+        0,
+        "an ended session is not a store failure"
+    );
+}

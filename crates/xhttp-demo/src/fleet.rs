@@ -12,6 +12,7 @@
 //! | `gate` | one call per caller to `/api/gate/{pid}-{i}` (held at the server's gate) | `done <report>` |
 //! | `run <seconds>` | every caller calls `/api/me` in a loop for that long | `done <report>` |
 //! | `refresh` | a refresh as if the server rejected the token held, then one call | `done <report>` |
+//! | `logout` | `TokenManager::clear`: the session ends, for the fleet | `done <report>` |
 //! | (stdin closed) | exits | |
 //!
 //! Reports count from the replica's start ([`Report`]). The store is timed per operation, so
@@ -383,6 +384,7 @@ async fn replica(config: ReplicaConfig) -> Result<(), Error> {
                     let _ = caller.await;
                 }
             }
+            Some("logout") => manager.clear().await,
             Some("refresh") => {
                 let rejected = manager.generation();
                 record(

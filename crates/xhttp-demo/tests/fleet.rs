@@ -18,6 +18,10 @@
 //! 4. `redis_restart`: Redis restarts empty under a running fleet; the next refreshes
 //!    reconnect without an error, one token call seeds the store again, and a replica started
 //!    after takes its tokens from it.
+//! 5. `fleet_logout`: one replica logs out; the others' next refresh ends their session
+//!    with no token call.
+//! 6. `session_death`: the server revokes the login; 3 replicas refreshing at once make
+//!    exactly 1 token call between them, and all end their session.
 //!
 //! `harness = false`: the same binary is the parent and the replicas, which libtest's
 //! runner would not let it be.
@@ -39,11 +43,13 @@ fn main() {
         println!("fleet: test");
         return;
     }
-    let scenarios: [(&str, fn()); 4] = [
+    let scenarios: [(&str, fn()); 6] = [
         ("shared_refresh", shared_refresh),
         ("killed_refresher", killed_refresher),
         ("unreachable_redis", unreachable_redis),
         ("redis_restart", redis_restart),
+        ("fleet_logout", fleet_logout),
+        ("session_death", session_death),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -358,4 +364,66 @@ fn redis_restart() {
     assert!(report.ok > 0 && report.failed == 0, "{report:?}");
     assert_eq!(report.grant.calls, 0, "{report:?}");
     assert_eq!(counters.token_calls(), 1);
+}
+
+/// Every replica's failures were `SessionExpired`, `failed` of them in all.
+fn assert_session_ended(reports: &[Report], failed: u64) {
+    assert_eq!(
+        reports.iter().map(|r| r.failed).sum::<u64>(),
+        failed,
+        "{reports:?}"
+    );
+    for report in reports {
+        let first = report.first_error.as_deref().unwrap_or_default();
+        assert!(first.starts_with("session expired"), "{report:?}");
+    }
+}
+
+fn fleet_logout() {
+    let redis = RedisServer::start().expect("redis-server");
+    let api = Api::start(Duration::from_secs(3600));
+    api.seed(&store_for(&redis, "logout"), Duration::from_secs(3600));
+    let config = replica_config(redis.url(), &api, "logout", 1);
+    let mut fleet: Vec<Replica> = (0..3).map(|_| spawn(&config)).collect();
+    for replica in &fleet {
+        replica.expect("ready", PHASE).unwrap();
+    }
+    fleet[0].send("logout").unwrap();
+    fleet[0].report(PHASE).unwrap();
+    // The others are rejected, and find the session ended instead of refreshing.
+    for replica in &mut fleet[1..] {
+        replica.send("refresh").unwrap();
+    }
+    let reports: Vec<Report> = fleet[1..]
+        .iter()
+        .map(|r| r.report(PHASE).unwrap())
+        .collect();
+    // Each: the refresh, then the call after it.
+    assert_session_ended(&reports, 4);
+    assert_eq!(api.server.counters().token_calls(), 0, "{reports:?}");
+}
+
+fn session_death() {
+    let redis = RedisServer::start().expect("redis-server");
+    let api = Api::start(Duration::from_secs(3600));
+    api.seed(&store_for(&redis, "death"), Duration::from_secs(3600));
+    let config = replica_config(redis.url(), &api, "death", 1);
+    let mut fleet: Vec<Replica> = (0..3).map(|_| spawn(&config)).collect();
+    for replica in &fleet {
+        replica.expect("ready", PHASE).unwrap();
+    }
+    // The server logs the session out: its refresh token is refused from now on.
+    api.server.revoke_all();
+    for replica in &mut fleet {
+        replica.send("refresh").unwrap();
+    }
+    let reports: Vec<Report> = fleet.iter().map(|r| r.report(PHASE).unwrap()).collect();
+    assert_session_ended(&reports, 6);
+    let counters = api.server.counters();
+    assert_eq!(
+        counters.token_calls(),
+        1,
+        "one replica learned it; the others read it: {reports:?}"
+    );
+    assert_eq!(counters.reuse_detected(), 0);
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use redis::Value;
 use xhttp_auth::{Secret, StoredTokens};
-use xhttp_core::Error;
+use xhttp_core::{Error, ErrorKind};
 
 /// The most bytes a field of the token hash may hold: a token longer than this is not one a
 /// client sends, and reading it would let a hostile store make the client allocate at will.
@@ -62,6 +62,7 @@ pub(crate) fn decode(value: Value) -> Result<Option<StoredTokens>, Error> {
         let name = text(name, "a field name")?;
         let value = text(value, "a field")?;
         match name.as_str() {
+            "x" => return Err(ended()),
             "a" => access = Some(value),
             "r" => refresh = Some(value),
             "e" => expiry = Some(value),
@@ -113,6 +114,14 @@ fn text(value: Value, what: &str) -> Result<String, Error> {
     String::from_utf8(bytes).map_err(|_| corrupt(&format!("{what} of the token hash is not UTF-8")))
 }
 
+/// The mark of [`scripts::END`](crate::scripts::END): the session is over for the fleet.
+fn ended() -> Error {
+    Error::new(ErrorKind::SessionExpired).with_message(
+        "the session was ended by a process sharing the Redis token store (a logout, or a \
+         refresh token the server refused): log in again",
+    )
+}
+
 fn corrupt(why: &str) -> Error {
     Error::decode(format!(
         "the Redis token store holds no valid tokens: {why}"
@@ -161,6 +170,15 @@ mod tests {
     }
 
     #[test]
+    fn the_end_mark_is_session_expired() {
+        let answer = Value::Array(vec![bulk("x"), bulk("ended")]);
+        assert_eq!(
+            decode(answer).unwrap_err().kind(),
+            ErrorKind::SessionExpired
+        );
+    }
+
+    #[test]
     fn corrupt_hashes_are_decode_errors_that_never_quote_the_value() {
         let cases = [
             Value::Array(vec![bulk("r"), bulk("SECRET-RT-9")]),
@@ -177,7 +195,7 @@ mod tests {
         ];
         for case in cases {
             let err = decode(case).unwrap_err();
-            assert_eq!(err.kind(), xhttp_core::ErrorKind::Decode);
+            assert_eq!(err.kind(), ErrorKind::Decode);
             let shown = format!("{err} {err:?}");
             assert!(!shown.contains("SECRET"), "{shown}");
             assert!(!shown.contains("xxxxxxxx"), "{shown}");

@@ -651,11 +651,13 @@ impl TokenStore for RedisStore {
         })
     }
 
+    /// Ends the session for every process sharing the key: the tokens are replaced by a
+    /// mark that makes [`load`](TokenStore::load) and [`swap`](TokenStore::swap) answer
+    /// `SessionExpired` until the next [`save`](TokenStore::save) (a new login).
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let command = redis::cmd("DEL").arg(&self.inner.keys[0]).clone();
             self.inner
-                .command("clearing the tokens", &command)
+                .script("ending the session", &scripts::END, &[])
                 .await
                 .map(drop)
         })

@@ -37,7 +37,8 @@ pub(crate) static RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
 
 /// Compare-and-swap: stores the new tokens (ARGV 3 to 6: access, refresh, expiry, login; an
-/// empty string for a missing one) only when the stored refresh token equals ARGV 1 (empty:
+/// empty string for a missing one) only when the session was not ended ([`END`]), the
+/// stored refresh token equals ARGV 1 (empty:
 /// none stored) and, when ARGV 2 is not empty, the fence counter still equals it (no newer
 /// lease was granted). Returns `{1}` when stored, else `{0, <the stored hash as HGETALL>}`.
 pub(crate) static SWAP: LazyLock<Lua> = LazyLock::new(|| {
@@ -47,6 +48,10 @@ pub(crate) static SWAP: LazyLock<Lua> = LazyLock::new(|| {
         "return {1}\n"
     ))
 });
+
+/// Ends the session for every process: replaces the tokens with the mark `x` that
+/// [`codec::decode`](crate::codec::decode) reads as `SessionExpired`, until the next save.
+pub(crate) static END: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/end.lua")));
 
 /// Stores the new tokens unconditionally, replacing every field (the same arguments as
 /// [`SWAP`], whose first two are ignored).

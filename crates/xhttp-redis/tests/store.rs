@@ -56,9 +56,31 @@ async fn load_save_clear_round_trip_every_field() {
     let bare = tokens("SECRET-AT-2", None);
     store.save(&bare).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(bare));
-    store.clear().await.unwrap();
-    assert_eq!(store.load().await.unwrap(), None);
     assert_no_secret(&format!("{store:?}"));
+}
+
+#[tokio::test]
+async fn a_cleared_session_stays_ended_for_every_process_until_the_next_save() {
+    let redis = redis();
+    let here = store(&redis, "ended");
+    let there = store(&redis, "ended");
+    let login = tokens("SECRET-AT-1", Some("SECRET-RT-1"));
+    here.save(&login).await.unwrap();
+    // A logout here: another process reading, or storing a refresh, learns it.
+    here.clear().await.unwrap();
+    let err = there.load().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err:?}");
+    assert_no_secret(&format!("{err} {err:?}"));
+    let r1 = Secret::new("SECRET-RT-1");
+    let refreshed = tokens("SECRET-AT-2", Some("SECRET-RT-2"));
+    for expected in [Some(&r1), None] {
+        let err = there.swap(expected, &refreshed, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired, "{err:?}");
+    }
+    // A new login ends the mark.
+    let again = tokens("SECRET-AT-3", Some("SECRET-RT-3"));
+    there.save(&again).await.unwrap();
+    assert_eq!(here.load().await.unwrap(), Some(again));
 }
 
 #[tokio::test]
