@@ -131,6 +131,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     op_timeout: Duration,
     lease_grace: Duration,
+    #[cfg(feature = "rustls")]
     root_certificates: Option<Vec<u8>>,
 }
 
@@ -195,6 +196,12 @@ impl RedisStoreBuilder {
         if self.lease_grace > minute {
             return Err(Error::config(
                 "the Redis token store's lease grace must be at most 1 minute",
+            ));
+        }
+        #[cfg(not(feature = "rustls"))]
+        if self.url.expose().starts_with("rediss://") {
+            return Err(Error::config(
+                "a rediss:// URL needs TLS: build xhttp-redis with its `rustls` feature",
             ));
         }
         let info = self.url.expose().into_connection_info().map_err(|err| {
@@ -343,6 +350,7 @@ impl RedisStore {
             prefix: "xhttp:".to_owned(),
             op_timeout: Duration::from_secs(2),
             lease_grace: Duration::from_secs(2),
+            #[cfg(feature = "rustls")]
             root_certificates: None,
         }
     }
@@ -707,5 +715,40 @@ impl TokenStore for RedisStore {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "rustls"))]
+    #[test]
+    fn a_tls_url_without_tls_built_is_a_config_error_that_says_so() {
+        let err = RedisStore::builder("rediss://:SECRET-PW@cache:6380")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("rustls"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn the_keys_share_one_hash_tag() {
+        let store = RedisStore::builder("redis://127.0.0.1")
+            .key("crm")
+            .prefix("app:")
+            .build()
+            .unwrap();
+        assert_eq!(
+            store.inner.keys,
+            [
+                "app:{crm}:tokens",
+                "app:{crm}:fence",
+                "app:{crm}:lock",
+                "app:{crm}:released"
+            ]
+        );
     }
 }
