@@ -93,5 +93,5 @@ pub use manager::{TokenManager, TokenManagerBuilder};
 pub use secret::Secret;
 pub use service::Auth;
 pub use slot::GenerationSlot;
-pub use store::{FileStore, MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
+pub use store::{FileStore, Lock, MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
 pub use token::{Token, Windows};

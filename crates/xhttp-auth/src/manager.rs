@@ -121,7 +121,7 @@ use xhttp_core::{Deadline, Error, ErrorKind, SharedClock, TimeoutScope, TokioClo
 
 use crate::grant::{GrantResponse, RefreshGrant};
 use crate::retry::{self, Backoff};
-use crate::store::{MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
+use crate::store::{Lock, MemoryStore, RefreshLock, StoredTokens, Swap, TokenStore};
 use crate::token::{check_access_token, check_duration, check_refresh_token, Token, Windows};
 use crate::Secret;
 
@@ -1107,9 +1107,10 @@ impl Shared {
         Ok(flight)
     }
 
-    /// One refresh, as the store's protocol says: adopt what another process stored, or
-    /// lock, adopt what the lock's last holder stored, or call the grant (retrying what may
-    /// be retried) and compare-and-swap the result in. A store call that fails is skipped
+    /// One refresh, as the store's protocol says: adopt what another process stored; or
+    /// wait for the lock and adopt what its holder stored at its release; or, holding the
+    /// lock, call the grant (retrying what may be retried) and compare-and-swap the result
+    /// in. A store call that fails is skipped
     /// (`skipped` names the first, for the error of a refresh that fails anyway).
     async fn refresh(
         &self,
@@ -1128,24 +1129,33 @@ impl Shared {
         if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
             return Ok(adopted);
         }
-        let lease = deadline.saturating_duration_since(Instant::now());
-        let fleet_lock = match self.store.lock(lease).await {
-            Ok(fleet_lock) => fleet_lock,
-            Err(err) => {
-                skip(
-                    "could not lock the token store; refreshing without it",
-                    &err,
-                );
-                None
-            }
-        };
-        if fleet_lock.is_some() {
-            // The lock's last holder may have stored newer tokens while this one waited.
+        let fleet_lock = loop {
+            let lease = deadline.saturating_duration_since(Instant::now());
+            let lock = match self.store.lock(lease).await {
+                Ok(Lock::Unsupported) => break None,
+                Ok(Lock::Held(lock)) => Some(lock),
+                // Another process finished with the lock while this one waited: what it
+                // stored is read now, by every waiter at once.
+                Ok(Lock::Released) => None,
+                Err(err) => {
+                    skip(
+                        "could not lock the token store; refreshing without it",
+                        &err,
+                    );
+                    break None;
+                }
+            };
+            // Under the lock too: a holder that released just before may have stored newer
+            // tokens.
             stored = self.load_usable(&skip).await?;
             if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
                 return Ok(adopted);
             }
-        }
+            // Nothing newer after a release (its holder's refresh failed): ask again.
+            if lock.is_some() {
+                break lock;
+            }
+        };
         let refresh_token = held
             .as_ref()
             .and_then(|t| t.refresh().cloned())

@@ -11,9 +11,13 @@
 //! 1. [`TokenStore::load`]: if another replica already stored newer tokens, adopt them and
 //!    make no token call (no lock taken: one read);
 //! 2. [`TokenStore::lock`]: take the fleet-wide refresh lock, a lease that outlives the
-//!    refresh's deadline (a no-op for a local store), waiting while another replica holds it;
-//! 3. when a lock was taken, [`TokenStore::load`] again: the replica that held the lock may
-//!    have stored newer tokens meanwhile; adopt them and make no token call;
+//!    refresh's deadline (a no-op for a local store). When another replica holds it, the
+//!    store waits for its release and answers [`Lock::Released`]: the manager reads again
+//!    and adopts what the holder stored, or asks for the lock again if nothing newer is
+//!    there. So every replica that waited reads once when the holder finishes, at the same
+//!    time, instead of taking the lock one after another;
+//! 3. when a lock was taken, [`TokenStore::load`] again: a replica that held the lock may
+//!    have stored newer tokens just before; adopt them and make no token call;
 //! 4. call the grant with the refresh token this manager holds;
 //! 5. [`TokenStore::swap`]: store the new tokens only if the stored refresh token is still the
 //!    one used and, for a fencing store, no newer lease was granted since this one
@@ -118,6 +122,28 @@ pub enum Swap {
     Conflict(Option<StoredTokens>),
 }
 
+/// What [`TokenStore::lock`] got.
+///
+/// ```
+/// use xhttp_auth::{Lock, RefreshLock};
+///
+/// let lock = Lock::Held(RefreshLock::fenced((), 7));
+/// assert!(matches!(&lock, Lock::Held(held) if held.fence() == Some(7)));
+/// assert!(matches!(Lock::Released, Lock::Released));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Lock {
+    /// The fleet-wide lock, held until this value drops.
+    Held(RefreshLock),
+    /// The store takes no fleet-wide lock (a store of one process).
+    Unsupported,
+    /// Another process held the lock and released it while this one waited: it may have
+    /// stored newer tokens. Read the store again, and ask for the lock again only if they
+    /// are not newer. A store answers this only after a wait, never at once.
+    Released,
+}
+
 /// A fleet-wide refresh lock, released when dropped.
 ///
 /// ```
@@ -215,14 +241,17 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// the dead refresh token, or stores its tokens again.
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// Takes the fleet-wide refresh lock, waiting while another process holds it. `lease`
-    /// is the longest the refresh can hold it (its deadline from now): a store with leases
-    /// lets the lock expire a little after that, so a process that died holding it does not
-    /// block the fleet. The manager bounds the wait by the refresh's deadline. The default,
-    /// for stores of one process, takes none.
-    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    /// Takes the fleet-wide refresh lock ([`Lock::Held`]). While another process holds it,
+    /// waits: for the holder's release ([`Lock::Released`], without taking the lock, so that
+    /// every waiter reads the holder's tokens at once), or for its lease to run out (then
+    /// takes it). `lease` is the longest the refresh can hold it (its deadline from now): a
+    /// store with leases lets the lock expire a little after that, so a process that died
+    /// holding it does not block the fleet. The manager bounds the wait by the refresh's
+    /// deadline. The default, for stores of one process, takes none
+    /// ([`Lock::Unsupported`]).
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
         let _ = lease;
-        Box::pin(std::future::ready(Ok(None)))
+        Box::pin(std::future::ready(Ok(Lock::Unsupported)))
     }
 }
 
@@ -260,7 +289,7 @@ impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
         (**self).clear()
     }
 
-    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
         (**self).lock(lease)
     }
 }

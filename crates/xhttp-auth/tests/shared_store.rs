@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use xhttp_auth::{
-    GrantResponse, MemoryStore, RefreshGrant, RefreshLock, Secret, StoredTokens, Swap,
+    GrantResponse, Lock, MemoryStore, RefreshGrant, RefreshLock, Secret, StoredTokens, Swap,
     TokenManager, TokenStore,
 };
 use xhttp_core::{Error, ErrorKind};
@@ -24,6 +24,10 @@ struct Endpoint {
     retired: Mutex<HashSet<String>>,
     /// Answers every call with this status instead, when set.
     failing: Mutex<Option<Error>>,
+    /// Holds every call until a permit is added, when set.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// How many of the first calls fail (after the gate), with an error not retried.
+    fail_first: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +40,14 @@ impl RefreshGrant for Grant {
     ) -> BoxFuture<'a, Result<GrantResponse, Error>> {
         Box::pin(async move {
             let n = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let gate = self.0.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            if n <= self.0.fail_first.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorKind::Decode)
+                    .with_message("the token endpoint answered garbage"));
+            }
             if let Some(err) = self.0.failing.lock().unwrap().clone() {
                 return Err(err);
             }
@@ -54,15 +66,37 @@ impl RefreshGrant for Grant {
     }
 }
 
-/// A store that locks, as a fleet's does: a memory store behind one async mutex, with fences.
+/// A store that locks as a Redis store does: the lock is taken only when free (`SET NX`),
+/// and its release wakes every waiter (the release message), who then reads rather than
+/// taking the lock. Fenced.
 #[derive(Debug, Default)]
 struct LockingStore {
     tokens: MemoryStore,
-    lease: Arc<tokio::sync::Mutex<()>>,
+    lease: Arc<Lease>,
     fences: AtomicU64,
     /// The fence each swap was handed.
     swapped_with: Mutex<Vec<Option<u64>>>,
     locks: AtomicUsize,
+    /// Callers waiting for the lock now.
+    waiting: AtomicUsize,
+    /// Waits that ended with the holder's release.
+    released: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Lease {
+    held: Mutex<bool>,
+    released: tokio::sync::Notify,
+}
+
+/// Frees the lease and announces it, when dropped.
+struct Held(Arc<Lease>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.0.held.lock().unwrap() = false;
+        self.0.released.notify_waiters();
+    }
 }
 
 impl TokenStore for LockingStore {
@@ -88,12 +122,24 @@ impl TokenStore for LockingStore {
         self.tokens.clear()
     }
 
-    fn lock(&self, _lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    fn lock(&self, _lease: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
         Box::pin(async move {
-            let guard = self.lease.clone().lock_owned().await;
-            self.locks.fetch_add(1, Ordering::SeqCst);
-            let fence = self.fences.fetch_add(1, Ordering::SeqCst) + 1;
-            Ok(Some(RefreshLock::fenced(guard, fence)))
+            // Registered before the attempt, so that a release right after it is seen.
+            let released = self.lease.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let was_held = std::mem::replace(&mut *self.lease.held.lock().unwrap(), true);
+            if !was_held {
+                self.locks.fetch_add(1, Ordering::SeqCst);
+                let fence = self.fences.fetch_add(1, Ordering::SeqCst) + 1;
+                let held = Held(self.lease.clone());
+                return Ok(Lock::Held(RefreshLock::fenced(held, fence)));
+            }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.released.fetch_add(1, Ordering::SeqCst);
+            Ok(Lock::Released)
         })
     }
 }
@@ -136,7 +182,7 @@ impl TokenStore for DownStore {
         self.down()
     }
 
-    fn lock(&self, _: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    fn lock(&self, _: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
         self.down()
     }
 }
@@ -211,6 +257,97 @@ impl Endpoint {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+}
+
+const REPLICAS: usize = 50;
+
+/// `REPLICAS` replicas on one locking store, logged in, each with a rejection of its token
+/// refreshing, held while one of them makes its token call and every other one waits for the
+/// lock; then the token call goes on. The replicas' results, in order.
+async fn replicas_waiting_for_one(
+    endpoint: &Arc<Endpoint>,
+    store: &Arc<LockingStore>,
+) -> Vec<Result<Arc<xhttp_auth::Token>, Error>> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *endpoint.gate.lock().unwrap() = Some(gate.clone());
+    let managers: Vec<TokenManager> = (0..REPLICAS)
+        .map(|_| manager(endpoint, store.clone()))
+        .collect();
+    managers[0]
+        .set_tokens(
+            Secret::new("SECRET-AT-0"),
+            Some(Secret::new("SECRET-RT-0")),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for manager in &managers {
+        let held = manager.current().await.unwrap();
+        assert_eq!(held.access().expose(), "SECRET-AT-0");
+        let manager = manager.clone();
+        waiters.push(tokio::spawn(async move {
+            manager.refresh_after_rejection(held.generation()).await
+        }));
+    }
+    while store.waiting.load(Ordering::SeqCst) < REPLICAS - 1 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(endpoint.calls(), 1, "one replica is in its token call");
+    gate.add_permits(REPLICAS);
+    let mut results = Vec::new();
+    for waiter in waiters {
+        results.push(waiter.await.unwrap());
+    }
+    results
+}
+
+/// Replicas that wait while one refreshes are all woken by its release and read its tokens at
+/// once: the lock is taken once in all, not once per replica in turn.
+#[tokio::test(start_paused = true)]
+async fn replicas_waiting_for_the_lock_adopt_at_its_release_without_taking_it() {
+    let endpoint = Arc::new(Endpoint::default());
+    let store = Arc::new(LockingStore::default());
+    for result in replicas_waiting_for_one(&endpoint, &store).await {
+        assert_eq!(result.unwrap().access().expose(), "SECRET-AT-1");
+    }
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(endpoint.reuse.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        store.locks.load(Ordering::SeqCst),
+        1,
+        "the lock was taken once"
+    );
+    assert_eq!(store.released.load(Ordering::SeqCst), REPLICAS - 1);
+    assert_eq!(*store.swapped_with.lock().unwrap(), vec![Some(1)]);
+}
+
+/// A holder whose token call fails releases the lock with nothing new stored: the woken
+/// replicas find nothing newer and ask for the lock again; one takes it and refreshes, and the
+/// rest adopt its tokens. Only the failed holder's caller fails.
+#[tokio::test(start_paused = true)]
+async fn a_holder_that_fails_hands_the_refresh_to_one_of_the_waiters() {
+    let endpoint = Arc::new(Endpoint::default());
+    endpoint.fail_first.store(1, Ordering::SeqCst);
+    let store = Arc::new(LockingStore::default());
+    let results = replicas_waiting_for_one(&endpoint, &store).await;
+    let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_no_secret(&format!("{} {:?}", failed[0], failed[0]));
+    for fresh in results.iter().filter_map(|r| r.as_ref().ok()) {
+        assert_eq!(fresh.access().expose(), "SECRET-AT-2");
+    }
+    assert_eq!(endpoint.calls(), 2, "the failed call and one more");
+    assert_eq!(endpoint.reuse.load(Ordering::SeqCst), 0);
+    assert_eq!(store.locks.load(Ordering::SeqCst), 2);
+    // Every waiter was woken by the failed holder's release. Those that asked again while the
+    // new holder refreshed were woken by its release too; the others found its tokens first.
+    let released = store.released.load(Ordering::SeqCst);
+    assert!(
+        (REPLICAS - 1..=2 * REPLICAS - 3).contains(&released),
+        "{released}"
+    );
+    assert_eq!(*store.swapped_with.lock().unwrap(), vec![Some(2)]);
 }
 
 #[tokio::test(start_paused = true)]

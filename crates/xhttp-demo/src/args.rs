@@ -23,10 +23,9 @@ FLAGS:
                         --duplicate-rate) and a token endpoint that fails 5 times in total
                         (xhttp_testkit::ChaosPlan), on one thread so that the dead-token
                         count is exact; --fail-rate and --token-ttl-ms are ignored; checks
-                        the run (no
-                        hung call, failures only Status/Transport/Timeout after 4 attempts,
-                        no refresh-token reuse, no dead-token request, no stalled second)
-                        and exits 1 when a rule is broken
+                        the run (no hung call, failures only Status/Transport/Timeout after
+                        4 attempts, no refresh-token reuse, no dead-token request, no
+                        stalled second) and exits 1 when a rule is broken
   --http2               speak HTTP/2 (prior knowledge) instead of HTTP/1.1
   --processes N         the fleet run: N replica processes of this program (1 to 64), each
                         with --concurrency callers, share one login with a rotating refresh
@@ -59,8 +58,9 @@ JSON FIELDS of the fleet run (--processes): mode (\"fleet\"), store, processes,
   callers_per_process, token_ttl_ms, token_lives, elapsed_ms, requests, ok, failed,
   first_error, token_calls (fleet-wide, counted by the server), token_calls_per_life,
   token_calls_by_process, adoptions (tokens taken from the store instead of a token call),
-  reuse_detected, store_errors, store_calls, store_calls_per_request, store_load_us,
-  store_lock_us, store_swap_us, token_call_us (means), unauthorized
+  reuse_detected, store_errors, store_calls, store_calls_per_request, leases_taken (leases
+  granted fleet-wide; a replica woken by another's release reads and takes none),
+  store_load_us, store_lock_us, store_swap_us, token_call_us (means), unauthorized
 ";
 
 /// Requests of the `--chaos` run: the full-size fault scenario.

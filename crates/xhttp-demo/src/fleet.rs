@@ -22,13 +22,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use xhttp::auth::{
-    GrantResponse, MemoryStore, OAuth2Refresh, RefreshGrant, RefreshLock, RetrySafety, Secret,
+    GrantResponse, Lock, MemoryStore, OAuth2Refresh, RefreshGrant, RetrySafety, Secret,
     StoredTokens, Swap, TokenManager, TokenStore, Windows,
 };
 use xhttp::{Client, Error};
@@ -121,6 +122,9 @@ pub struct Report {
     pub store_swap: Timed,
     /// Unconditional saves (a login).
     pub store_save: Timed,
+    /// Leases this replica took: lock calls that got the lease, not woken by another
+    /// replica's release to read what it stored.
+    pub leases_taken: u64,
 }
 
 impl Report {
@@ -138,6 +142,7 @@ impl Report {
         self.store_lock.add(&other.store_lock);
         self.store_swap.add(&other.store_swap);
         self.store_save.add(&other.store_save);
+        self.leases_taken += other.leases_taken;
     }
 
     /// Store calls of every kind.
@@ -236,6 +241,7 @@ struct TimedStore {
     lock: Arc<Mutex<Timed>>,
     swap: Arc<Mutex<Timed>>,
     save: Arc<Mutex<Timed>>,
+    leases: Arc<AtomicU64>,
 }
 
 impl TimedStore {
@@ -274,8 +280,17 @@ impl TokenStore for TimedStore {
         self.inner.clear()
     }
 
-    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
-        Self::timed(&self.lock, self.inner.lock(lease))
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
+        Self::timed(
+            &self.lock,
+            Box::pin(async move {
+                let lock = self.inner.lock(lease).await;
+                if let Ok(Lock::Held(_)) = &lock {
+                    self.leases.fetch_add(1, Ordering::Relaxed);
+                }
+                lock
+            }),
+        )
     }
 }
 
@@ -307,12 +322,14 @@ async fn replica(config: ReplicaConfig) -> Result<(), Error> {
         lock: timed(()),
         swap: timed(()),
         save: timed(()),
+        leases: Arc::new(AtomicU64::new(0)),
     };
-    let (load, lock, swap, save) = (
+    let (load, lock, swap, save, leases) = (
         store.load.clone(),
         store.lock.clone(),
         store.swap.clone(),
         store.save.clone(),
+        store.leases.clone(),
     );
     let grant_time = Arc::new(Mutex::new(Timed::default()));
     let grant = CountingGrant {
@@ -403,6 +420,7 @@ async fn replica(config: ReplicaConfig) -> Result<(), Error> {
         report.store_lock = *xhttp_core::sync::lock(&lock);
         report.store_swap = *xhttp_core::sync::lock(&swap);
         report.store_save = *xhttp_core::sync::lock(&save);
+        report.leases_taken = leases.load(Ordering::Relaxed);
         let line = serde_json::to_string(&report)
             .map_err(|err| Error::decode(format!("the report: {err}")))?;
         say(&format!("done {line}"));

@@ -55,6 +55,10 @@ pub(crate) struct FleetSummary {
     pub(crate) store_calls: u64,
     /// Store calls per request: 0 on the request path, so this is refreshes' share only.
     pub(crate) store_calls_per_request: f64,
+    /// Leases taken fleet-wide: a refresher's, and a replica's that asked when the lease
+    /// was free and found the tokens already refreshed; replicas waiting for a lease are
+    /// woken by its release and read, and take none.
+    pub(crate) leases_taken: u64,
     /// Mean duration of a store read, a lease take (the wait for another replica's lease
     /// included) and a swap, microseconds.
     pub(crate) store_load_us: u64,
@@ -123,6 +127,7 @@ impl FleetSummary {
             "store calls per request",
             format!("{:.5}", self.store_calls_per_request),
         );
+        row("leases taken", self.leases_taken.to_string());
         row("store read, mean", format!("{} us", self.store_load_us));
         row("store lease, mean", format!("{} us", self.store_lock_us));
         row("store swap, mean", format!("{} us", self.store_swap_us));
@@ -231,6 +236,7 @@ pub(crate) fn run(args: &Args) -> Result<FleetSummary, String> {
         store_errors: fleet.store_errors,
         store_calls: fleet.store_calls(),
         store_calls_per_request: fleet.store_calls() as f64 / requests.max(1) as f64,
+        leases_taken: fleet.leases_taken,
         store_load_us: fleet.store_load.mean_us(),
         store_lock_us: fleet.store_lock.mean_us(),
         store_swap_us: fleet.store_swap.mean_us(),

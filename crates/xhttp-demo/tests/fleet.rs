@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use xhttp_demo::fleet::{self, Replica, ReplicaConfig, Report};
 use xhttp_redis::RedisStore;
-use xhttp_testkit::{Config, RedisServer, TestServer};
+use xhttp_testkit::{Action, Config, RedisServer, Route, Script, TestServer};
 
 fn main() {
     if fleet::replica_if_asked() {
@@ -165,6 +165,12 @@ fn shared_refresh() {
         "the replicas adopted the login"
     );
 
+    // The burst's token call takes a second, so that every other process is waiting for the
+    // lease when its holder releases it.
+    api.server.set_script(
+        Route::Token,
+        Script::new().on(0, Action::Delay(Duration::from_secs(1))),
+    );
     // Every caller of every process holds the login's token at the gate; it expires there.
     for replica in &mut fleet {
         replica.send("gate").unwrap();
@@ -189,6 +195,14 @@ fn shared_refresh() {
         "one refresh for the whole fleet: {reports:?}"
     );
     assert_eq!(reports.iter().map(|r| r.grant.calls).sum::<u64>(), 1);
+    // The waiting processes were woken by the release and read the new tokens: none took
+    // the lease only to find them.
+    assert_eq!(
+        reports.iter().map(|r| r.leases_taken).sum::<u64>(),
+        1,
+        "{reports:?}"
+    );
+    api.server.set_script(Route::Token, Script::new());
     assert_eq!(
         reports.iter().map(|r| r.failed).sum::<u64>(),
         0,

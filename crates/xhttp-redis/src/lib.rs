@@ -38,10 +38,13 @@
 //! 2. takes the lease: `SET NX PX` with a random owner id and a time to live of the
 //!    refresh's deadline plus a grace ([`RedisStoreBuilder::lease_grace`]), and a new fence
 //!    from the counter, in one script. A replica that finds the lease taken waits for the
-//!    release message on the channel, or for the lease to run out, whichever comes first
-//!    (while the subscription is up it looks again only every 5 s, a net for a lost message;
-//!    every 50 ms while it is not);
-//! 3. reads the tokens again and adopts them if the lease's last holder stored new ones;
+//!    release message on the channel ([`Lock::Released`]: it reads the tokens then, as
+//!    every waiting replica does at the same moment, and adopts them, or asks for the lease
+//!    again if nothing newer is there), or for the lease to run out (then it takes it),
+//!    whichever comes first (while the subscription is up it looks again only every 5 s, a
+//!    net for a lost message; every 50 ms while it is not);
+//! 3. once it holds the lease, reads the tokens again and adopts them if a holder that
+//!    released just before stored new ones;
 //! 4. calls the token endpoint, then stores the result with a script that compares the
 //!    stored refresh token with the one it used **and** the fence counter with its own
 //!    fence: a refresher whose lease ran out while another was granted cannot overwrite
@@ -50,8 +53,9 @@
 //!    publishes the release.
 //!
 //! Requests never reach Redis: a replica sends the token it holds, and only its refreshes
-//! (one per token lifetime) cost round trips: one read when another replica refreshed, five
-//! (read, lease, read, swap, release) when it refreshes itself.
+//! (one per token lifetime) cost round trips: one read when another replica refreshed
+//! (a read, a wait on the lease and a read when it waited for that replica), five (read,
+//! lease, read, swap, release) when it refreshes itself.
 //!
 //! # Failures
 //!
@@ -83,7 +87,7 @@ mod scripts;
 use crate::scripts::Lua;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,7 +96,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
 use tokio::sync::Notify;
-use xhttp_auth::{RefreshLock, Secret, StoredTokens, Swap, TokenStore};
+use xhttp_auth::{Lock, RefreshLock, Secret, StoredTokens, Swap, TokenStore};
 use xhttp_core::mask::KnownSecret;
 use xhttp_core::{Error, ErrorKind, TimeoutScope};
 
@@ -253,8 +257,7 @@ impl RedisStoreBuilder {
                 op_timeout: self.op_timeout,
                 lease_grace: self.lease_grace,
                 connection: tokio::sync::Mutex::new(None),
-                released: Arc::new(Notify::new()),
-                subscribed: Arc::new(AtomicBool::new(false)),
+                channel: Arc::new(Channel::default()),
                 listener: Mutex::new(None),
                 _password: password,
             }),
@@ -322,10 +325,8 @@ struct Inner {
     lease_grace: Duration,
     /// One multiplexed connection, made at the first call and again after it broke.
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    /// Woken by every message on the release channel, and when the subscription (re)starts.
-    released: Arc<Notify>,
-    /// Whether the release channel is subscribed now.
-    subscribed: Arc<AtomicBool>,
+    /// What the release channel has said, shared with its listener.
+    channel: Arc<Channel>,
     /// The task that listens on the release channel, started by the first lock.
     listener: Mutex<Option<tokio::task::AbortHandle>>,
     /// Keeps the password out of every error and log line for as long as the store lives.
@@ -498,41 +499,47 @@ impl Inner {
             self.client.clone(),
             self.keys[3].clone(),
             self.op_timeout,
-            self.released.clone(),
-            self.subscribed.clone(),
+            self.channel.clone(),
         ));
         *listener = Some(task.abort_handle());
     }
 }
 
+/// The release channel as the waiters see it.
+#[derive(Debug, Default)]
+struct Channel {
+    /// Woken by every message, and when the subscription (re)starts.
+    wake: Notify,
+    /// How many release messages came: a waiter woken with this unchanged was woken by a
+    /// new subscription, and asks for the lease again rather than reading.
+    releases: AtomicU64,
+    /// Whether the channel is subscribed now.
+    subscribed: AtomicBool,
+}
+
 /// Subscribes to the release channel and wakes the waiters at every message, reconnecting
 /// with a back-off when the subscription breaks. Holds no handle on the store: the store
 /// aborts it when dropped.
-async fn listen(
-    client: Client,
-    channel: String,
-    op_timeout: Duration,
-    released: Arc<Notify>,
-    subscribed: Arc<AtomicBool>,
-) {
+async fn listen(client: Client, name: String, op_timeout: Duration, channel: Arc<Channel>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let connect = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&name).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(op_timeout, connect).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
-                subscribed.store(true, Ordering::Release);
+                channel.subscribed.store(true, Ordering::Release);
                 // A release may have come while the channel was not subscribed.
-                released.notify_waiters();
+                channel.wake.notify_waiters();
                 let mut messages = pubsub.into_on_message();
                 while messages.next().await.is_some() {
-                    released.notify_waiters();
+                    channel.releases.fetch_add(1, Ordering::AcqRel);
+                    channel.wake.notify_waiters();
                 }
-                subscribed.store(false, Ordering::Release);
+                channel.subscribed.store(false, Ordering::Release);
                 tracing::debug!("the Redis token store's release subscription ended");
             }
             Ok(Err(err)) => {
@@ -671,7 +678,7 @@ impl TokenStore for RedisStore {
         })
     }
 
-    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Option<RefreshLock>, Error>> {
+    fn lock(&self, lease: Duration) -> BoxFuture<'_, Result<Lock, Error>> {
         Box::pin(async move {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                 Error::config("the Redis token store runs on tokio: call it inside a tokio runtime")
@@ -685,9 +692,10 @@ impl TokenStore for RedisStore {
                 .to_string();
             loop {
                 // Registered before the attempt, so a release right after it is not missed.
-                let released = self.inner.released.notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
+                let woken = self.inner.channel.wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let releases = self.inner.channel.releases.load(Ordering::Acquire);
                 let answer = self
                     .inner
                     .script("taking the lease", &scripts::ACQUIRE, &[&owner, &ttl])
@@ -699,18 +707,26 @@ impl TokenStore for RedisStore {
                             owner,
                             runtime,
                         };
-                        return Ok(Some(RefreshLock::fenced(release, fence)));
+                        return Ok(Lock::Held(RefreshLock::fenced(release, fence)));
                     }
                     Err(left) => left,
                 };
-                let cap = if self.inner.subscribed.load(Ordering::Acquire) {
+                let cap = if self.inner.channel.subscribed.load(Ordering::Acquire) {
                     POLL_SUBSCRIBED
                 } else {
                     POLL_UNSUBSCRIBED
                 };
                 let wait = left.clamp(Duration::from_millis(1), cap);
                 tokio::select! {
-                    () = released => {}
+                    () = woken => {
+                        // Every waiter reads the holder's tokens now; none takes the lease
+                        // only to find them.
+                        if self.inner.channel.releases.load(Ordering::Acquire) != releases {
+                            return Ok(Lock::Released);
+                        }
+                        // A new subscription: a release may have been missed, ask again.
+                    }
+                    // The lease ran out (its holder died) or a message was lost: ask again.
                     () = tokio::time::sleep(wait) => {}
                 }
             }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use xhttp_auth::{Secret, StoredTokens, Swap, TokenStore};
+use xhttp_auth::{Lock, RefreshLock, Secret, StoredTokens, Swap, TokenStore};
 use xhttp_core::ErrorKind;
 use xhttp_redis::RedisStore;
 use xhttp_testkit::RedisServer;
@@ -36,6 +36,37 @@ fn graceless(redis: &RedisServer, key: &str) -> RedisStore {
 
 fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
     StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
+}
+
+/// Waits until `count` connections subscribe to `channel`.
+async fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let subscribed = async {
+        loop {
+            let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if subscribers >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), subscribed)
+        .await
+        .expect("the waiter subscribed to the release channel");
+}
+
+/// The lease a `lock` call took; any other answer fails the test.
+fn held(lock: Result<Lock, xhttp_core::Error>) -> RefreshLock {
+    match lock.unwrap() {
+        Lock::Held(lease) => lease,
+        other => panic!("expected the lease, got {other:?}"),
+    }
 }
 
 fn assert_no_secret(shown: &str) {
@@ -127,45 +158,50 @@ async fn keys_and_prefixes_keep_credentials_apart() {
 }
 
 #[tokio::test]
-async fn a_waiter_takes_the_lease_when_the_holder_releases_it_not_when_it_runs_out() {
+async fn a_waiter_is_woken_by_the_holders_release_not_when_the_lease_runs_out() {
     let redis = redis();
     let holder = store(&redis, "lease");
     let waiter = store(&redis, "lease");
-    // A lease of a minute: only the release message can hand it over within the bound.
-    let held = holder.lock(Duration::from_secs(60)).await.unwrap().unwrap();
-    let first_fence = held.fence().unwrap();
-    let waiting = tokio::spawn(async move { waiter.lock(Duration::from_secs(60)).await });
-    // The waiter is inside its wait loop: the lease is still the holder's.
-    tokio::task::yield_now().await;
+    // A lease of a minute: only the release message can end the wait within the bound.
+    let lease = held(holder.lock(Duration::from_secs(60)).await);
+    let first_fence = lease.fence().unwrap();
+    let waiting = tokio::spawn(async move {
+        let woken = waiter.lock(Duration::from_secs(60)).await;
+        (waiter, woken)
+    });
+    // The waiter is inside its wait loop, subscribed to the release channel: the lease is
+    // still the holder's.
+    wait_for_subscribers(&redis, &format!("{}:released", holder.key_base()), 1).await;
     assert!(!waiting.is_finished());
-    drop(held);
+    drop(lease);
     // A waiter that is subscribed looks again only every 5 s unless a message wakes it.
-    let next = tokio::time::timeout(Duration::from_secs(4), waiting)
+    let (waiter, woken) = tokio::time::timeout(Duration::from_secs(4), waiting)
         .await
         .expect("the release message woke the waiter")
-        .unwrap()
-        .unwrap()
         .unwrap();
-    assert!(next.fence().unwrap() > first_fence);
+    // Woken to read what the holder stored, without taking the lease for it.
+    assert!(matches!(woken.unwrap(), Lock::Released));
+    let next = held(waiter.lock(Duration::from_secs(60)).await);
+    assert_eq!(
+        next.fence(),
+        Some(first_fence + 1),
+        "the wait took no lease"
+    );
 }
 
 #[tokio::test]
 async fn a_dead_holders_lease_runs_out_and_the_next_refresher_takes_it() {
     let redis = redis();
     let dead = graceless(&redis, "dead");
-    let lock = dead
-        .lock(Duration::from_millis(300))
-        .await
-        .unwrap()
-        .unwrap();
+    let lock = held(dead.lock(Duration::from_millis(300)).await);
     // The holder dies: nothing releases the lease.
     std::mem::forget(lock);
     let next = store(&redis, "dead");
-    let taken = tokio::time::timeout(Duration::from_secs(10), next.lock(Duration::from_secs(5)))
-        .await
-        .expect("the lease ran out")
-        .unwrap()
-        .unwrap();
+    let taken = held(
+        tokio::time::timeout(Duration::from_secs(10), next.lock(Duration::from_secs(5)))
+            .await
+            .expect("the lease ran out"),
+    );
     assert_eq!(taken.fence(), Some(2));
 }
 
@@ -177,18 +213,13 @@ async fn a_refresher_whose_lease_ran_out_cannot_overwrite_the_next_ones_tokens()
     // A grant whose refresh token does not rotate: the compare-and-swap alone passes both.
     let login = tokens("SECRET-AT-0", Some("SECRET-RT-SAME"));
     slow.save(&login).await.unwrap();
-    let slow_lease = slow
-        .lock(Duration::from_millis(200))
-        .await
-        .unwrap()
-        .unwrap();
+    let slow_lease = held(slow.lock(Duration::from_millis(200)).await);
     // The slow refresher stalls past its lease; the next one takes a new lease and stores.
-    let fast_lease =
+    let fast_lease = held(
         tokio::time::timeout(Duration::from_secs(10), fast.lock(Duration::from_secs(5)))
             .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+            .unwrap(),
+    );
     let newer = tokens("SECRET-AT-FAST", Some("SECRET-RT-SAME"));
     let same = Secret::new("SECRET-RT-SAME");
     assert_eq!(
@@ -214,28 +245,33 @@ async fn releasing_a_lease_that_went_to_another_owner_leaves_it_alone() {
     let redis = redis();
     let first = graceless(&redis, "owner");
     let second = store(&redis, "owner");
-    let stale = first
-        .lock(Duration::from_millis(150))
+    let stale = held(first.lock(Duration::from_millis(150)).await);
+    let current = held(
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            second.lock(Duration::from_secs(30)),
+        )
         .await
-        .unwrap()
-        .unwrap();
-    let current = tokio::time::timeout(
-        Duration::from_secs(10),
-        second.lock(Duration::from_secs(30)),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    // The first owner's late release must not free the second owner's lease.
-    drop(stale);
+        .unwrap(),
+    );
+    // The first owner's late release must not free the second owner's lease, nor wake
+    // its waiters.
     let third = store(&redis, "owner");
-    let attempt = tokio::time::timeout(
-        Duration::from_millis(500),
-        third.lock(Duration::from_secs(30)),
-    )
-    .await;
-    assert!(attempt.is_err(), "the lease was taken from its owner");
+    let attempt = tokio::spawn(async move {
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            third.lock(Duration::from_secs(30)),
+        )
+        .await
+    });
+    // The listeners of all three stores.
+    wait_for_subscribers(&redis, &format!("{}:released", first.key_base()), 3).await;
+    drop(stale);
+    let attempt = attempt.await.unwrap();
+    assert!(
+        attempt.is_err(),
+        "the lease was taken from its owner, or its waiter woken: {attempt:?}"
+    );
     drop(current);
 }
 
@@ -408,18 +444,18 @@ async fn a_restarted_redis_is_reconnected_on_the_next_call_with_no_error() {
     let mut redis = redis();
     let store = store(&redis, "restart");
     store.save(&tokens("SECRET-AT-1", None)).await.unwrap();
-    let lease = store.lock(Duration::from_secs(30)).await.unwrap().unwrap();
+    let lease = held(store.lock(Duration::from_secs(30)).await);
     drop(lease);
     // The restarted server has nothing stored; the store's connections to the old one are
     // dead, and the next call makes a new one without failing.
     redis.restart().unwrap();
     assert_eq!(store.load().await.unwrap(), None);
     store.save(&tokens("SECRET-AT-2", None)).await.unwrap();
-    let lease = tokio::time::timeout(Duration::from_secs(10), store.lock(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let lease = held(
+        tokio::time::timeout(Duration::from_secs(10), store.lock(Duration::from_secs(30)))
+            .await
+            .unwrap(),
+    );
     // A new server's fence counter starts again.
     assert_eq!(lease.fence(), Some(1));
 }
