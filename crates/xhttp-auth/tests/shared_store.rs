@@ -205,15 +205,20 @@ async fn two_replicas() -> (
     let store = Arc::new(LockingStore::default());
     let a = manager(&endpoint, store.clone());
     let b = manager(&endpoint, store.clone());
-    let login = a
+    let login = log_in(&a).await;
+    (endpoint, store, a, b, login)
+}
+
+/// The login every test starts from: `SECRET-AT-0`, `SECRET-RT-0`.
+async fn log_in(manager: &TokenManager) -> Arc<xhttp_auth::Token> {
+    manager
         .set_tokens(
             Secret::new("SECRET-AT-0"),
             Some(Secret::new("SECRET-RT-0")),
             None,
         )
         .await
-        .unwrap();
-    (endpoint, store, a, b, login)
+        .unwrap()
 }
 
 fn assert_no_secret(shown: &str) {
@@ -273,14 +278,7 @@ async fn replicas_waiting_for_one(
     let managers: Vec<TokenManager> = (0..REPLICAS)
         .map(|_| manager(endpoint, store.clone()))
         .collect();
-    managers[0]
-        .set_tokens(
-            Secret::new("SECRET-AT-0"),
-            Some(Secret::new("SECRET-RT-0")),
-            None,
-        )
-        .await
-        .unwrap();
+    log_in(&managers[0]).await;
     let mut waiters = Vec::new();
     for manager in &managers {
         let held = manager.current().await.unwrap();
@@ -409,14 +407,7 @@ async fn a_store_that_is_down_is_skipped_counted_and_named_in_a_failed_refresh()
     let endpoint = Arc::new(Endpoint::default());
     let store = Arc::new(DownStore::default());
     let manager = manager(&endpoint, store.clone());
-    let login = manager
-        .set_tokens(
-            Secret::new("SECRET-AT-0"),
-            Some(Secret::new("SECRET-RT-0")),
-            None,
-        )
-        .await
-        .unwrap();
+    let login = log_in(&manager).await;
     assert_eq!(manager.store_errors(), 1, "the login's save");
     let generation = login.generation();
     // 200 rejections: the local single flight makes one call, and nobody fails.
@@ -497,14 +488,7 @@ async fn a_store_that_says_the_session_ended_ends_it_here_with_no_token_call() {
             }
         })
         .build();
-    let login = manager
-        .set_tokens(
-            Secret::new("SECRET-AT-0"),
-            Some(Secret::new("SECRET-RT-0")),
-            None,
-        )
-        .await
-        .unwrap();
+    let login = log_in(&manager).await;
     let waiters: Vec<_> = (0..100)
         .map(|_| {
             let manager = manager.clone();
