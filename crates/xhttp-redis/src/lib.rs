@@ -327,7 +327,7 @@ struct Inner {
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// What the release channel has said, shared with its listener.
     channel: Arc<Channel>,
-    /// The task that listens on the release channel, started by the first lock.
+    /// The task that listens on the release channel, started by the first read or lock.
     listener: Mutex<Option<tokio::task::AbortHandle>>,
     /// Keeps the password out of every error and log line for as long as the store lives.
     _password: Option<KnownSecret>,
@@ -486,10 +486,11 @@ impl Inner {
         ))
     }
 
-    /// Starts the task that turns release messages into wake-ups, once.
+    /// Starts the task that turns release messages into wake-ups, unless it runs: once, or
+    /// again when the runtime it ran on has shut down.
     fn listen(self: &Arc<Self>) {
         let mut listener = xhttp_core::sync::lock(&self.listener);
-        if listener.is_some() {
+        if listener.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -625,6 +626,9 @@ fn swapped(value: Value) -> Result<Swap, Error> {
 impl TokenStore for RedisStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<StoredTokens>, Error>> {
         Box::pin(async move {
+            // Subscribed before the first lease is asked for: a release that ends the first
+            // wait is not missed while the subscription is being made.
+            self.inner.listen();
             let command = redis::cmd("HGETALL").arg(&self.inner.keys[0]).clone();
             codec::decode(self.inner.command("reading the tokens", &command).await?)
         })

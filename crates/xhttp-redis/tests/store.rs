@@ -38,7 +38,7 @@ fn tokens(access: &str, refresh: Option<&str>) -> StoredTokens {
     StoredTokens::new(Secret::new(access), refresh.map(Secret::new))
 }
 
-/// Waits until `count` connections subscribe to `channel`.
+/// Waits until exactly `count` connections subscribe to `channel`.
 async fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -50,7 +50,7 @@ async fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
                 .query_async(&mut connection)
                 .await
                 .unwrap();
-            if subscribers >= count {
+            if subscribers == count {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -58,7 +58,7 @@ async fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
     };
     tokio::time::timeout(Duration::from_secs(5), subscribed)
         .await
-        .expect("the waiter subscribed to the release channel");
+        .expect("the subscribers of the release channel");
 }
 
 /// The lease a `lock` call took; any other answer fails the test.
@@ -187,6 +187,41 @@ async fn a_waiter_is_woken_by_the_holders_release_not_when_the_lease_runs_out() 
         Some(first_fence + 1),
         "the wait took no lease"
     );
+}
+
+/// A store first used on a runtime that then shut down (a one-off `block_on` at start-up)
+/// listens again on the runtime it is used on next.
+#[test]
+fn a_store_moved_to_another_runtime_still_hears_releases() {
+    let redis = redis();
+    let waiter = store(&redis, "moved");
+    let channel = format!("{}:released", waiter.key_base());
+    let start_up = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    start_up.block_on(async { waiter.load().await.unwrap() });
+    drop(start_up);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The start-up runtime's subscription went with it.
+        wait_for_subscribers(&redis, &channel, 0).await;
+        let holder = store(&redis, "moved");
+        let lease = held(holder.lock(Duration::from_secs(60)).await);
+        let waiting = tokio::spawn(async move { waiter.lock(Duration::from_secs(60)).await });
+        // The holder's listener and the waiter's new one.
+        wait_for_subscribers(&redis, &channel, 2).await;
+        drop(lease);
+        let woken = tokio::time::timeout(Duration::from_secs(4), waiting)
+            .await
+            .expect("the release message woke the waiter")
+            .unwrap();
+        assert!(matches!(woken.unwrap(), Lock::Released));
+    });
 }
 
 #[tokio::test]
