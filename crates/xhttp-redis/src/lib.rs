@@ -365,6 +365,19 @@ impl RedisStore {
     pub fn key_base(&self) -> &str {
         &self.inner.base
     }
+
+    /// Whether release messages reach this store now. The store subscribes at its first
+    /// read or lease; while it is subscribed, a replica waiting for the lease is woken by
+    /// the holder's release, and otherwise it looks again every 50 ms. A health check can
+    /// report it.
+    ///
+    /// ```
+    /// let store = xhttp_redis::RedisStore::builder("redis://127.0.0.1").build().unwrap();
+    /// assert!(!store.is_subscribed(), "nothing subscribes before the first call");
+    /// ```
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.channel.subscribed.load(Ordering::Acquire)
+    }
 }
 
 impl Inner {
@@ -522,6 +535,14 @@ struct Channel {
 /// with a back-off when the subscription breaks. Holds no handle on the store: the store
 /// aborts it when dropped.
 async fn listen(client: Client, name: String, op_timeout: Duration, channel: Arc<Channel>) {
+    /// Says the channel is not subscribed when the task ends, aborted or with its runtime.
+    struct Unsubscribed(Arc<Channel>);
+    impl Drop for Unsubscribed {
+        fn drop(&mut self) {
+            self.0.subscribed.store(false, Ordering::Release);
+        }
+    }
+    let _unsubscribed = Unsubscribed(channel.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
         let connect = async {
@@ -532,9 +553,11 @@ async fn listen(client: Client, name: String, op_timeout: Duration, channel: Arc
         match tokio::time::timeout(op_timeout, connect).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
-                channel.subscribed.store(true, Ordering::Release);
-                // A release may have come while the channel was not subscribed.
+                // A release may have come while the channel was not subscribed. The waiters
+                // are woken before the store says it is subscribed, so that a waiter that
+                // starts after that is woken only by a message.
                 channel.wake.notify_waiters();
+                channel.subscribed.store(true, Ordering::Release);
                 let mut messages = pubsub.into_on_message();
                 while messages.next().await.is_some() {
                     channel.releases.fetch_add(1, Ordering::AcqRel);

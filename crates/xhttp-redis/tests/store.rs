@@ -61,6 +61,67 @@ async fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
         .expect("the subscribers of the release channel");
 }
 
+/// Waits until `store` is subscribed to its release channel: it was read from, and every
+/// wake-up of its new subscription is over.
+async fn wait_until_subscribed(store: &RedisStore) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !store.is_subscribed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the store subscribed to its release channel");
+}
+
+/// Scripts the server has run (`EVAL` and `EVALSHA`), from `INFO commandstats`.
+async fn scripts_run(redis: &RedisServer) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_eval:") || line.starts_with("cmdstat_evalsha:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Starts `waiter` asking for the lease `holder` holds, and returns once the server has run
+/// its attempt: from then on only a message (or the lease running out) ends its wait.
+async fn start_waiting(
+    redis: &RedisServer,
+    waiter: RedisStore,
+) -> tokio::task::JoinHandle<(RedisStore, Result<Lock, xhttp_core::Error>)> {
+    waiter.load().await.unwrap();
+    wait_until_subscribed(&waiter).await;
+    let before = scripts_run(redis).await;
+    let waiting = tokio::spawn(async move {
+        let woken = waiter.lock(Duration::from_secs(60)).await;
+        (waiter, woken)
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while scripts_run(redis).await == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the waiter asked for the lease");
+    assert!(
+        !waiting.is_finished(),
+        "the lease is held: the waiter waits"
+    );
+    waiting
+}
+
 /// The lease a `lock` call took; any other answer fails the test.
 fn held(lock: Result<Lock, xhttp_core::Error>) -> RefreshLock {
     match lock.unwrap() {
@@ -161,18 +222,10 @@ async fn keys_and_prefixes_keep_credentials_apart() {
 async fn a_waiter_is_woken_by_the_holders_release_not_when_the_lease_runs_out() {
     let redis = redis();
     let holder = store(&redis, "lease");
-    let waiter = store(&redis, "lease");
     // A lease of a minute: only the release message can end the wait within the bound.
     let lease = held(holder.lock(Duration::from_secs(60)).await);
     let first_fence = lease.fence().unwrap();
-    let waiting = tokio::spawn(async move {
-        let woken = waiter.lock(Duration::from_secs(60)).await;
-        (waiter, woken)
-    });
-    // The waiter is inside its wait loop, subscribed to the release channel: the lease is
-    // still the holder's.
-    wait_for_subscribers(&redis, &format!("{}:released", holder.key_base()), 1).await;
-    assert!(!waiting.is_finished());
+    let waiting = start_waiting(&redis, store(&redis, "lease")).await;
     drop(lease);
     // A waiter that is subscribed looks again only every 5 s unless a message wakes it.
     let (waiter, woken) = tokio::time::timeout(Duration::from_secs(4), waiting)
@@ -210,13 +263,14 @@ fn a_store_moved_to_another_runtime_still_hears_releases() {
     runtime.block_on(async {
         // The start-up runtime's subscription went with it.
         wait_for_subscribers(&redis, &channel, 0).await;
+        assert!(!waiter.is_subscribed());
         let holder = store(&redis, "moved");
         let lease = held(holder.lock(Duration::from_secs(60)).await);
-        let waiting = tokio::spawn(async move { waiter.lock(Duration::from_secs(60)).await });
+        let waiting = start_waiting(&redis, waiter).await;
         // The holder's listener and the waiter's new one.
         wait_for_subscribers(&redis, &channel, 2).await;
         drop(lease);
-        let woken = tokio::time::timeout(Duration::from_secs(4), waiting)
+        let (_, woken) = tokio::time::timeout(Duration::from_secs(4), waiting)
             .await
             .expect("the release message woke the waiter")
             .unwrap();
