@@ -1151,10 +1151,10 @@ impl Shared {
             if let Some(adopted) = self.newer_in_store(held_access.as_ref(), &stored) {
                 return Ok(adopted);
             }
-            // Nothing newer after a release (its holder's refresh failed): ask again.
             if lock.is_some() {
                 break lock;
             }
+            // Released with nothing newer (its holder's refresh failed): ask again.
         };
         let refresh_token = held
             .as_ref()

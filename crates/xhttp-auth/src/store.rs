@@ -125,11 +125,16 @@ pub enum Swap {
 /// What [`TokenStore::lock`] got.
 ///
 /// ```
-/// use xhttp_auth::{Lock, RefreshLock};
+/// use std::time::Duration;
+/// use xhttp_auth::{Lock, MemoryStore, RefreshLock, TokenStore};
 ///
 /// let lock = Lock::Held(RefreshLock::fenced((), 7));
 /// assert!(matches!(&lock, Lock::Held(held) if held.fence() == Some(7)));
-/// assert!(matches!(Lock::Released, Lock::Released));
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // A store of one process takes no fleet-wide lock.
+/// let local = MemoryStore::new().lock(Duration::from_secs(10)).await.unwrap();
+/// assert!(matches!(local, Lock::Unsupported));
+/// # });
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
